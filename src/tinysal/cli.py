@@ -1,0 +1,316 @@
+"""``tinysal`` command line: a thin layer over functions the Python API and the tests call directly.
+
+Every expected failure is a ``TinysalError``: one line on stderr, a non-zero exit, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tinysal import __version__
+from tinysal.errors import CheckFailed, TinysalError
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def _report(path: str | None, report: dict[str, Any], args: argparse.Namespace, inputs: Sequence[str]) -> None:
+    from tinysal.fileio import write_json
+    from tinysal.provenance import run_provenance
+
+    if path:
+        report = {**report, "run_provenance": run_provenance(vars_clean(args), inputs, [path])}
+        write_json(path, report)
+
+
+def vars_clean(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if k != "func"}
+
+
+# ------------------------------------------------------------------------------------------- commands
+def cmd_export(args: argparse.Namespace) -> int:
+    from tinysal.export import export_checkpoint, export_random_init
+
+    if bool(args.checkpoint) == bool(args.random_init):
+        raise TinysalError("give either a CHECKPOINT or --random-init ARCH (a smoke model), not both or neither")
+    if args.random_init:
+        info = export_random_init(args.random_init, args.seed, args.output)
+        print("note: randomly initialised weights: a smoke model for plumbing tests, not for scoring", file=sys.stderr)
+    else:
+        info = export_checkpoint(args.checkpoint, args.output)
+    print(f"exported {info['arch']} ({info['param_count']} params) to {info['output']} sha256 {info['sha256']}")
+    return 0
+
+
+def cmd_check_ops(args: argparse.Namespace) -> int:
+    from tinysal.checks import check_ops, describe_failures
+
+    if args.out_json:
+        from tinysal.fileio import check_writable_target
+
+        check_writable_target(args.out_json)
+    report = check_ops(args.model)
+    _report(args.out_json, report, args, [args.model])
+    if not report["ok"]:
+        for line in describe_failures(report):
+            print(f"FAIL {args.model}: {line}", file=sys.stderr)
+        return 1
+    print(f"OK {args.model}: opset {report['opset']}, ops {', '.join(report['op_types'])}")
+    return 0
+
+
+def cmd_parity(args: argparse.Namespace) -> int:
+    from tinysal.parity import parity
+
+    if args.out_json:
+        from tinysal.fileio import check_writable_target
+
+        check_writable_target(args.out_json)
+    rep = parity(args.checkpoint, args.model, tol=args.tolerance)
+    _report(args.out_json, rep, args, [args.checkpoint, args.model])
+    for s in rep["sizes"]:
+        print(f"{s['height']}x{s['width']}: max_abs_diff {s['max_abs_diff']:.3e} {'ok' if s['ok'] else 'FAIL'}")
+    if not rep["ok"]:
+        raise CheckFailed(f"parity failed: max_abs_diff {rep['max_abs_diff']:.3e} > {args.tolerance:g}")
+    print(f"parity OK: max_abs_diff {rep['max_abs_diff']:.3e} <= {args.tolerance:g}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from tinysal.train import PRESETS, TrainConfig, parse_stages
+
+    preset = dict(PRESETS[args.preset])
+    cfg = TrainConfig(arch=args.arch, roots=list(args.roots), out_dir=args.out_dir, preset=args.preset, **preset)
+    over = {
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "resize": args.resize,
+        "val_crop": args.val_crop,
+        "val_fraction": args.val_fraction,
+        "copy_paste": args.copy_paste,
+        "seed": args.seed,
+        "limit": args.limit,
+        "cache_dir": args.cache_dir,
+        "device": args.device,
+    }
+    for k, v in over.items():
+        if v is not None:
+            setattr(cfg, k, v)
+    if args.stages:
+        cfg.stages = parse_stages(args.stages)
+    if args.epochs:
+        if len(cfg.stages) != 1:
+            raise TinysalError("--epochs applies to single-stage recipes; use --stages for multi-stage ones")
+        cfg.stages = [[cfg.stages[0][0], args.epochs]]
+    if args.crop:
+        cfg.stages = [[args.crop, e] for _, e in cfg.stages]
+    if args.scale_range:
+        lo, hi = (float(x) for x in args.scale_range.split(","))
+        cfg.scale_range = [lo, hi]
+    cfg.val_groups = [g for g in (args.val_groups or "").split(",") if g]
+    cfg.exclude_groups = [g for g in (args.exclude_groups or "").split(",") if g]
+    cfg.export = not args.no_export
+    from tinysal.train import train
+
+    print(f"training {cfg.arch}: {json.dumps(dataclasses.asdict(cfg))}", file=sys.stderr)
+    m = train(cfg, resume=args.resume, metrics_out=args.metrics_out, progress=not args.quiet)
+    print(
+        f"best epoch {m['best_epoch']} val IoU {m['best_val_iou']:.4f}; "
+        + (f"ONNX {m['onnx']} parity {m['parity_max_abs_diff']:.2e}" if "onnx" in m else "no export")
+    )
+    return 0
+
+
+def cmd_validate_registry(args: argparse.Namespace) -> int:
+    from tinysal.registry import validate_registry
+
+    if args.out_json:
+        from tinysal.fileio import check_writable_target
+
+        check_writable_target(args.out_json)
+    rep = validate_registry(args.registry)
+    _report(args.out_json, rep, args, [rep["registry"]] + [m["file"] for m in rep["models"]])
+    for m in rep["models"]:
+        print(f"{m['id']:<32} {m['status']:<11} {m['verdict']}")
+        for p in m["problems"]:
+            print(f"    - {p}", file=sys.stderr)
+    for p in rep["problems"]:
+        print(f"registry: {p}", file=sys.stderr)
+    if not rep["ok"]:
+        raise CheckFailed(f"registry {rep['registry']} failed validation")
+    print(f"registry OK: production model {rep['production'][0]}")
+    return 0
+
+
+def cmd_validate_model(args: argparse.Namespace) -> int:
+    from tinysal.registry import validate_model
+
+    if args.out_json:
+        from tinysal.fileio import check_writable_target
+
+        check_writable_target(args.out_json)
+    rep = validate_model(args.model, args.checkpoint, args.registry)
+    _report(args.out_json, rep, args, [args.model] + ([args.checkpoint] if args.checkpoint else []))
+    status = rep["registry_status"]
+    note = " (random weights: not for scoring)" if status == "smoke" else ""
+    for p in rep["problems"]:
+        print(f"FAIL {args.model}: {p}", file=sys.stderr)
+    if "parity" in rep:
+        print(f"parity max_abs_diff {rep['parity']['max_abs_diff']:.3e}")
+    print(f"registry status: {status}{note}")
+    if not rep["ok"]:
+        raise CheckFailed(f"{args.model} failed validation")
+    print(f"model OK: {args.model}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tinysal.evaluate import evaluate
+
+    if args.short_side < 0:
+        raise TinysalError("--short-side must be >= 0 (0 = native resolution)")
+    if args.out_json:
+        from tinysal.fileio import check_writable_target
+
+        check_writable_target(args.out_json)
+    groups = [g for g in (args.groups or "").split(",") if g]
+    rep = evaluate(args.model, args.roots, args.short_side, groups, args.threads)
+    _report(args.out_json, rep, args, [args.model])
+    print(f"{'dataset':<20} {'n':>5} {'IoU':>7} {'MAE':>7} {'maxF':>7} {'meanF':>7} {'S':>7} {'E':>7}")
+    for d in rep["datasets"]:
+        print(
+            f"{os.path.basename(d['root']):<20} {d['n_images']:>5} {d['iou']:>7.4f} {d['mae']:>7.4f} "
+            f"{d['max_f']:>7.4f} {d['mean_f']:>7.4f} {d['s_measure']:>7.4f} {d['e_measure']:>7.4f}"
+        )
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from tinysal.vmaf_cli import run
+
+    return run(args, prog="tinysal score")
+
+
+# ------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tinysal", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"tinysal {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add("export", cmd_export, "export a checkpoint to ONNX (opset 17, dynamic H/W, deterministic bytes)")
+    sp.add_argument("checkpoint", nargs="?")
+    sp.add_argument("--output", "-o", required=True)
+    sp.add_argument(
+        "--random-init",
+        metavar="ARCH",
+        choices=["saliency_student_v1", "saliency_student_v2"],
+        help="export a randomly initialised model (a smoke model) instead of a checkpoint",
+    )
+    sp.add_argument("--seed", type=int, default=0, help="seed for --random-init")
+
+    sp = add("check-ops", cmd_check_ops, "check an ONNX model against the op allowlist and the I/O contract")
+    sp.add_argument("model")
+    sp.add_argument("--out-json")
+
+    sp = add("parity", cmd_parity, "compare PyTorch and ONNX Runtime outputs on fixed-seed inputs")
+    sp.add_argument("checkpoint")
+    sp.add_argument("model")
+    sp.add_argument("--tolerance", type=float, default=1e-5)
+    sp.add_argument("--out-json")
+
+    sp = add("train", cmd_train, "train a saliency student (reference recipe by default; --preset cpu for 2 cores)")
+    sp.add_argument("roots", nargs="+", help="dataset roots (DUTS-TR/DUTS-TE layout or images/+masks/)")
+    sp.add_argument("--arch", default="saliency_student_v2", choices=["saliency_student_v1", "saliency_student_v2"])
+    sp.add_argument("--preset", default="reference", choices=["reference", "cpu"])
+    sp.add_argument("--out-dir", default="runs/train")
+    sp.add_argument("--metrics-out")
+    sp.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its last epoch")
+    sp.add_argument("--epochs", type=int)
+    sp.add_argument("--stages", help="multi-scale schedule CROP:EPOCHS[,...], e.g. 128:60,256:12")
+    sp.add_argument("--crop", type=int)
+    sp.add_argument("--batch-size", type=int)
+    sp.add_argument("--lr", type=float)
+    sp.add_argument("--resize", type=int, help="short side the cache is resized to (default 288)")
+    sp.add_argument("--val-crop", type=int)
+    sp.add_argument("--val-fraction", type=float)
+    sp.add_argument("--val-groups", help="comma-separated groups (sequences) to validate on")
+    sp.add_argument("--exclude-groups", help="comma-separated groups never used (a held-out test set)")
+    sp.add_argument("--scale-range", help="random scale jitter LO,HI (e.g. 0.75,1.25)")
+    sp.add_argument("--copy-paste", type=float, help="probability of pasting another image's foreground")
+    sp.add_argument("--seed", type=int)
+    sp.add_argument("--limit", type=int, help="use only the first N pairs (smoke runs)")
+    sp.add_argument("--cache-dir")
+    sp.add_argument("--device", help="auto (default), cpu or cuda")
+    sp.add_argument("--no-export", action="store_true")
+    sp.add_argument("--quiet", action="store_true")
+
+    sp = add(
+        "validate-registry",
+        cmd_validate_registry,
+        "validate the model registry: schema, files, sha256, opset, allowlist, I/O, one production model",
+    )
+    sp.add_argument("--registry", help="registry.json to check (default: the one shipped in the package)")
+    sp.add_argument("--out-json")
+
+    sp = add(
+        "validate-model",
+        cmd_validate_model,
+        "allowlist + I/O contract + parity (with --checkpoint) + registry status of one ONNX file",
+    )
+    sp.add_argument("model")
+    sp.add_argument("--checkpoint")
+    sp.add_argument("--registry")
+    sp.add_argument("--out-json")
+
+    sp = add("eval", cmd_eval, "SOD metrics (IoU, MAE, max/mean-F, S, E) of an ONNX model on datasets")
+    sp.add_argument("model")
+    sp.add_argument("roots", nargs="+")
+    sp.add_argument("--short-side", type=int, default=256, help="inference short side (0 = native)")
+    sp.add_argument("--groups", help="comma-separated groups (sequences) to evaluate on, e.g. held-out ones")
+    sp.add_argument("--threads", type=int, default=0)
+    sp.add_argument("--out-json")
+
+    from tinysal.vmaf_cli import add_score_arguments
+
+    sp = sub.add_parser(
+        "score",
+        add_help=False,
+        help="score a video with mobilesal (same options as `vmaf`)",
+        description="score a video with mobilesal (same options as `vmaf`)",
+    )
+    sp.add_argument("--help", action="help", help="show this help and exit")
+    add_score_arguments(sp)
+    sp.set_defaults(func=cmd_score)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except TinysalError as e:
+        print(f"tinysal {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"tinysal {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Small file helpers shared by every writer: atomic writes and hashing."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from tinysal.errors import TinysalError
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_writable_target(path: str | os.PathLike[str]) -> Path:
+    """Fail early, with a clear message, if ``path`` cannot be written (before doing any expensive work)."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise TinysalError(f"output path is a directory: {p}")
+    if not parent.is_dir():
+        raise TinysalError(f"output folder does not exist: {parent}")
+    if not os.access(parent, os.W_OK):
+        raise TinysalError(f"output folder is not writable: {parent}")
+    return p
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temp file beside ``path``; on success rename it over ``path``, on error remove it.
+
+    A reader never sees a half-written file, and a failed run leaves no output behind.
+    """
+    p = check_writable_target(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False, allow_nan=False)
+        f.write("\n")
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write bytes atomically."""
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
+    """Read JSON with a clear error for a missing file or bad syntax."""
+    p = Path(path)
+    if not p.is_file():
+        raise TinysalError(f"{what} not found: {p}")
+    try:
+        with open(p, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TinysalError(f"{what} is not valid JSON: {p}: {e}") from None

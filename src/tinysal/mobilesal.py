@@ -1,0 +1,226 @@
+"""The ``mobilesal`` feature: YUV frame -> saliency map -> per-frame statistics.
+
+Default execution runs the model at its training scale (frame resized so its short side is 256) and pools the
+map *as if* resized back to the frame: a separable bilinear resize (half-pixel centres, edge clamp) is linear, so
+the frame-resolution mean equals a weighted mean of the small map with the resize's column sums as weights —
+exact, without building the full-resolution map. ``short_side=0`` runs at native resolution.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from tinysal.arch import IMAGENET_MEAN, IMAGENET_STD, STRIDE
+from tinysal.colour import upsample_chroma, yuv444_to_rgb
+from tinysal.errors import TinysalError
+from tinysal.video import SUBSAMPLING, YuvFrame
+
+METRIC = "saliency_mean"
+EXTRA_METRICS = ("saliency_centroid_x", "saliency_centroid_y", "saliency_coverage")
+DEFAULT_SHORT_SIDE = 256
+_MEAN = np.array(IMAGENET_MEAN, np.float32)
+_STD = np.array(IMAGENET_STD, np.float32)
+
+
+@lru_cache(maxsize=32)
+def bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) matrix of a 1-D bilinear resize with half-pixel centres and clamped edges
+    (ONNX Resize linear/half_pixel, PyTorch align_corners=False)."""
+    m = np.zeros((n_out, n_in), np.float64)
+    if n_in == n_out:
+        np.fill_diagonal(m, 1.0)
+        return m
+    scale = n_in / n_out
+    x = (np.arange(n_out) + 0.5) * scale - 0.5
+    x = np.clip(x, 0, n_in - 1)
+    x0 = np.floor(x).astype(int)
+    x1 = np.minimum(x0 + 1, n_in - 1)
+    w1 = x - x0
+    m[np.arange(n_out), x0] += 1 - w1
+    m[np.arange(n_out), x1] += w1
+    return m
+
+
+@lru_cache(maxsize=32)
+def pooling_weights(h_in: int, w_in: int, h_out: int, w_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column weights such that ``mean(resize(M)) == wy @ M @ wx`` (weights sum to 1)."""
+    wy = bilinear_matrix(h_in, h_out).sum(0) / h_out
+    wx = bilinear_matrix(w_in, w_out).sum(0) / w_out
+    return wy, wx
+
+
+def resize_plane(plane: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Resize one plane of code values to (h, w) as float32 (Pillow bilinear: antialiased when shrinking)."""
+    from PIL import Image
+
+    if plane.shape == (h, w):
+        return plane.astype(np.float32)
+    if plane.dtype == np.uint8:
+        return np.asarray(Image.fromarray(plane, "L").resize((w, h), Image.BILINEAR), dtype=np.float32)
+    img = Image.fromarray(plane.astype(np.float32), "F")
+    return np.asarray(img.resize((w, h), Image.BILINEAR), dtype=np.float32)
+
+
+def normalise_and_pad(rgb: np.ndarray) -> np.ndarray:
+    """float RGB HxWx3 in [0, 1] -> ImageNet-normalised [1, 3, H8, W8], edge-replicated up to multiples of 8."""
+    h, w = rgb.shape[:2]
+    x = ((rgb - _MEAN) / _STD).transpose(2, 0, 1)
+    ph, pw = (-h) % STRIDE, (-w) % STRIDE
+    if ph or pw:
+        x = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="edge")
+    return np.ascontiguousarray(x[None], dtype=np.float32)
+
+
+def target_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """Model input size (before padding) for a frame: short side scaled to ``short_side`` (0 = native)."""
+    if short_side <= 0:
+        return width, height
+    s = short_side / min(width, height)
+    return max(1, round(width * s)), max(1, round(height * s))
+
+
+class MobileSal:
+    """Saliency feature extractor. Create once; call :meth:`compute` per frame."""
+
+    name = "mobilesal"
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        short_side: int = DEFAULT_SHORT_SIDE,
+        threads: int = 0,
+        colorspace: str | None = None,
+        color_range: str | None = None,
+        extra_stats: bool = False,
+    ) -> None:
+        from tinysal.session import create_session
+
+        if model_path is None:
+            from tinysal.registry import default_model_path
+
+            model_path = default_model_path()
+        if short_side < 0:
+            raise TinysalError(f"short_side must be >= 0 (0 = native resolution), got {short_side}")
+        self.model_path = os.fspath(model_path)
+        self.session = create_session(self.model_path, threads=threads)
+        self.short_side = int(short_side)
+        self.colorspace = colorspace
+        self.color_range = color_range
+        self.extra_stats = extra_stats
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return (METRIC,) + (EXTRA_METRICS if self.extra_stats else ())
+
+    def preprocess(self, frame: YuvFrame, colorspace: str = "bt709", color_range: str = "limited") -> np.ndarray:
+        """Frame -> normalised, edge-padded [1, 3, H8, W8] float32 at the inference size."""
+        tw, th = target_size(frame.width, frame.height, self.short_side)
+        if (tw, th) == (frame.width, frame.height):
+            sx, sy = SUBSAMPLING[frame.pix_fmt]
+            y = frame.y
+            u = upsample_chroma(frame.u, sx, sy, frame.width, frame.height)
+            v = upsample_chroma(frame.v, sx, sy, frame.width, frame.height)
+        else:  # resizing each plane straight to the target grid also brings chroma to 4:4:4
+            y, u, v = (resize_plane(p, tw, th) for p in (frame.y, frame.u, frame.v))
+        rgb = yuv444_to_rgb(y, u, v, frame.bitdepth, self.colorspace or colorspace, self.color_range or color_range)
+        return normalise_and_pad(rgb)
+
+    def infer(self, x: np.ndarray, width: int, height: int) -> np.ndarray:
+        """Run the model on a preprocessed input; return the (unpadded) map at inference size."""
+        tw, th = target_size(width, height, self.short_side)
+        out = self.session.run(x)
+        m = out[0, 0, :th, :tw]
+        if not np.all(np.isfinite(m)):
+            raise TinysalError(f"model {self.model_path} produced NaN or infinite saliency values")
+        lo, hi = float(m.min()), float(m.max())
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            raise TinysalError(f"model {self.model_path} produced values outside [0, 1] ({lo:.4g}..{hi:.4g})")
+        return m
+
+    def statistics(self, m: np.ndarray, width: int, height: int) -> dict[str, float]:
+        """Per-frame statistics of the map as resized to the frame (exact, via pooling weights)."""
+        wy, wx = pooling_weights(m.shape[0], m.shape[1], height, width)
+        md = m.astype(np.float64)
+        total = float(wy @ md @ wx)
+        stats = {METRIC: total}
+        if self.extra_stats:
+            # centroid in frame coordinates normalised to [0, 1] (pixel centres), weighted by saliency
+            ys = (np.arange(height) + 0.5) / height
+            xs = (np.arange(width) + 0.5) / width
+            cy = bilinear_matrix(m.shape[0], height).T @ ys / height
+            cx = bilinear_matrix(m.shape[1], width).T @ xs / width
+            denom = total if total > 1e-12 else float("nan")
+            stats["saliency_centroid_x"] = float(wy @ md @ cx) / denom if total > 1e-12 else 0.5
+            stats["saliency_centroid_y"] = float(cy @ md @ wx) / denom if total > 1e-12 else 0.5
+            stats["saliency_coverage"] = float((m >= 0.5).mean())
+        return stats
+
+    def frame_map(self, m: np.ndarray, width: int, height: int) -> np.ndarray:
+        """The map resized to the frame (same bilinear resize the statistics assume)."""
+        if m.shape == (height, width):
+            return m
+        return (
+            bilinear_matrix(m.shape[0], height) @ m.astype(np.float64) @ bilinear_matrix(m.shape[1], width).T
+        ).astype(np.float32)
+
+    def compute(
+        self, frame: YuvFrame, colorspace: str = "bt709", color_range: str = "limited"
+    ) -> tuple[dict[str, float], np.ndarray]:
+        """Statistics and inference-size map for one frame."""
+        m = self.infer(self.preprocess(frame, colorspace, color_range), frame.width, frame.height)
+        return self.statistics(m, frame.width, frame.height), m
+
+
+def parse_feature_params(items: list[str] | None) -> dict[str, dict[str, str]]:
+    """``["mobilesal:model_path=x:short_side=0"]`` -> ``{"mobilesal": {"model_path": "x", "short_side": "0"}}``.
+
+    Windows drive letters are not split (``model_path=C:\\m.onnx``)."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items or []:
+        name, sep, rest = item.partition(":")
+        if not sep or not name or not rest:
+            raise TinysalError(f"malformed feature params {item!r}: expected NAME:key=value[:key2=value2]")
+        params = out.setdefault(name, {})
+        parts = rest.split(":")
+        merged: list[str] = []
+        for part in parts:  # re-join pieces without '=' (a drive letter's colon) to the previous value
+            if "=" not in part and merged:
+                merged[-1] += ":" + part
+            else:
+                merged.append(part)
+        for kv in merged:
+            k, eq, v = kv.partition("=")
+            if not eq or not k:
+                raise TinysalError(f"malformed feature params {item!r}: {kv!r} is not key=value")
+            params[k] = v
+    return out
+
+
+FEATURE_PARAMS = {"model_path", "short_side", "threads", "extra_stats", "colorspace", "range"}
+
+
+def feature_from_params(params: dict[str, Any], threads: int = 0) -> MobileSal:
+    """Build the feature from string params (CLI/API); the model path falls back to the environment, then the
+    registry's production model."""
+    unknown = set(params) - FEATURE_PARAMS
+    if unknown:
+        raise TinysalError(f"unknown mobilesal parameter(s) {sorted(unknown)}; known: {sorted(FEATURE_PARAMS)}")
+    model = params.get("model_path") or os.environ.get("VMAF_MOBILESAL_MODEL_PATH") or None
+    try:
+        short = int(params.get("short_side", DEFAULT_SHORT_SIDE))
+        th = int(params.get("threads", threads))
+    except ValueError:
+        raise TinysalError("mobilesal short_side and threads must be integers") from None
+    extra = str(params.get("extra_stats", "0")).lower() in ("1", "true", "yes")
+    return MobileSal(
+        model,
+        short_side=short,
+        threads=th,
+        colorspace=params.get("colorspace"),
+        color_range=params.get("range"),
+        extra_stats=extra,
+    )

@@ -1,0 +1,101 @@
+"""libvmaf-layout output: JSON (default), XML and CSV, written atomically.
+
+Numbers are printed with six decimals as libvmaf does; ``fps`` is processing speed, as in libvmaf.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+from xml.sax.saxutils import quoteattr
+
+from tinysal.fileio import atomic_open
+
+POOL_METHODS = ("min", "max", "mean", "harmonic_mean")
+
+
+def pool(values: Sequence[float], method: str) -> float:
+    """libvmaf pooling; the harmonic mean is ``n / sum(1 / (x + 1)) - 1`` as in libvmaf."""
+    if not values:
+        raise ValueError("no values to pool")
+    if method == "min":
+        return float(min(values))
+    if method == "max":
+        return float(max(values))
+    if method == "mean":
+        return float(math.fsum(values) / len(values))
+    if method == "harmonic_mean":
+        return float(len(values) / math.fsum(1.0 / (v + 1.0) for v in values) - 1.0)
+    raise ValueError(f"unknown pool method {method!r}; use one of {POOL_METHODS}")
+
+
+def _num(v: float) -> str:
+    return "null" if not math.isfinite(v) else f"{v:.6f}"
+
+
+def render_json(result: dict[str, Any]) -> str:
+    frames = result["frames"]
+    fps = result["fps"]
+    lines = [
+        "{",
+        f'  "version": "{result["version"]}",',
+        f'  "fps": {"null" if not math.isfinite(fps) else f"{fps:.2f}"},',
+    ]
+    fr = []
+    for f in frames:
+        ms = ",\n".join(f'        "{k}": {_num(v)}' for k, v in f["metrics"].items())
+        fr.append(f'    {{\n      "frameNum": {f["frameNum"]},\n      "metrics": {{\n{ms}\n      }}\n    }}')
+    lines.append('  "frames": [' + ("\n" + ",\n".join(fr) + "\n" if fr else "") + "  ],")
+    pooled = []
+    for name, d in result["pooled_metrics"].items():
+        body = ",\n".join(f'      "{m}": {_num(d[m])}' for m in POOL_METHODS if m in d)
+        pooled.append(f'    "{name}": {{\n{body}\n    }}')
+    lines.append('  "pooled_metrics": {' + ("\n" + ",\n".join(pooled) + "\n" if pooled else "") + "  },")
+    agg = ",\n".join(f'    "{k}": {_num(v)}' for k, v in result.get("aggregate_metrics", {}).items())
+    lines.append('  "aggregate_metrics": {' + ("\n" + agg if agg else "") + "\n  }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def render_xml(result: dict[str, Any]) -> str:
+    out = [
+        f"<VMAF version={quoteattr(result['version'])}>",
+        f'  <params qualityWidth="{result["width"]}" qualityHeight="{result["height"]}" />',
+        f'  <fyi fps="{result["fps"]:.2f}" />',
+        "  <frames>",
+    ]
+    for f in result["frames"]:
+        attrs = " ".join(f'{k}="{v:.6f}"' for k, v in f["metrics"].items())
+        out.append(f'    <frame frameNum="{f["frameNum"]}" {attrs} />')
+    out += ["  </frames>", "  <pooled_metrics>"]
+    for name, d in result["pooled_metrics"].items():
+        attrs = " ".join(f'{m}="{d[m]:.6f}"' for m in POOL_METHODS if m in d)
+        out.append(f'    <metric name="{name}" {attrs} />')
+    out += [
+        "  </pooled_metrics>",
+        "  <aggregate_metrics "
+        + " ".join(f'{k}="{v:.6f}"' for k, v in result.get("aggregate_metrics", {}).items())
+        + "/>",
+        "</VMAF>",
+    ]
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + "\n".join(out) + "\n"
+
+
+def render_csv(result: dict[str, Any]) -> str:
+    names = list(result["pooled_metrics"])
+    rows = ["Frame," + "".join(f"{n}," for n in names)]
+    for f in result["frames"]:
+        rows.append(f"{f['frameNum']}," + "".join(f"{f['metrics'][n]:.6f}," for n in names))
+    return "\n".join(rows) + "\n"
+
+
+RENDERERS = {"json": render_json, "xml": render_xml, "csv": render_csv}
+
+
+def write_result(path: str | os.PathLike[str], result: dict[str, Any], fmt: str = "json") -> None:
+    """Render and write atomically (temp file + rename)."""
+    text = RENDERERS[fmt](result)
+    with atomic_open(path, "w") as f:
+        f.write(text)

@@ -1,0 +1,43 @@
+"""The one model-loading path for inference: path -> checked ONNX -> ONNX Runtime session (created once)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from tinysal.arch import INPUT_NAME, OUTPUT_NAME
+from tinysal.errors import TinysalError
+
+
+class ModelSession:
+    """A checked ONNX Runtime session for a saliency model (rembg-style: create once, reuse per frame)."""
+
+    def __init__(self, path: str | os.PathLike[str], threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        from tinysal.checks import check_ops, describe_failures, load_onnx
+
+        self.path = os.fspath(path)
+        model = load_onnx(self.path)
+        report = check_ops(model)
+        if not report["ok"]:
+            raise TinysalError(f"model {self.path} fails its checks: " + "; ".join(describe_failures(report)))
+        self.op_types = report["op_types"]
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = max(0, int(threads))
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        try:
+            self._sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise TinysalError(f"ONNX Runtime cannot load {self.path}: {str(e).splitlines()[0]}") from None
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """[N,3,H,W] float32 (H, W multiples of 8) -> [N,1,H,W] float32."""
+        return self._sess.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+def create_session(path: str | os.PathLike[str], threads: int = 0) -> ModelSession:
+    """Load, check and open a model for inference."""
+    return ModelSession(path, threads)

@@ -1,0 +1,220 @@
+"""The trainer: dataset layouts, determinism, kill-and-resume, metrics JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import assert_clean_error, make_blob_dataset, run_cli
+
+pytest.importorskip("torch")
+
+TINY = [
+    "--stages",
+    "32:2,48:2",
+    "--batch-size",
+    "4",
+    "--resize",
+    "56",
+    "--val-crop",
+    "48",
+    "--val-fraction",
+    "0.25",
+    "--lr",
+    "0.003",
+    "--seed",
+    "7",
+    "--quiet",
+]
+COMPARE = ("epoch", "crop", "train_loss", "val_loss", "val_iou", "lr")
+
+
+def _trace(metrics: dict) -> list[tuple]:
+    return [tuple(r[k] for k in COMPARE) for r in metrics["trace"]]
+
+
+def test_layouts_and_pairing(tmp_path: Path) -> None:
+    from tinysal.data import find_all_pairs, find_pairs, split_by_group
+
+    g = make_blob_dataset(tmp_path / "generic", n_groups=3, per_group=2)
+    d = make_blob_dataset(tmp_path / "duts", n_groups=2, per_group=3, layout="duts")
+    pg, pd = find_pairs(g), find_pairs(d)
+    assert len(pg) == 6 and {p.group for p in pg} == {"seq0", "seq1", "seq2"}
+    assert len(pd) == 6 and all(p.mask.stem == p.image.stem for p in pd)
+    both = find_all_pairs([g, d])
+    assert len(both) == 12 and len({p.group for p in both}) == 3 + 6
+    tr, va = split_by_group(pg, 0.3, seed=42)
+    assert {p.group for p in tr}.isdisjoint({p.group for p in va}) and va
+
+
+def test_missing_mask_and_empty_layout_errors(tmp_path: Path) -> None:
+    root = make_blob_dataset(tmp_path / "ds", n_groups=1, per_group=2)
+    next((root / "masks" / "seq0").glob("*.png")).unlink()
+    out = tmp_path / "m.json"
+    p = run_cli("tinysal", "train", str(root), *TINY, "--out-dir", str(tmp_path / "run"), "--metrics-out", str(out))
+    assert_clean_error(p, "no mask for 1 image", str(root / "masks"))
+    assert not out.exists()
+    empty = tmp_path / "empty"
+    (empty / "images").mkdir(parents=True)
+    (empty / "masks").mkdir()
+    assert_clean_error(
+        run_cli("tinysal", "train", str(empty), "--out-dir", str(tmp_path / "r2")),
+        "no image/mask pairs",
+        str(empty / "images"),
+    )
+    assert_clean_error(run_cli("tinysal", "train", str(tmp_path / "nowhere")), "dataset root not found")
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    assert_clean_error(run_cli("tinysal", "train", str(odd)), "no dataset layout")
+
+
+def test_training_is_deterministic_and_exports(tmp_path: Path) -> None:
+    root = make_blob_dataset(tmp_path / "ds")
+    runs = []
+    for k in range(2):
+        out = tmp_path / f"m{k}.json"
+        p = run_cli(
+            "tinysal",
+            "train",
+            str(root),
+            *TINY,
+            "--out-dir",
+            str(tmp_path / f"run{k}"),
+            "--metrics-out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        )
+        assert p.returncode == 0, p.stderr
+        runs.append(json.loads(out.read_text()))
+    a, b = runs
+    assert _trace(a) == _trace(b)
+    assert [r["crop"] for r in a["trace"]] == [32, 32, 48, 48]
+    assert a["param_count"] == 123_721
+    assert a["parity_max_abs_diff"] <= 1e-5 and a["op_check"] is True
+    prov = a["run_provenance"]
+    assert prov["datasets"][0]["pairs"] == 16 and len(prov["datasets"][0]["content_sha256"]) == 64
+    assert prov["args"]["seed"] == 7 and prov["versions"]["torch"]
+    for r in a["trace"]:
+        assert {"epoch", "train_loss", "val_loss", "val_iou", "lr", "seconds", "images_per_s"} <= set(r)
+    assert a["trace"][-1]["train_loss"] < a["trace"][0]["train_loss"]
+    # the best checkpoint and its export validate as a model
+    onnx_path = tmp_path / "run0" / "saliency_student_v2.onnx"
+    p = run_cli("tinysal", "validate-model", str(onnx_path), "--checkpoint", str(tmp_path / "run0" / "best.pt"))
+    assert p.returncode == 0, p.stderr
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
+    root = make_blob_dataset(tmp_path / "ds", n_groups=4, per_group=6)
+    args = [
+        "--stages",
+        "32:6",
+        "--batch-size",
+        "4",
+        "--resize",
+        "48",
+        "--val-crop",
+        "32",
+        "--val-fraction",
+        "0.25",
+        "--seed",
+        "3",
+        "--quiet",
+        "--no-export",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+    ref_out = tmp_path / "ref.json"
+    p = run_cli("tinysal", "train", str(root), *args, "--out-dir", str(tmp_path / "ref"), "--metrics-out", str(ref_out))
+    assert p.returncode == 0, p.stderr
+
+    run_dir = tmp_path / "killed"
+    env = dict(os.environ)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tinysal.cli", "train", str(root), *args, "--out-dir", str(run_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    state = run_dir / "last.pt"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if state.is_file() and state.stat().st_size > 0:
+            import torch
+
+            try:
+                done = int(torch.load(state, weights_only=True)["epoch"]) + 1
+            except Exception:  # caught mid-replace: try again
+                done = 0
+            if done >= 2:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed; make the run longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    # without --resume the trainer refuses to overwrite the interrupted run
+    assert_clean_error(run_cli("tinysal", "train", str(root), *args, "--out-dir", str(run_dir)), "--resume")
+    out = tmp_path / "resumed.json"
+    p = run_cli("tinysal", "train", str(root), *args, "--out-dir", str(run_dir), "--resume", "--metrics-out", str(out))
+    assert p.returncode == 0, p.stderr
+    assert _trace(json.loads(out.read_text())) == _trace(json.loads(ref_out.read_text()))
+
+
+def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
+    root = make_blob_dataset(tmp_path / "ds", n_groups=2, per_group=4)
+    base = [
+        "--stages",
+        "32:1",
+        "--batch-size",
+        "4",
+        "--resize",
+        "40",
+        "--val-crop",
+        "32",
+        "--quiet",
+        "--no-export",
+        "--val-fraction",
+        "0.5",
+    ]
+    assert run_cli("tinysal", "train", str(root), *base, "--out-dir", str(tmp_path / "r")).returncode == 0
+    p = run_cli("tinysal", "train", str(root), *base, "--lr", "0.5", "--out-dir", str(tmp_path / "r"), "--resume")
+    assert_clean_error(p, "different configuration")
+
+
+def test_cache_is_built_once_and_memory_mapped(tmp_path: Path) -> None:
+    import numpy as np
+
+    from tinysal.data import PairCache, find_pairs, load_pair
+
+    root = make_blob_dataset(tmp_path / "ds", n_groups=2, per_group=2)
+    pairs = find_pairs(root)
+    c1 = PairCache.build(pairs, 40, tmp_path / "cache", progress=False)
+    stamp = (c1.folder / "images.u8").stat().st_mtime_ns
+    c2 = PairCache.build(pairs, 40, tmp_path / "cache", progress=False)
+    assert c2.folder == c1.folder and (c2.folder / "images.u8").stat().st_mtime_ns == stamp
+    assert isinstance(c2.images, np.memmap)
+    img, mask = c2.get(1)
+    ref_img, ref_mask = load_pair(pairs[1], 40)
+    assert np.array_equal(img, ref_img) and np.array_equal(mask, ref_mask)
+    assert min(mask.shape) == 40 and set(np.unique(mask)) <= {0, 255}
+
+
+def test_iou_per_image() -> None:
+    import numpy as np
+
+    from tinysal.train import iou_per_image
+
+    gt = np.zeros((3, 4, 4), np.float32)
+    gt[:, :2] = 1
+    pred = np.zeros((3, 4, 4), np.float32)
+    pred[0, :2] = 0.9  # perfect
+    pred[1, :1] = 0.9  # half
+    gt[2] = 0  # empty gt, empty prediction -> 1
+    assert np.allclose(iou_per_image(pred, gt), [1.0, 0.5, 1.0])

@@ -17,8 +17,8 @@ RESIZE_EXPECTED = {"mode": "linear", "coordinate_transformation_mode": "half_pix
 
 
 def allowed_ops() -> frozenset[str]:
-    """The allowlist shipped in the package (``tinysal/data/allowed_ops.txt``)."""
-    text = resources.files("tinysal").joinpath("data/allowed_ops.txt").read_text()
+    """The allowlist shipped in the package (``tinysal/policy/allowed_ops.txt``)."""
+    text = resources.files("tinysal").joinpath("policy/allowed_ops.txt").read_text()
     return frozenset(ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#"))
 
 

@@ -307,10 +307,9 @@ def open_video(
     ext = p.suffix.lower()
     if ext == ".y4m":
         return Y4mReader(p)
-    if ext in (".yuv", ".raw", ".i420", ".bin") or (
-        width and height and ext not in (".mp4", ".mkv", ".webm", ".mov", ".avi", ".ts")
-    ):
-        if not width or not height:
+    containers = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".ts", ".m2ts", ".ivf", ".flv")
+    if ext in (".yuv", ".raw", ".i420", ".bin") or (width is not None and height is not None and ext not in containers):
+        if width is None or height is None:
             raise TinysalError(f"{p}: raw YUV needs --width and --height")
         return RawYuvReader(p, int(width), int(height), str(pix_fmt or "420"), int(bitdepth or 8))
     return AvReader(p)

@@ -45,8 +45,10 @@ def main() -> int:
         return 2
     pairs = find_pairs(a.root)[: a.batch * (a.steps + 1)]
     n_img = a.batch * a.steps
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {len(pairs)} pairs from {a.root}; "
-          f"crop {a.crop}, batch {a.batch}, {a.steps} timed steps (+1 warm-up)")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {len(pairs)} pairs from {a.root}; "
+        f"crop {a.crop}, batch {a.batch}, {a.steps} timed steps (+1 warm-up)"
+    )
 
     def run(channels_last: bool, batches) -> float:
         torch.manual_seed(0)
@@ -93,8 +95,10 @@ def main() -> int:
     base = run(False, plain_batches)
     cached = run(True, cached_batches)
     print(f"baseline (PIL decode per sample, NCHW): {base:.2f} img/s")
-    print(f"cached   (memory-mapped uint8, channels-last): {cached:.2f} img/s  (cache built once in {build_s:.1f} s "
-          f"for {len(pairs)} images)")
+    print(
+        f"cached   (memory-mapped uint8, channels-last): {cached:.2f} img/s  (cache built once in {build_s:.1f} s "
+        f"for {len(pairs)} images)"
+    )
     print(f"speed-up: {cached / base:.2f}x  (target >= 3x)")
     return 0
 

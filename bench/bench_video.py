@@ -78,15 +78,39 @@ def time_path(clip: Path, short_side: int, frames: int, threads: int) -> dict:
         feat.session.run(x)
     model_s = (time.perf_counter() - t1) / reps
     per_frame = wall / info["frames_scored"]
-    return {"short_side": short_side, "input": list(x.shape[2:]), "frames": info["frames_scored"],
-            "fps": info["frames_scored"] / wall, "ms_per_frame": per_frame * 1e3, "model_ms": model_s * 1e3,
-            "overhead_pct": (per_frame - model_s) / model_s * 100}
+    return {
+        "short_side": short_side,
+        "input": list(x.shape[2:]),
+        "frames": info["frames_scored"],
+        "fps": info["frames_scored"] / wall,
+        "ms_per_frame": per_frame * 1e3,
+        "model_ms": model_s * 1e3,
+        "overhead_pct": (per_frame - model_s) / model_s * 100,
+    }
 
 
 def peak_rss_mb(clip: Path, frames: int, threads: int) -> float:
     out = Path(tempfile.mkdtemp()) / "s.json"
-    cmd = [sys.executable, "-m", "tinysal.vmaf_cli", "-r", str(clip), "-d", str(clip), "-w", "1920", "-h", "1080",
-           "--frame_cnt", str(frames), "--threads", str(threads), "-q", "-o", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tinysal.vmaf_cli",
+        "-r",
+        str(clip),
+        "-d",
+        str(clip),
+        "-w",
+        "1920",
+        "-h",
+        "1080",
+        "--frame_cnt",
+        str(frames),
+        "--threads",
+        str(threads),
+        "-q",
+        "-o",
+        str(out),
+    ]
     p = subprocess.Popen(cmd)
     _, status, ru = os.wait4(p.pid, 0)
     if status != 0:
@@ -109,8 +133,10 @@ def davis_accuracy(seqs: list[str], short_sides: list[int], per_seq: int) -> dic
     for seq in seqs:
         imgs = sorted((SHARED / "data/davis2016/images" / seq).glob("*.jpg"))[:per_seq]
         frames = [np.asarray(Image.open(p).convert("RGB")) for p in imgs]
-        masks = [np.asarray(Image.open(str(p).replace("/images/", "/masks/").replace(".jpg", ".png")).convert("L"))
-                 for p in imgs]
+        masks = [
+            np.asarray(Image.open(str(p).replace("/images/", "/masks/").replace(".jpg", ".png")).convert("L"))
+            for p in imgs
+        ]
         h, w = frames[0].shape[:2]
         clip = write_yuv_clip(tmp / f"{seq}.yuv", frames)
         for k, fr in enumerate(RawYuvReader(clip, w, h).frames()):
@@ -144,19 +170,24 @@ def main() -> int:
 
     d = time_path(clip, 256, a.frames, a.threads)
     n = time_path(clip, 0, a.native_frames, a.threads)
-    print(f"default (short side 256, input {d['input'][1]}x{d['input'][0]}): {d['fps']:.1f} fps, "
-          f"{d['ms_per_frame']:.1f} ms/frame, bare model {d['model_ms']:.1f} ms, overhead {d['overhead_pct']:.1f}%")
-    print(f"native  (input {n['input'][1]}x{n['input'][0]}): {n['fps']:.2f} fps, {n['ms_per_frame']:.0f} ms/frame, "
-          f"bare model {n['model_ms']:.0f} ms, overhead {n['overhead_pct']:.1f}%")
+    print(
+        f"default (short side 256, input {d['input'][1]}x{d['input'][0]}): {d['fps']:.1f} fps, "
+        f"{d['ms_per_frame']:.1f} ms/frame, bare model {d['model_ms']:.1f} ms, overhead {d['overhead_pct']:.1f}%"
+    )
+    print(
+        f"native  (input {n['input'][1]}x{n['input'][0]}): {n['fps']:.2f} fps, {n['ms_per_frame']:.0f} ms/frame, "
+        f"bare model {n['model_ms']:.0f} ms, overhead {n['overhead_pct']:.1f}%"
+    )
     speedup = d["fps"] / n["fps"]
-    print(f"speed-up default vs native: {speedup:.1f}x   (targets: >= 25 fps default, >= 30x native, "
-          f"overhead <= 15%)")
+    print(f"speed-up default vs native: {speedup:.1f}x   (targets: >= 25 fps default, >= 30x native, overhead <= 15%)")
 
     short_n, long_n2 = 30, long_n
     rss_short = peak_rss_mb(clip, short_n, a.threads)
     rss_long = peak_rss_mb(clip, long_n2, a.threads)
-    print(f"peak RSS (vmaf CLI, default path): {short_n} frames {rss_short:.0f} MB, {long_n2} frames {rss_long:.0f} MB "
-          f"(ratio {rss_long / rss_short:.2f}; target flat and <= 600 MB)")
+    print(
+        f"peak RSS (vmaf CLI, default path): {short_n} frames {rss_short:.0f} MB, {long_n2} frames {rss_long:.0f} MB "
+        f"(ratio {rss_long / rss_short:.2f}; target flat and <= 600 MB)"
+    )
 
     acc = {}
     if (SHARED / "data" / "davis2016").is_dir():
@@ -166,12 +197,23 @@ def main() -> int:
         side = json.loads((Path(reg["_folder"]) / production_model(reg)["sidecar"]).read_text())
         held = side.get("training", {}).get("test_groups") or ["blackswan", "car-roundabout", "dance-twirl", "libby"]
         acc = davis_accuracy(held, [256, 0], a.davis_frames)
-        print(f"accuracy on held-out DAVIS sequences {held} via I420, IoU@0.5: default {acc['256']['iou']:.3f}, "
-              f"native {acc['0']['iou']:.3f} (n={acc['256']['n']})")
+        print(
+            f"accuracy on held-out DAVIS sequences {held} via I420, IoU@0.5: default {acc['256']['iou']:.3f}, "
+            f"native {acc['0']['iou']:.3f} (n={acc['256']['n']})"
+        )
     if a.json:
-        Path(a.json).write_text(json.dumps({"default": d, "native": n, "speedup": speedup,
-                                            "rss_mb": {str(short_n): rss_short, str(long_n2): rss_long},
-                                            "accuracy": acc}, indent=2))
+        Path(a.json).write_text(
+            json.dumps(
+                {
+                    "default": d,
+                    "native": n,
+                    "speedup": speedup,
+                    "rss_mb": {str(short_n): rss_short, str(long_n2): rss_long},
+                    "accuracy": acc,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

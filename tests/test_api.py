@@ -17,8 +17,13 @@ from tinysal.video import YuvFrame
 
 def _frame(w: int = 80, h: int = 48, seed: int = 0) -> YuvFrame:
     r = np.random.default_rng(seed)
-    return YuvFrame(r.integers(16, 236, (h, w), dtype=np.uint8), r.integers(16, 241, (h // 2, w // 2), dtype=np.uint8),
-                    r.integers(16, 241, (h // 2, w // 2), dtype=np.uint8), 8, "420")
+    return YuvFrame(
+        r.integers(16, 236, (h, w), dtype=np.uint8),
+        r.integers(16, 241, (h // 2, w // 2), dtype=np.uint8),
+        r.integers(16, 241, (h // 2, w // 2), dtype=np.uint8),
+        8,
+        "420",
+    )
 
 
 def test_context_mirrors_libvmaf_usage(smoke_model: Path) -> None:
@@ -65,11 +70,14 @@ def test_bilinear_matrix_matches_onnx_resize() -> None:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 5, 7])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
     sizes = helper.make_tensor("sizes", TensorProto.INT64, [4], [1, 1, 13, 9])
-    node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear",
-                            coordinate_transformation_mode="half_pixel")
+    node = helper.make_node(
+        "Resize", ["x", "", "", "sizes"], ["y"], mode="linear", coordinate_transformation_mode="half_pixel"
+    )
     g = helper.make_graph([node], "g", [x], [y], [sizes])
-    s = ort.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
-                             providers=["CPUExecutionProvider"])
+    s = ort.InferenceSession(
+        helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
+        providers=["CPUExecutionProvider"],
+    )
     a = np.random.default_rng(0).uniform(size=(5, 7)).astype(np.float32)
     got = s.run(None, {"x": a[None, None]})[0][0, 0]
     ours = bilinear_matrix(5, 13) @ a @ bilinear_matrix(7, 9).T
@@ -100,7 +108,8 @@ def test_feature_params_parsing() -> None:
     from tinysal.mobilesal import parse_feature_params
 
     assert parse_feature_params(["mobilesal:model_path=a.onnx:short_side=0"]) == {
-        "mobilesal": {"model_path": "a.onnx", "short_side": "0"}}
+        "mobilesal": {"model_path": "a.onnx", "short_side": "0"}
+    }
     assert parse_feature_params(["mobilesal:model_path=C:\\m\\x.onnx"])["mobilesal"]["model_path"] == "C:\\m\\x.onnx"
     with pytest.raises(TinysalError):
         parse_feature_params(["mobilesal"])

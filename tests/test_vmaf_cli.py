@@ -34,8 +34,25 @@ def synth_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _score_args(ref: Path, dist: Path, w: int, h: int, out: Path, *extra: str) -> list[str]:
-    return ["--reference", str(ref), "--distorted", str(dist), "--width", str(w), "--height", str(h),
-            "--pixel_format", "420", "--bitdepth", "8", "--feature", "mobilesal", "--output", str(out), *extra]
+    return [
+        "--reference",
+        str(ref),
+        "--distorted",
+        str(dist),
+        "--width",
+        str(w),
+        "--height",
+        str(h),
+        "--pixel_format",
+        "420",
+        "--bitdepth",
+        "8",
+        "--feature",
+        "mobilesal",
+        "--output",
+        str(out),
+        *extra,
+    ]
 
 
 def _check_libvmaf_json(doc: dict, n_frames: int) -> None:
@@ -57,8 +74,7 @@ def test_documented_command_with_feature_params(cisco: Path, tmp_path: Path) -> 
 
     model = default_model_path()
     out = tmp_path / "score.json"
-    p = run_cli("vmaf", *_score_args(cisco, cisco, 320, 192, out, "--feature_params",
-                                     f"mobilesal:model_path={model}"))
+    p = run_cli("vmaf", *_score_args(cisco, cisco, 320, 192, out, "--feature_params", f"mobilesal:model_path={model}"))
     assert p.returncode == 0, p.stderr
     doc = json.loads(out.read_text())
     _check_libvmaf_json(doc, 9)
@@ -82,8 +98,12 @@ def test_model_resolution_order(synth_clip: Path, smoke_model: Path, tmp_path: P
     m_default = mean(tmp_path / "a.json")
     m_prod = mean(tmp_path / "b.json", None, "--feature_params", f"mobilesal:model_path={prod}")
     m_smoke_env = mean(tmp_path / "c.json", {"VMAF_MOBILESAL_MODEL_PATH": str(smoke_model)})
-    m_param_over_env = mean(tmp_path / "d.json", {"VMAF_MOBILESAL_MODEL_PATH": str(smoke_model)},
-                            "--feature_params", f"mobilesal:model_path={prod}")
+    m_param_over_env = mean(
+        tmp_path / "d.json",
+        {"VMAF_MOBILESAL_MODEL_PATH": str(smoke_model)},
+        "--feature_params",
+        f"mobilesal:model_path={prod}",
+    )
     assert m_default == m_prod == m_param_over_env
     assert m_smoke_env != m_prod
 
@@ -121,9 +141,21 @@ def test_frame_options(synth_clip: Path, tmp_path: Path) -> None:
 def test_extra_stats_and_visual_outputs(synth_clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "e.json"
     maps = tmp_path / "maps"
-    args = _score_args(synth_clip, synth_clip, 64, 48, out, "--feature_params", "mobilesal:extra_stats=1",
-                       "--saliency-out", str(maps), "--plot", str(tmp_path / "plot.png"),
-                       "--contact-sheet", str(tmp_path / "sheet.png"))
+    args = _score_args(
+        synth_clip,
+        synth_clip,
+        64,
+        48,
+        out,
+        "--feature_params",
+        "mobilesal:extra_stats=1",
+        "--saliency-out",
+        str(maps),
+        "--plot",
+        str(tmp_path / "plot.png"),
+        "--contact-sheet",
+        str(tmp_path / "sheet.png"),
+    )
     p = run_cli("vmaf", *args)
     assert p.returncode == 0, p.stderr
     m = json.loads(out.read_text())["frames"][0]["metrics"]
@@ -142,14 +174,28 @@ def test_extra_stats_and_visual_outputs(synth_clip: Path, tmp_path: Path) -> Non
 def test_npy_maps_and_native_resolution(synth_clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "n.json"
     maps = tmp_path / "npy"
-    p = run_cli("vmaf", *_score_args(synth_clip, synth_clip, 64, 48, out, "--feature_params",
-                                     "mobilesal:short_side=0", "--saliency-out", str(maps), "--saliency-format",
-                                     "npy"))
+    p = run_cli(
+        "vmaf",
+        *_score_args(
+            synth_clip,
+            synth_clip,
+            64,
+            48,
+            out,
+            "--feature_params",
+            "mobilesal:short_side=0",
+            "--saliency-out",
+            str(maps),
+            "--saliency-format",
+            "npy",
+        ),
+    )
     assert p.returncode == 0, p.stderr
     arr = np.load(maps / "000000.npy")
     assert arr.shape == (48, 64)  # native: the map is at frame size
     assert json.loads(out.read_text())["frames"][0]["metrics"]["saliency_mean"] == pytest.approx(
-        float(arr.mean()), abs=1e-6)
+        float(arr.mean()), abs=1e-6
+    )
 
 
 def test_frame_count_mismatch_scores_common_prefix(synth_clip: Path, tmp_path: Path) -> None:
@@ -178,32 +224,54 @@ def _bad_model(kind: str, path: Path, smoke_model: Path) -> Path:
         w = helper.make_tensor("w", TensorProto.FLOAT, [1, 3, 1, 1], [5.0, 5.0, 5.0])
         nodes = [helper.make_node("Conv", ["input", "w"], ["c"], name="conv")]
         if kind == "nan":
-            nodes += [helper.make_node("Sub", ["c", "c"], ["z"], name="zero"),
-                      helper.make_node("Div", ["z", "z"], ["saliency_map"], name="nan")]
+            nodes += [
+                helper.make_node("Sub", ["c", "c"], ["z"], name="zero"),
+                helper.make_node("Div", ["z", "z"], ["saliency_map"], name="nan"),
+            ]
         else:  # out of range: an un-squashed convolution
-            nodes += [helper.make_node("Relu", ["c"], ["r"], name="relu"),
-                      helper.make_node("Add", ["r", "r"], ["saliency_map"], name="double")]
+            nodes += [
+                helper.make_node("Relu", ["c"], ["r"], name="relu"),
+                helper.make_node("Add", ["r", "r"], ["saliency_map"], name="double"),
+            ]
         m = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [w]), opset_imports=[helper.make_opsetid("", 17)])
     path.write_bytes(m.SerializeToString())
     return path
 
 
-@pytest.mark.parametrize("kind,msg", [("disallowed", "disallowed op"), ("io", "output names"),
-                                      ("nan", "NaN"), ("range", "outside [0, 1]")])
+@pytest.mark.parametrize(
+    "kind,msg", [("disallowed", "disallowed op"), ("io", "output names"), ("nan", "NaN"), ("range", "outside [0, 1]")]
+)
 def test_bad_models(kind: str, msg: str, synth_clip: Path, smoke_model: Path, tmp_path: Path) -> None:
     model = _bad_model(kind, tmp_path / f"{kind}.onnx", smoke_model)
     out = tmp_path / "o.json"
-    p = run_cli("vmaf", *_score_args(synth_clip, synth_clip, 64, 48, out, "--feature_params",
-                                     f"mobilesal:model_path={model}"))
+    p = run_cli(
+        "vmaf", *_score_args(synth_clip, synth_clip, 64, 48, out, "--feature_params", f"mobilesal:model_path={model}")
+    )
     assert_clean_error(p, msg)
     assert not out.exists()
 
 
-@pytest.mark.parametrize("case", [
-    "leftover", "empty", "odd_width", "zero_height", "pix_fmt", "bitdepth", "gray", "missing_model",
-    "malformed_params", "malformed_params_kv", "unknown_feature", "unknown_param", "no_output_dir",
-    "output_is_dir", "huge", "missing_video",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "leftover",
+        "empty",
+        "odd_width",
+        "zero_height",
+        "pix_fmt",
+        "bitdepth",
+        "gray",
+        "missing_model",
+        "malformed_params",
+        "malformed_params_kv",
+        "unknown_feature",
+        "unknown_param",
+        "no_output_dir",
+        "output_is_dir",
+        "huge",
+        "missing_video",
+    ],
+)
 def test_bad_inputs(case: str, synth_clip: Path, tmp_path: Path) -> None:
     ref = dist = synth_clip
     w, h = "64", "48"
@@ -211,12 +279,22 @@ def test_bad_inputs(case: str, synth_clip: Path, tmp_path: Path) -> None:
     extra: list[str] = []
     pix, bits = "420", "8"
     needle = {
-        "leftover": "17 bytes left over", "empty": "zero frames", "odd_width": "multiple of 2",
-        "zero_height": "must be positive", "pix_fmt": "unsupported pixel format", "bitdepth": "bit depth",
-        "gray": "4:0:0", "missing_model": "model file not found", "malformed_params": "malformed feature params",
-        "malformed_params_kv": "is not key=value", "unknown_feature": "unknown feature",
-        "unknown_param": "unknown mobilesal parameter", "no_output_dir": "output folder does not exist",
-        "output_is_dir": "is a directory", "huge": "too large", "missing_video": "not found",
+        "leftover": "17 bytes left over",
+        "empty": "zero frames",
+        "odd_width": "multiple of 2",
+        "zero_height": "must be positive",
+        "pix_fmt": "unsupported pixel format",
+        "bitdepth": "bit depth",
+        "gray": "4:0:0",
+        "missing_model": "model file not found",
+        "malformed_params": "malformed feature params",
+        "malformed_params_kv": "is not key=value",
+        "unknown_feature": "unknown feature",
+        "unknown_param": "unknown mobilesal parameter",
+        "no_output_dir": "output folder does not exist",
+        "output_is_dir": "is a directory",
+        "huge": "too large",
+        "missing_video": "not found",
     }[case]
     if case == "leftover":
         dist = tmp_path / "leftover.yuv"
@@ -252,8 +330,25 @@ def test_bad_inputs(case: str, synth_clip: Path, tmp_path: Path) -> None:
         w = h = "100000"
     elif case == "missing_video":
         dist = tmp_path / "missing.yuv"
-    args = ["--reference", str(ref), "--distorted", str(dist), "--width", w, "--height", h, "--pixel_format", pix,
-            "--bitdepth", bits, "--feature", "mobilesal", "--output", str(out), *extra]
+    args = [
+        "--reference",
+        str(ref),
+        "--distorted",
+        str(dist),
+        "--width",
+        w,
+        "--height",
+        h,
+        "--pixel_format",
+        pix,
+        "--bitdepth",
+        bits,
+        "--feature",
+        "mobilesal",
+        "--output",
+        str(out),
+        *extra,
+    ]
     p = run_cli("vmaf", *args)
     assert_clean_error(p, needle)
     if out != tmp_path:
@@ -266,8 +361,9 @@ def test_failure_mid_run_leaves_no_output(synth_clip: Path, tmp_path: Path, smok
     model = _bad_model("nan", tmp_path / "nan.onnx", smoke_model)
     out = tmp_path / "score.json"
     out.write_text("previous results")  # an existing file is not clobbered by a failed run
-    p = run_cli("vmaf", *_score_args(synth_clip, synth_clip, 64, 48, out, "--feature_params",
-                                     f"mobilesal:model_path={model}"))
+    p = run_cli(
+        "vmaf", *_score_args(synth_clip, synth_clip, 64, 48, out, "--feature_params", f"mobilesal:model_path={model}")
+    )
     assert p.returncode != 0 and out.read_text() == "previous results"
     assert [x.name for x in tmp_path.iterdir() if x.name.startswith(".")] == []
 

@@ -29,6 +29,14 @@ def _report(path: str | None, report: dict[str, Any], args: argparse.Namespace, 
         write_json(path, report)
 
 
+def _precheck(path: str | None) -> None:
+    """Fail before any work if a report path cannot be written."""
+    if path:
+        from tinysal.fileio import check_writable_target
+
+        check_writable_target(path)
+
+
 def vars_clean(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k != "func"}
 
@@ -51,10 +59,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_check_ops(args: argparse.Namespace) -> int:
     from tinysal.checks import check_ops, describe_failures
 
-    if args.out_json:
-        from tinysal.fileio import check_writable_target
-
-        check_writable_target(args.out_json)
+    _precheck(args.out_json)
     report = check_ops(args.model)
     _report(args.out_json, report, args, [args.model])
     if not report["ok"]:
@@ -68,10 +73,7 @@ def cmd_check_ops(args: argparse.Namespace) -> int:
 def cmd_parity(args: argparse.Namespace) -> int:
     from tinysal.parity import parity
 
-    if args.out_json:
-        from tinysal.fileio import check_writable_target
-
-        check_writable_target(args.out_json)
+    _precheck(args.out_json)
     rep = parity(args.checkpoint, args.model, tol=args.tolerance)
     _report(args.out_json, rep, args, [args.checkpoint, args.model])
     for s in rep["sizes"]:
@@ -132,10 +134,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_validate_registry(args: argparse.Namespace) -> int:
     from tinysal.registry import validate_registry
 
-    if args.out_json:
-        from tinysal.fileio import check_writable_target
-
-        check_writable_target(args.out_json)
+    _precheck(args.out_json)
     rep = validate_registry(args.registry)
     _report(args.out_json, rep, args, [rep["registry"]] + [m["file"] for m in rep["models"]])
     for m in rep["models"]:
@@ -153,10 +152,7 @@ def cmd_validate_registry(args: argparse.Namespace) -> int:
 def cmd_validate_model(args: argparse.Namespace) -> int:
     from tinysal.registry import validate_model
 
-    if args.out_json:
-        from tinysal.fileio import check_writable_target
-
-        check_writable_target(args.out_json)
+    _precheck(args.out_json)
     rep = validate_model(args.model, args.checkpoint, args.registry)
     _report(args.out_json, rep, args, [args.model] + ([args.checkpoint] if args.checkpoint else []))
     status = rep["registry_status"]
@@ -177,10 +173,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.short_side < 0:
         raise TinysalError("--short-side must be >= 0 (0 = native resolution)")
-    if args.out_json:
-        from tinysal.fileio import check_writable_target
-
-        check_writable_target(args.out_json)
+    _precheck(args.out_json)
     groups = [g for g in (args.groups or "").split(",") if g]
     rep = evaluate(args.model, args.roots, args.short_side, groups, args.threads)
     _report(args.out_json, rep, args, [args.model])
@@ -297,19 +290,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def guarded(prog: str, fn: Callable[[], int]) -> int:
+    """Run a command: expected failures become one stderr line and an exit code, never a traceback."""
     try:
-        return int(args.func(args) or 0)
+        return int(fn() or 0)
     except TinysalError as e:
-        print(f"tinysal {args.command}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print(f"tinysal {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         os._exit(1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return guarded(f"tinysal {args.command}", lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -48,13 +48,10 @@ def export_model_bytes(model: Any) -> bytes:
     return m.SerializeToString(deterministic=True)
 
 
-def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str]) -> dict[str, Any]:
-    """Export a tinysal checkpoint to ``output`` atomically; return facts about the file."""
-    from tinysal.fileio import check_writable_target, sha256_file, write_bytes
-    from tinysal.model import count_params, load_checkpoint
+def _write(model: Any, arch: str, output: str | os.PathLike[str], meta: dict[str, Any]) -> dict[str, Any]:
+    from tinysal.fileio import sha256_file, write_bytes
+    from tinysal.model import count_params
 
-    check_writable_target(output)
-    model, arch, meta = load_checkpoint(checkpoint)
     write_bytes(output, export_model_bytes(model))
     return {
         "arch": arch,
@@ -66,22 +63,23 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathL
     }
 
 
+def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str]) -> dict[str, Any]:
+    """Export a tinysal checkpoint to ``output`` atomically; return facts about the file."""
+    from tinysal.fileio import check_writable_target
+    from tinysal.model import load_checkpoint
+
+    check_writable_target(output)
+    model, arch, meta = load_checkpoint(checkpoint)
+    return _write(model, arch, output, meta)
+
+
 def export_random_init(arch: str, seed: int, output: str | os.PathLike[str]) -> dict[str, Any]:
     """Export a randomly initialised model (fixed seed): a *smoke* model for plumbing tests."""
     import torch
 
-    from tinysal.fileio import check_writable_target, sha256_file, write_bytes
-    from tinysal.model import count_params, create_model
+    from tinysal.fileio import check_writable_target
+    from tinysal.model import create_model
 
     check_writable_target(output)
     torch.manual_seed(seed)
-    model = create_model(arch).eval()
-    write_bytes(output, export_model_bytes(model))
-    return {
-        "arch": arch,
-        "output": os.fspath(output),
-        "sha256": sha256_file(output),
-        "opset": OPSET,
-        "param_count": count_params(model),
-        "meta": {"smoke": True, "seed": seed},
-    }
+    return _write(create_model(arch).eval(), arch, output, {"smoke": True, "seed": seed})

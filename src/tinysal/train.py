@@ -335,9 +335,11 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
         tmp = out / "last.pt.tmp"
         torch.save(st, tmp)
         os.replace(tmp, state_path)
+        # ETA weighs the remaining epochs by pixels per crop (a 256 epoch costs ~4x a 128 one)
         elapsed = time.time() - run_t0
-        done = epoch + 1 - start_epoch
-        eta = elapsed / done * (cfg.epochs - epoch - 1)
+        cost_done = sum(cfg.crop_for_epoch(e) ** 2 for e in range(start_epoch, epoch + 1))
+        cost_left = sum(cfg.crop_for_epoch(e) ** 2 for e in range(epoch + 1, cfg.epochs))
+        eta = elapsed / cost_done * cost_left
         if progress:
             print(
                 f"epoch {epoch + 1}/{cfg.epochs} crop {crop}: train_loss {rec['train_loss']:.4f} "

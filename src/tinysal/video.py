@@ -67,6 +67,22 @@ def frame_bytes(width: int, height: int, pix_fmt: str, bitdepth: int) -> int:
     return (width * height + 2 * (width // sx) * (height // sy)) * bps
 
 
+def _split_planes(buf: bytes, width: int, height: int, pix_fmt: str, bitdepth: int) -> YuvFrame:
+    """One frame's bytes (Y, then U, then V, planar) as a YuvFrame of views into the buffer."""
+    dt = np.uint8 if bitdepth == 8 else np.dtype("<u2")
+    sx, sy = SUBSAMPLING[pix_fmt]
+    cw, ch = width // sx, height // sy
+    ny, nc = width * height, cw * ch
+    a = np.frombuffer(buf, dtype=dt)
+    return YuvFrame(
+        a[:ny].reshape(height, width),
+        a[ny : ny + nc].reshape(ch, cw),
+        a[ny + nc : ny + 2 * nc].reshape(ch, cw),
+        bitdepth,
+        pix_fmt,
+    )
+
+
 class RawYuvReader:
     """Headerless planar YUV (I420/I422/I444; 10-bit as little-endian 16-bit words)."""
 
@@ -94,24 +110,13 @@ class RawYuvReader:
         self.fps: float | None = None
 
     def frames(self, start: int = 0) -> Iterator[YuvFrame]:
-        dt = np.uint8 if self.bitdepth == 8 else np.dtype("<u2")
-        sx, sy = SUBSAMPLING[self.pix_fmt]
-        cw, ch = self.width // sx, self.height // sy
-        ny, nc = self.width * self.height, cw * ch
         with open(self.path, "rb") as f:
             f.seek(start * self.frame_size)
             for _ in range(start, self.frame_count):
                 buf = f.read(self.frame_size)
                 if len(buf) < self.frame_size:
                     return
-                a = np.frombuffer(buf, dtype=dt)
-                yield YuvFrame(
-                    a[:ny].reshape(self.height, self.width),
-                    a[ny : ny + nc].reshape(ch, cw),
-                    a[ny + nc : ny + 2 * nc].reshape(ch, cw),
-                    self.bitdepth,
-                    self.pix_fmt,
-                )
+                yield _split_planes(buf, self.width, self.height, self.pix_fmt, self.bitdepth)
 
 
 _Y4M_C = {
@@ -188,10 +193,6 @@ class Y4mReader:
         return n
 
     def frames(self, start: int = 0) -> Iterator[YuvFrame]:
-        dt = np.uint8 if self.bitdepth == 8 else np.dtype("<u2")
-        sx, sy = SUBSAMPLING[self.pix_fmt]
-        cw, ch = self.width // sx, self.height // sy
-        ny, nc = self.width * self.height, cw * ch
         with open(self.path, "rb") as f:
             f.seek(self.header_len)
             for i in range(self.frame_count):
@@ -199,14 +200,7 @@ class Y4mReader:
                 if i < start:
                     f.seek(self.frame_size, os.SEEK_CUR)
                     continue
-                a = np.frombuffer(f.read(self.frame_size), dtype=dt)
-                yield YuvFrame(
-                    a[:ny].reshape(self.height, self.width),
-                    a[ny : ny + nc].reshape(ch, cw),
-                    a[ny + nc : ny + 2 * nc].reshape(ch, cw),
-                    self.bitdepth,
-                    self.pix_fmt,
-                )
+                yield _split_planes(f.read(self.frame_size), self.width, self.height, self.pix_fmt, self.bitdepth)
 
 
 _AV_FORMATS = {

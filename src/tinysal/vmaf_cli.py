@@ -10,7 +10,6 @@ model. Saliency is no-reference: it runs on the distorted frames; the reference 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -201,18 +200,10 @@ def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "vmaf") -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return run(args, prog)
-    except TinysalError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        os._exit(1)
+    from tinysal.cli import guarded
+
+    args = build_parser().parse_args(argv)
+    return guarded(prog, lambda: run(args, prog))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Write a model's sidecar JSON from the metrics JSON that `tinysal train --metrics-out` produced.
+
+    python scripts/make_sidecar.py runs/davis-v2-metrics.json --id saliency_student_v2 --status production \
+        --command "tinysal train ..." --hardware "2 CPU cores (x86_64), no GPU" --test-groups a,b,c
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tinysal.arch import INPUT_NAME, OPSET, OUTPUT_NAME
+from tinysal.fileio import write_json
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("metrics")
+    ap.add_argument("--id", required=True)
+    ap.add_argument("--status", required=True, choices=["production", "superseded"])
+    ap.add_argument("--display-name")
+    ap.add_argument("--command", required=True)
+    ap.add_argument("--hardware", required=True)
+    ap.add_argument("--wall-clock", type=float, help="seconds, if different from the sum of epoch times")
+    ap.add_argument("--test-groups", default="")
+    ap.add_argument("--card", default="")
+    ap.add_argument("--notes", default="")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    m = json.loads(Path(a.metrics).read_text())
+    prov = m["run_provenance"]
+    args = prov["args"]
+    side = {
+        "id": a.id,
+        "display_name": a.display_name or a.id,
+        "arch": m["arch"],
+        "kind": "nr",
+        "input_name": INPUT_NAME,
+        "output_name": OUTPUT_NAME,
+        "onnx_opset": OPSET,
+        "param_count": m["param_count"],
+        "status": a.status,
+        "notes": a.notes,
+        "training": {
+            "smoke": False,
+            "command": a.command,
+            "dataset": prov["datasets"],
+            "recipe": {
+                k: args[k]
+                for k in (
+                    "preset",
+                    "stages",
+                    "batch_size",
+                    "lr",
+                    "resize",
+                    "val_crop",
+                    "scale_range",
+                    "copy_paste",
+                    "seed",
+                )
+            },
+            "loss": "BCE + Dice",
+            "optimizer": f"Adam lr={args['lr']}, CosineAnnealingLR(T_max={m['epochs']})",
+            "epochs": m["epochs"],
+            "seed": args["seed"],
+            "train_pairs": m["train_pairs"],
+            "val_pairs": m["val_pairs"],
+            "val_groups": args["val_groups"],
+            "excluded_groups": args["exclude_groups"],
+            "test_groups": [g for g in a.test_groups.split(",") if g],
+            "best_epoch": m["best_epoch"],
+            "best_val_iou": m["best_val_iou"],
+            "pt_onnx_max_abs_diff": m["parity_max_abs_diff"],
+            "training_wall_clock_seconds": a.wall_clock or m["train_seconds_total"],
+            "training_hardware": a.hardware,
+            "device": m["device"],
+            "torch_version": prov["versions"]["torch"],
+            "onnx_op_set": None,
+        },
+    }
+    if a.card:
+        side["card"] = a.card
+    onnx_path = Path(m["onnx"])
+    if onnx_path.is_file():
+        from tinysal.checks import check_ops
+
+        side["training"]["onnx_op_set"] = check_ops(onnx_path)["op_types"]
+    write_json(a.out, side)
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -49,31 +49,58 @@ def range_params(bitdepth: int, rng: str) -> tuple[float, float, float, float]:
     return 0.0, top, float(1 << (bitdepth - 1)), top
 
 
-def yuv444_to_rgb(
-    y: np.ndarray, u: np.ndarray, v: np.ndarray, bitdepth: int = 8, colorspace: str = "bt709", rng: str = "limited"
+def yuv_affine(bitdepth: int = 8, colorspace: str = "bt709", rng: str = "limited") -> tuple[np.ndarray, np.ndarray]:
+    """(A, b) with ``rgb = A @ [Y, U, V] + b`` for code values: range scaling folded into the matrix."""
+    yo, ys, co, cs = range_params(bitdepth, rng)
+    a = matrix(colorspace) * np.array([1 / ys, 1 / cs, 1 / cs])
+    return a, -(a @ np.array([yo, co, co]))
+
+
+def yuv444_to_planar_rgb(
+    y: np.ndarray,
+    u: np.ndarray,
+    v: np.ndarray,
+    bitdepth: int = 8,
+    colorspace: str = "bt709",
+    rng: str = "limited",
+    out: np.ndarray | None = None,
+    scale: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Planes of equal size (any integer or float dtype, code values) -> float32 RGB HxWx3 in [0, 1]."""
+    """Planes of equal size (code values) -> float32 RGB as 3xHxW, clipped to [0, 1], then optionally mapped
+    per channel as ``rgb * scale + offset`` (e.g. ImageNet normalisation) in the same pass.
+
+    ``out`` may be a larger 3xH'xW' array; the result fills its top-left corner."""
     if not (y.shape == u.shape == v.shape):
         raise ValueError(f"planes differ in size: {y.shape} {u.shape} {v.shape}")
-    yo, ys, co, cs = range_params(bitdepth, rng)
-    m = matrix(colorspace)
-    # Fold range scaling into the matrix: rgb = A @ [Y, U, V] + b, computed in float32.
-    a = m * np.array([1 / ys, 1 / cs, 1 / cs])
-    b = -(a @ np.array([yo, co, co]))
+    h, w = y.shape
+    a, b = yuv_affine(bitdepth, colorspace, rng)
     yf = y.astype(np.float32, copy=False)
     uf = u.astype(np.float32, copy=False)
     vf = v.astype(np.float32, copy=False)
-    out = np.empty(y.shape + (3,), np.float32)
+    if out is None:
+        out = np.empty((3, h, w), np.float32)
     for c in range(3):
-        ch = yf * np.float32(a[c, 0])
+        ch = out[c, :h, :w]
+        np.multiply(yf, np.float32(a[c, 0]), out=ch)
         if a[c, 1]:
             ch += uf * np.float32(a[c, 1])
         if a[c, 2]:
             ch += vf * np.float32(a[c, 2])
         ch += np.float32(b[c])
-        out[..., c] = ch
-    np.clip(out, 0.0, 1.0, out=out)
+        np.clip(ch, 0.0, 1.0, out=ch)
+        if scale is not None:
+            ch *= np.float32(scale[c])
+        if offset is not None:
+            ch += np.float32(offset[c])
     return out
+
+
+def yuv444_to_rgb(
+    y: np.ndarray, u: np.ndarray, v: np.ndarray, bitdepth: int = 8, colorspace: str = "bt709", rng: str = "limited"
+) -> np.ndarray:
+    """Planes of equal size (any integer or float dtype, code values) -> float32 RGB HxWx3 in [0, 1]."""
+    return yuv444_to_planar_rgb(y, u, v, bitdepth, colorspace, rng).transpose(1, 2, 0)
 
 
 def upsample_chroma(plane: np.ndarray, sx: int, sy: int, width: int, height: int) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from tinysal.arch import IMAGENET_MEAN, IMAGENET_STD, STRIDE
-from tinysal.colour import upsample_chroma, yuv444_to_rgb
+from tinysal.colour import upsample_chroma, yuv444_to_planar_rgb
 from tinysal.errors import TinysalError
 from tinysal.video import SUBSAMPLING, YuvFrame
 
@@ -60,9 +60,20 @@ def resize_plane(plane: np.ndarray, w: int, h: int) -> np.ndarray:
     if plane.shape == (h, w):
         return plane.astype(np.float32)
     if plane.dtype == np.uint8:
-        return np.asarray(Image.fromarray(plane, "L").resize((w, h), Image.BILINEAR), dtype=np.float32)
-    img = Image.fromarray(plane.astype(np.float32), "F")
-    return np.asarray(img.resize((w, h), Image.BILINEAR), dtype=np.float32)
+        img = Image.fromarray(plane, "L")
+    else:
+        img = Image.fromarray(plane.astype(np.float32), "F")
+    # reducing_gap: shrink by an integer box filter first when the factor is >= 2x (several times faster at
+    # 1080p -> 256, same antialiasing intent)
+    return np.asarray(img.resize((w, h), Image.BILINEAR, reducing_gap=2.0), dtype=np.float32)
+
+
+def _pad_edges(x: np.ndarray, h: int, w: int) -> None:
+    """Replicate the last valid row/column of a CxHpxWp array into its padding, in place."""
+    if x.shape[2] > w:
+        x[:, :h, w:] = x[:, :h, w - 1 : w]
+    if x.shape[1] > h:
+        x[:, h:, :] = x[:, h - 1 : h, :]
 
 
 def normalise_and_pad(rgb: np.ndarray) -> np.ndarray:
@@ -126,8 +137,21 @@ class MobileSal:
             v = upsample_chroma(frame.v, sx, sy, frame.width, frame.height)
         else:  # resizing each plane straight to the target grid also brings chroma to 4:4:4
             y, u, v = (resize_plane(p, tw, th) for p in (frame.y, frame.u, frame.v))
-        rgb = yuv444_to_rgb(y, u, v, frame.bitdepth, self.colorspace or colorspace, self.color_range or color_range)
-        return normalise_and_pad(rgb)
+        # convert + ImageNet-normalise in one pass, straight into the padded input tensor
+        x = np.empty((1, 3, th + (-th) % STRIDE, tw + (-tw) % STRIDE), np.float32)
+        yuv444_to_planar_rgb(
+            y,
+            u,
+            v,
+            frame.bitdepth,
+            self.colorspace or colorspace,
+            self.color_range or color_range,
+            out=x[0],
+            scale=1.0 / _STD,
+            offset=-_MEAN / _STD,
+        )
+        _pad_edges(x[0], th, tw)
+        return x
 
     def infer(self, x: np.ndarray, width: int, height: int) -> np.ndarray:
         """Run the model on a preprocessed input; return the (unpadded) map at inference size."""

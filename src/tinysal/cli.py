@@ -98,6 +98,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "val_crop": args.val_crop,
         "val_fraction": args.val_fraction,
         "copy_paste": args.copy_paste,
+        "color_jitter": args.color_jitter,
         "seed": args.seed,
         "limit": args.limit,
         "cache_dir": args.cache_dir,
@@ -243,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--exclude-groups", help="comma-separated groups never used (a held-out test set)")
     sp.add_argument("--scale-range", help="random scale jitter LO,HI (e.g. 0.75,1.25)")
     sp.add_argument("--copy-paste", type=float, help="probability of pasting another image's foreground")
+    sp.add_argument("--color-jitter", type=float, help="brightness/contrast/saturation jitter amount, e.g. 0.2")
     sp.add_argument("--seed", type=int)
     sp.add_argument("--limit", type=int, help="use only the first N pairs (smoke runs)")
     sp.add_argument("--cache-dir")

@@ -66,6 +66,7 @@ class TrainConfig:
     exclude_groups: list[str] = field(default_factory=list)
     scale_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
     copy_paste: float = 0.0
+    color_jitter: float = 0.0
     seed: int = 42
     limit: int = 0  # use only the first N pairs (smoke runs, tests)
     cache_dir: str = ""
@@ -114,6 +115,30 @@ def _crop_window(rng: np.random.Generator, h: int, w: int, size: int) -> tuple[i
     return y, x, size
 
 
+def _object_window(rng: np.random.Generator, mask: np.ndarray, size: int) -> tuple[int, int]:
+    """Top-left of a ``size`` window around the mask's foreground (random offset), or a random window."""
+    h, w = mask.shape
+    ys, xs = np.nonzero(mask[::4, ::4])
+    if len(ys) == 0:
+        y, x, _ = _crop_window(rng, h, w, size)
+        return y, x
+    cy, cx = int(ys.mean()) * 4, int(xs.mean()) * 4
+    jit = size // 4
+    y = int(np.clip(cy - size // 2 + rng.integers(-jit, jit + 1), 0, h - size))
+    x = int(np.clip(cx - size // 2 + rng.integers(-jit, jit + 1), 0, w - size))
+    return y, x
+
+
+def _colour_jitter(img: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
+    """Random brightness, contrast and saturation in [1 - amount, 1 + amount]."""
+    b, c, s = rng.uniform(1 - amount, 1 + amount, 3)
+    f = img.astype(np.float32)
+    grey = f.mean(axis=2, keepdims=True)
+    f = (f - grey) * s + grey
+    f = (f - f.mean()) * c + f.mean()
+    return np.clip(f * b, 0, 255).astype(np.uint8)
+
+
 def make_train_batch(
     cache: Any,
     idx: Sequence[int],
@@ -122,9 +147,13 @@ def make_train_batch(
     scale_range: Sequence[float],
     copy_paste: float,
     pool: Sequence[int],
+    color_jitter: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images (B, crop, crop, 3) and masks (B, crop, crop): random crop (with scale jitter), h-flip,
-    optional copy-paste of another image's masked foreground."""
+    optional copy-paste (another training image's masked object pasted in) and colour jitter.
+
+    Random draws for an optional augmentation happen only when it is enabled, so the reference recipe's stream
+    of random numbers does not depend on options it does not use."""
     from PIL import Image
 
     b = len(idx)
@@ -141,11 +170,13 @@ def make_train_batch(
         if copy_paste > 0 and rng.random() < copy_paste:
             j = int(pool[int(rng.integers(0, len(pool)))])
             img2, mask2 = cache.get(j)
-            y2, x2, _ = _crop_window(rng, *mask2.shape, size)
-            fg = mask2[y2 : y2 + size, x2 : x2 + size] > 127
-            if fg.shape == cm.shape:
+            if min(mask2.shape) >= size:
+                y2, x2 = _object_window(rng, mask2, size)
+                fg = mask2[y2 : y2 + size, x2 : x2 + size] > 127
                 ci[fg] = img2[y2 : y2 + size, x2 : x2 + size][fg]
                 cm[fg] = 255
+        if color_jitter > 0:
+            ci = _colour_jitter(ci, rng, color_jitter)
         if size != crop:
             ci = np.asarray(Image.fromarray(ci).resize((crop, crop), Image.BILINEAR))
             cm = (np.asarray(Image.fromarray(cm).resize((crop, crop), Image.BILINEAR)) >= 128).astype(np.uint8) * 255
@@ -292,7 +323,9 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
             idx = perm[b * bs : (b + 1) * bs]
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
-            imgs, masks = make_train_batch(train_cache, idx, crop, rng, cfg.scale_range, cfg.copy_paste, perm)
+            imgs, masks = make_train_batch(
+                train_cache, idx, crop, rng, cfg.scale_range, cfg.copy_paste, perm, cfg.color_jitter
+            )
             x, y = _to_tensor(torch, imgs, masks, device, channels_last)
             opt.zero_grad(set_to_none=True)
             loss = _loss(torch, model.logits(x), y)

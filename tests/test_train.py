@@ -104,9 +104,38 @@ def test_training_is_deterministic_and_exports(tmp_path: Path) -> None:
     for r in a["trace"]:
         assert {"epoch", "train_loss", "val_loss", "val_iou", "lr", "seconds", "images_per_s"} <= set(r)
     assert a["trace"][-1]["train_loss"] < a["trace"][0]["train_loss"]
-    # the best checkpoint and its export validate as a model
+    # the reference rule exports the best-IoU checkpoint, and it validates against its export
+    assert a["selected"]["rule"] == "best" and a["selected"]["epoch"] == a["best_epoch"]
     onnx_path = tmp_path / "run0" / "saliency_student_v2.onnx"
     p = run_cli("tinysal", "validate-model", str(onnx_path), "--checkpoint", str(tmp_path / "run0" / "best.pt"))
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "run0" / "final.pt").is_file()
+
+
+def test_select_last_exports_the_final_epoch(tmp_path: Path) -> None:
+    root = make_blob_dataset(tmp_path / "ds", n_groups=2, per_group=4)
+    out = tmp_path / "m.json"
+    p = run_cli(
+        "tinysal",
+        "train",
+        str(root),
+        *TINY,
+        "--select",
+        "last",
+        "--out-dir",
+        str(tmp_path / "r"),
+        "--metrics-out",
+        str(out),
+    )
+    assert p.returncode == 0, p.stderr
+    m = json.loads(out.read_text())
+    assert m["selected"] == {
+        "rule": "last",
+        "checkpoint": str(tmp_path / "r" / "final.pt"),
+        "epoch": 3,
+        "val_iou": m["trace"][-1]["val_iou"],
+    }
+    p = run_cli("tinysal", "parity", str(tmp_path / "r" / "final.pt"), m["onnx"])
     assert p.returncode == 0, p.stderr
 
 

@@ -99,6 +99,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "val_fraction": args.val_fraction,
         "copy_paste": args.copy_paste,
         "color_jitter": args.color_jitter,
+        "select": args.select,
         "seed": args.seed,
         "limit": args.limit,
         "cache_dir": args.cache_dir,
@@ -249,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--limit", type=int, help="use only the first N pairs (smoke runs)")
     sp.add_argument("--cache-dir")
     sp.add_argument("--device", help="auto (default), cpu or cuda")
+    sp.add_argument(
+        "--select",
+        choices=["best", "last"],
+        help="checkpoint to export: best validation IoU (reference) or the final epoch (cpu preset)",
+    )
     sp.add_argument("--no-export", action="store_true")
     sp.add_argument("--quiet", action="store_true")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,9 @@ def evaluate(
             pairs = filter_groups(pairs, groups, keep=True)
             if not pairs:
                 raise TinysalError(f"{root}: none of the groups {list(groups)} found")
-        fm, mae, sm, em = M.Fmeasure(), M.MAE(), M.Smeasure(), M.Emeasure()
+        with warnings.catch_warnings():  # pysodmetrics nudges towards FmeasureV2; Fmeasure is the standard one
+            warnings.simplefilter("ignore")
+            fm, mae, sm, em = M.Fmeasure(), M.MAE(), M.Smeasure(), M.Emeasure()
         ious = []
         t0 = time.perf_counter()
         it = pairs

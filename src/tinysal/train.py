@@ -37,6 +37,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "val_crop": 256,
         "scale_range": [1.0, 1.0],
         "copy_paste": 0.0,
+        "select": "best",
     },
     "cpu": {
         "stages": [[128, 60], [256, 12]],
@@ -46,6 +47,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "val_crop": 256,
         "scale_range": [0.75, 1.25],
         "copy_paste": 0.0,
+        "select": "last",
     },
 }
 
@@ -72,6 +74,9 @@ class TrainConfig:
     cache_dir: str = ""
     device: str = "auto"
     export: bool = True
+    #: which checkpoint is exported: "best" (highest validation IoU, the reference recipe) or "last" (the
+    #: cosine-annealed final epoch; steadier when the validation set is a handful of sequences)
+    select: str = "best"
 
     @property
     def epochs(self) -> int:
@@ -382,6 +387,9 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
                 flush=True,
             )
 
+    final = trace[-1] if trace else {"epoch": -1, "val_iou": 0.0}
+    save_checkpoint(out / "final.pt", model, cfg.arch, epoch=final["epoch"], val_iou=final["val_iou"])
+    chosen = out / ("final.pt" if cfg.select == "last" else "best.pt")
     metrics: dict[str, Any] = {
         "arch": cfg.arch,
         "epochs": cfg.epochs,
@@ -395,6 +403,12 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
         "train_seconds_total": round(sum(r["seconds"] for r in trace), 1),
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
+        "selected": {
+            "rule": cfg.select,
+            "checkpoint": str(chosen),
+            "epoch": best["epoch"] if cfg.select == "best" else final["epoch"],
+            "val_iou": best["val_iou"] if cfg.select == "best" else final["val_iou"],
+        },
     }
     if cfg.export:
         from tinysal.checks import check_ops
@@ -402,13 +416,13 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
         from tinysal.parity import parity
 
         onnx_path = out / f"{cfg.arch}.onnx"
-        export_checkpoint(out / "best.pt", onnx_path)
+        export_checkpoint(chosen, onnx_path)
         metrics["onnx"] = str(onnx_path)
-        metrics["parity_max_abs_diff"] = parity(out / "best.pt", onnx_path)["max_abs_diff"]
+        metrics["parity_max_abs_diff"] = parity(chosen, onnx_path)["max_abs_diff"]
         metrics["op_check"] = check_ops(onnx_path)["ok"]
     metrics["run_provenance"] = run_provenance(
         args={**dataclasses.asdict(cfg), "resume": resume},
-        outputs=[p for p in (metrics_out, str(out / "best.pt")) if p],
+        outputs=[p for p in (metrics_out, str(out / "best.pt"), str(out / "final.pt")) if p],
         extra={"datasets": roots_info, "device": str(device)},
     )
     if metrics_out:

@@ -28,6 +28,11 @@ def main() -> int:
     ap.add_argument("--test-groups", default="")
     ap.add_argument("--card", default="")
     ap.add_argument("--notes", default="")
+    ap.add_argument("--checkpoint", required=True, help="the checkpoint that was exported (e.g. runs/v2/last.pt)")
+    ap.add_argument("--onnx", required=True, help="the shipped ONNX file")
+    ap.add_argument("--selected", choices=["best", "last"], default="best")
+    ap.add_argument("--eval-json", help="rows written by scripts/eval_table.py --json (held-out test metrics)")
+    ap.add_argument("--eval-name", help="the row of --eval-json that is this model")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     m = json.loads(Path(a.metrics).read_text())
@@ -73,7 +78,13 @@ def main() -> int:
             "test_groups": [g for g in a.test_groups.split(",") if g],
             "best_epoch": m["best_epoch"],
             "best_val_iou": m["best_val_iou"],
-            "pt_onnx_max_abs_diff": m["parity_max_abs_diff"],
+            "selected_checkpoint": {
+                "rule": a.selected,
+                "epoch": m["best_epoch"] if a.selected == "best" else m["trace"][-1]["epoch"],
+                "val_iou_centre_crop": m["best_val_iou"] if a.selected == "best" else m["trace"][-1]["val_iou"],
+                "export_command": f"tinysal export {a.checkpoint} --output {a.onnx}",
+            },
+            "pt_onnx_max_abs_diff": None,
             "training_wall_clock_seconds": a.wall_clock or m["train_seconds_total"],
             "training_hardware": a.hardware,
             "device": m["device"],
@@ -83,11 +94,18 @@ def main() -> int:
     }
     if a.card:
         side["card"] = a.card
-    onnx_path = Path(m["onnx"])
-    if onnx_path.is_file():
-        from tinysal.checks import check_ops
+    from tinysal.checks import check_ops
+    from tinysal.parity import parity
 
-        side["training"]["onnx_op_set"] = check_ops(onnx_path)["op_types"]
+    side["training"]["onnx_op_set"] = check_ops(a.onnx)["op_types"]
+    side["training"]["pt_onnx_max_abs_diff"] = parity(a.checkpoint, a.onnx)["max_abs_diff"]
+    if a.eval_json:
+        rows = json.loads(Path(a.eval_json).read_text())
+        row = next(r for r in rows if r["model"] == a.eval_name)
+        side["heldout_eval"] = {
+            k: row[k] for k in ("n_images", "groups", "iou", "mae", "max_f", "mean_f", "s_measure", "e_measure")
+        }
+        side["heldout_eval"]["short_side"] = 256
     write_json(a.out, side)
     print(f"wrote {a.out}")
     return 0

@@ -100,6 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "copy_paste": args.copy_paste,
         "color_jitter": args.color_jitter,
         "select": args.select,
+        "amp": args.amp,
         "seed": args.seed,
         "limit": args.limit,
         "cache_dir": args.cache_dir,
@@ -255,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["best", "last"],
         help="checkpoint to export: best validation IoU (reference) or the final epoch (cpu preset)",
     )
+    sp.add_argument("--amp", choices=["off", "bf16"], help="bfloat16 autocast for training (default off)")
     sp.add_argument("--no-export", action="store_true")
     sp.add_argument("--quiet", action="store_true")
 

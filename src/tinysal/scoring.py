@@ -13,11 +13,11 @@ or, in one call, ``tinysal.score_video("clip.mp4")``.
 
 from __future__ import annotations
 
+import collections
 import os
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -56,7 +56,11 @@ class VmafContext:
     ) -> None:
         if subsample < 1:
             raise TinysalError("subsample must be >= 1")
-        self.threads = threads
+        if threads < 0:
+            raise TinysalError("threads must be >= 0 (0 = all cores)")
+        #: frames scored in parallel by score_files, each on one ONNX Runtime thread: for a network this small,
+        #: N single-threaded runs side by side beat one run on N threads (see docs/benchmarks.md)
+        self.threads = threads or (os.cpu_count() or 1)
         self.subsample = subsample
         self.colorspace = colorspace
         self.color_range = color_range
@@ -71,7 +75,7 @@ class VmafContext:
         """Register a feature by name with its parameters (``model_path``, ``short_side``, ...)."""
         if name not in FEATURES:
             raise TinysalError(f"unknown feature {name!r}; available: {', '.join(FEATURES)}")
-        feat = feature_from_params({k: str(v) for k, v in (params or {}).items()}, threads=self.threads)
+        feat = feature_from_params({k: str(v) for k, v in (params or {}).items()}, threads=1 if self.threads > 1 else 0)
         self.features.append(feat)
         for m in feat.metric_names:
             self.scores.setdefault(m, {})
@@ -87,23 +91,25 @@ class VmafContext:
         frame = as_frame(dist)
         self._score(frame, index)
 
-    def _score(
-        self,
-        frame: YuvFrame,
-        index: int,
-        x: np.ndarray | None = None,
-        colorspace: str | None = None,
-        color_range: str | None = None,
-    ) -> None:
-        self.width, self.height = frame.width, frame.height
+    def _compute(
+        self, frame: YuvFrame, colorspace: str | None = None, color_range: str | None = None
+    ) -> list[np.ndarray]:
+        """Each feature's inference-size map for one frame (thread-safe: no context state is touched)."""
         cs, cr = colorspace or self.colorspace, color_range or self.color_range
-        for feat in self.features:
-            xin = x if x is not None else feat.preprocess(frame, cs, cr)
-            m = feat.infer(xin, frame.width, frame.height)
+        return [feat.infer(feat.preprocess(frame, cs, cr), frame.width, frame.height) for feat in self.features]
+
+    def _record(self, frame: YuvFrame, index: int, maps: list[np.ndarray]) -> None:
+        self.width, self.height = frame.width, frame.height
+        for feat, m in zip(self.features, maps):
             for k, v in feat.statistics(m, frame.width, frame.height).items():
                 self.scores[k][index] = v
             if self.map_sink is not None:
                 self.map_sink(index, frame, m, feat)
+
+    def _score(
+        self, frame: YuvFrame, index: int, colorspace: str | None = None, color_range: str | None = None
+    ) -> None:
+        self._record(frame, index, self._compute(frame, colorspace, color_range))
 
     # -- results --------------------------------------------------------------------------------------
     def score_at_index(self, metric: str, index: int) -> float:
@@ -151,41 +157,6 @@ class VmafContext:
         write_result(path, self.result(fps), fmt)
 
 
-def _prefetch(it: Iterator[Any], depth: int = 3) -> Iterator[Any]:
-    """Run ``it`` in a background thread (decode/convert overlaps inference); bounded, so memory stays flat."""
-    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def worker() -> None:
-        try:
-            for item in it:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(done)
-        except BaseException as e:  # hand errors to the consumer
-            q.put(e)
-
-    t = threading.Thread(target=worker, daemon=True)
-    t.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-
-
 def score_files(
     ctx: VmafContext,
     reference: str | os.PathLike[str] | None,
@@ -226,26 +197,40 @@ def score_files(
     if n <= 0:
         raise TinysalError("no frames to score (check --frame_skip_* and --frame_cnt)")
     feat = ctx.features[0]
+    # Media colour metadata (Y4M/FFmpeg) applies unless the feature was given explicit colour options.
     cs = getattr(dist, "colorspace", None) or ctx.colorspace
     cr = getattr(dist, "range", None) or ctx.color_range
-
-    def produce() -> Iterator[tuple[int, YuvFrame, np.ndarray | None]]:
-        for i, fr in enumerate(dist.frames(frame_skip_dist)):
-            if i >= n:
-                return
-            if ctx.subsample > 1 and i % ctx.subsample:
-                continue
-            x = feat.preprocess(fr, cs, cr) if len(ctx.features) == 1 else None
-            yield i, fr, x
-
+    workers = ctx.threads
     t0 = time.perf_counter()
     done = 0
-    for i, fr, x in _prefetch(produce()):
-        # Media colour metadata (Y4M/FFmpeg) applies unless the feature was given explicit colour options.
-        ctx._score(fr, i, x, cs, cr)
-        done += 1
-        if progress:
-            progress(i + 1, n)
+    # Frames are read here, in order, and scored by a pool of workers; results are recorded in order.
+    # At most 2 * workers frames are in flight, so memory stays flat in clip length.
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mobilesal") as pool:
+        pending: collections.deque[tuple[int, YuvFrame, Future[list[np.ndarray]]]] = collections.deque()
+
+        def collect() -> None:
+            nonlocal done
+            i, fr, fut = pending.popleft()
+            ctx._record(fr, i, fut.result())
+            done += 1
+            if progress:
+                progress(i + 1, n)
+
+        try:
+            for i, fr in enumerate(dist.frames(frame_skip_dist)):
+                if i >= n:
+                    break
+                if ctx.subsample > 1 and i % ctx.subsample:
+                    continue
+                pending.append((i, fr, pool.submit(ctx._compute, fr, cs, cr)))
+                if len(pending) >= 2 * workers:
+                    collect()
+            while pending:
+                collect()
+        except BaseException:
+            for _, _, fut in pending:
+                fut.cancel()
+            raise
     elapsed = time.perf_counter() - t0
     return {
         "frames_scored": done,

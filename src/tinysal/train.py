@@ -77,6 +77,9 @@ class TrainConfig:
     #: which checkpoint is exported: "best" (highest validation IoU, the reference recipe) or "last" (the
     #: cosine-annealed final epoch; steadier when the validation set is a handful of sequences)
     select: str = "best"
+    #: "bf16": bfloat16 autocast for the training forward pass (2-2.5x faster on CPUs with AVX512-BF16/AMX and
+    #: on recent GPUs). Off by default: the shipped weights were trained in float32.
+    amp: str = "off"
 
     @property
     def epochs(self) -> int:
@@ -333,7 +336,9 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
             )
             x, y = _to_tensor(torch, imgs, masks, device, channels_last)
             opt.zero_grad(set_to_none=True)
-            loss = _loss(torch, model.logits(x), y)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
+                logits = model.logits(x)
+            loss = _loss(torch, logits.float(), y)
             loss.backward()
             opt.step()
             total_loss += float(loss.detach()) * len(idx)

@@ -41,12 +41,10 @@ def frame_rgb(frame: YuvFrame, width: int | None = None) -> np.ndarray:
 
 
 def overlay(rgb: np.ndarray, sal: np.ndarray) -> np.ndarray:
-    """Red saliency overlay on a darkened frame (``sal`` in [0, 1], same size)."""
-    out = rgb.astype(np.float32) * 0.55
-    out[..., 0] += 255 * 0.45 * sal
-    out[..., 1] += rgb[..., 1] * 0.45 * (1 - sal)
-    out[..., 2] += rgb[..., 2] * 0.45 * (1 - sal)
-    return np.clip(out, 0, 255).astype(np.uint8)
+    """Blend the frame towards red in proportion to saliency (``sal`` in [0, 1], same size); 0 leaves it as is."""
+    a = 0.6 * sal[..., None]
+    red = np.array([255.0, 0.0, 0.0], np.float32)
+    return np.clip(rgb.astype(np.float32) * (1 - a) + red * a, 0, 255).astype(np.uint8)
 
 
 class MapSink:

@@ -51,7 +51,12 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frame_skip_ref", type=int, default=0)
     p.add_argument("--frame_skip_dist", type=int, default=0)
     p.add_argument("--subsample", type=int, default=1, help="score every Nth frame")
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = all cores)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="frames scored in parallel, one ONNX Runtime thread each (0 = one per core)",
+    )
     p.add_argument(
         "--colorspace",
         choices=["bt709", "bt601", "bt2020"],

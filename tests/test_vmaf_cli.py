@@ -401,3 +401,41 @@ def test_registry_default_is_used_without_model_path(synth_clip: Path, tmp_path:
     out = tmp_path / "x.json"
     p = run_cli("vmaf", *_score_args(synth_clip, synth_clip, 64, 48, out))
     assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.parametrize("pix_fmt,bits", [("420", 10), ("422", 8), ("444", 8), ("444", 10)])
+def test_formats_agree_with_8_bit_420(davis_clip, pix_fmt: str, bits: int, tmp_path: Path) -> None:
+    """The same real frames written as 4:2:0 8-bit and as another format/bit depth score (almost) the same."""
+    from conftest import DAVIS
+    from PIL import Image
+
+    _, w, h, _ = davis_clip
+    frames = [np.asarray(Image.open(DAVIS / "images" / "dog" / f"{k:05d}.jpg").convert("RGB")) for k in range(3)]
+    ref = write_yuv_clip(tmp_path / "ref.yuv", frames)
+    other = write_yuv_clip(tmp_path / "other.yuv", frames, pix_fmt=pix_fmt, bitdepth=bits)
+
+    def score(clip: Path, fmt: str, b: int) -> list[float]:
+        out = tmp_path / f"{clip.stem}.json"
+        p = run_cli(
+            "vmaf",
+            "-r",
+            str(clip),
+            "-d",
+            str(clip),
+            "-w",
+            str(w),
+            "-h",
+            str(h),
+            "-p",
+            fmt,
+            "-b",
+            str(b),
+            "-o",
+            str(out),
+            "-q",
+        )
+        assert p.returncode == 0, p.stderr
+        return [f["metrics"]["saliency_mean"] for f in json.loads(out.read_text())["frames"]]
+
+    base, got = score(ref, "420", 8), score(other, pix_fmt, bits)
+    assert np.allclose(base, got, atol=0.01), (base, got)

@@ -49,7 +49,12 @@ def as_frame(obj: Any, bitdepth: int = 8, pix_fmt: str | None = None) -> YuvFram
 
 
 class VmafContext:
-    """Collects per-frame metrics from the features in use and pools them."""
+    """Collects per-frame metrics from the features in use and pools them.
+
+    ``threads`` is how many frames :func:`score_files` scores side by side (0 = one per core), each on one ONNX
+    Runtime thread. :meth:`read_pictures` scores the frame it is given in the caller's thread, so with the default
+    it runs single-threaded; ``VmafContext(threads=1)`` instead gives each frame every core.
+    """
 
     def __init__(
         self, threads: int = 0, subsample: int = 1, colorspace: str = "bt709", color_range: str = "limited"
@@ -205,7 +210,7 @@ def score_files(
     done = 0
     # Frames are read here, in order, and scored by a pool of workers; results are recorded in order.
     # At most 2 * workers frames are in flight, so memory stays flat in clip length.
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mobilesal") as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mobilesal") as executor:
         pending: collections.deque[tuple[int, YuvFrame, Future[list[np.ndarray]]]] = collections.deque()
 
         def collect() -> None:
@@ -222,7 +227,7 @@ def score_files(
                     break
                 if ctx.subsample > 1 and i % ctx.subsample:
                     continue
-                pending.append((i, fr, pool.submit(ctx._compute, fr, cs, cr)))
+                pending.append((i, fr, executor.submit(ctx._compute, fr, cs, cr)))
                 if len(pending) >= 2 * workers:
                     collect()
             while pending:

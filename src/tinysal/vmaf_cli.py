@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vmaf",
         add_help=False,
-        description=__doc__.split("\n\n")[0],
+        description=__doc__.replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--help", action="help", help="show this help and exit")

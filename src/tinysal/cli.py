@@ -199,7 +199,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tinysal",
-        description="tinysal: train, export, check, validate and evaluate the tiny saliency model; `tinysal score` (or `vmaf`) runs the mobilesal video feature.",
+        description="tinysal: train, export, check, validate and evaluate the tiny saliency model; "
+        "`tinysal score` (or `vmaf`) runs the mobilesal video feature.",
     )
     p.add_argument("--version", action="version", version=f"tinysal {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -439,3 +439,24 @@ def test_formats_agree_with_8_bit_420(davis_clip, pix_fmt: str, bits: int, tmp_p
 
     base, got = score(ref, "420", 8), score(other, pix_fmt, bits)
     assert np.allclose(base, got, atol=0.01), (base, got)
+
+
+def test_y4m_and_container_inputs(synth_clip: Path, video_dir: Path, tmp_path: Path) -> None:
+    """Y4M (geometry from its header) and an H.264 .mp4 go through the same command without --width/--height."""
+    raw = synth_clip.read_bytes()
+    fb = 64 * 48 * 3 // 2
+    y4m = tmp_path / "synth.y4m"
+    with open(y4m, "wb") as f:
+        f.write(b"YUV4MPEG2 W64 H48 F25:1 Ip A1:1 C420jpeg\n")
+        for k in range(5):
+            f.write(b"FRAME\n" + raw[k * fb : (k + 1) * fb])
+    out_raw, out_y4m = tmp_path / "raw.json", tmp_path / "y4m.json"
+    assert run_cli("vmaf", *_score_args(synth_clip, synth_clip, 64, 48, out_raw)).returncode == 0
+    p = run_cli("vmaf", "-r", str(y4m), "-d", str(y4m), "--feature", "mobilesal", "-o", str(out_y4m), "-q")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(out_y4m.read_text())["frames"] == json.loads(out_raw.read_text())["frames"]
+    mp4 = video_dir / "foreman_cif_60f_h264.mp4"
+    out = tmp_path / "mp4.json"
+    p = run_cli("vmaf", "-r", str(mp4), "-d", str(mp4), "--feature", "mobilesal", "--frame_cnt", "6", "-o", str(out))
+    assert p.returncode == 0, p.stderr
+    _check_libvmaf_json(json.loads(out.read_text()), 6)

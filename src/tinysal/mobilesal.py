@@ -76,14 +76,18 @@ def _pad_edges(x: np.ndarray, h: int, w: int) -> None:
         x[:, h:, :] = x[:, h - 1 : h, :]
 
 
+def padded_input(h: int, w: int) -> np.ndarray:
+    """An uninitialised [1, 3, H8, W8] float32 model input for an h x w picture (H8, W8: next multiples of 8)."""
+    return np.empty((1, 3, h + (-h) % STRIDE, w + (-w) % STRIDE), np.float32)
+
+
 def normalise_and_pad(rgb: np.ndarray) -> np.ndarray:
     """float RGB HxWx3 in [0, 1] -> ImageNet-normalised [1, 3, H8, W8], edge-replicated up to multiples of 8."""
     h, w = rgb.shape[:2]
-    x = ((rgb - _MEAN) / _STD).transpose(2, 0, 1)
-    ph, pw = (-h) % STRIDE, (-w) % STRIDE
-    if ph or pw:
-        x = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="edge")
-    return np.ascontiguousarray(x[None], dtype=np.float32)
+    x = padded_input(h, w)
+    x[0, :, :h, :w] = ((rgb - _MEAN) / _STD).transpose(2, 0, 1)
+    _pad_edges(x[0], h, w)
+    return x
 
 
 def target_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -138,7 +142,7 @@ class MobileSal:
         else:  # resizing each plane straight to the target grid also brings chroma to 4:4:4
             y, u, v = (resize_plane(p, tw, th) for p in (frame.y, frame.u, frame.v))
         # convert + ImageNet-normalise in one pass, straight into the padded input tensor
-        x = np.empty((1, 3, th + (-th) % STRIDE, tw + (-tw) % STRIDE), np.float32)
+        x = padded_input(th, tw)
         yuv444_to_planar_rgb(
             y,
             u,

@@ -259,6 +259,10 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
     from tinysal.model import count_params, create_model, save_checkpoint
     from tinysal.provenance import run_provenance
 
+    if cfg.select not in ("best", "last"):
+        raise TinysalError(f"select must be 'best' or 'last', got {cfg.select!r}")
+    if cfg.amp not in ("off", "bf16"):
+        raise TinysalError(f"amp must be 'off' or 'bf16', got {cfg.amp!r}")
     if not cfg.roots:
         raise TinysalError("no dataset root given")
     out = Path(cfg.out_dir)

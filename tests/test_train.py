@@ -112,23 +112,19 @@ def test_training_is_deterministic_and_exports(tmp_path: Path) -> None:
     assert (tmp_path / "run0" / "final.pt").is_file()
 
 
-def test_select_last_exports_the_final_epoch(tmp_path: Path) -> None:
+def _train_small(tmp_path: Path, *extra: str) -> dict:
+    """Train the TINY recipe on a small blob set with extra options; return its metrics JSON."""
     root = make_blob_dataset(tmp_path / "ds", n_groups=2, per_group=4)
     out = tmp_path / "m.json"
     p = run_cli(
-        "tinysal",
-        "train",
-        str(root),
-        *TINY,
-        "--select",
-        "last",
-        "--out-dir",
-        str(tmp_path / "r"),
-        "--metrics-out",
-        str(out),
+        "tinysal", "train", str(root), *TINY, *extra, "--out-dir", str(tmp_path / "r"), "--metrics-out", str(out)
     )
     assert p.returncode == 0, p.stderr
-    m = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_select_last_exports_the_final_epoch(tmp_path: Path) -> None:
+    m = _train_small(tmp_path, "--select", "last")
     assert m["selected"] == {
         "rule": "last",
         "checkpoint": str(tmp_path / "r" / "final.pt"),
@@ -250,22 +246,7 @@ def test_iou_per_image() -> None:
 
 
 def test_bf16_autocast_trains(tmp_path: Path) -> None:
-    root = make_blob_dataset(tmp_path / "ds", n_groups=2, per_group=4)
-    out = tmp_path / "m.json"
-    p = run_cli(
-        "tinysal",
-        "train",
-        str(root),
-        *TINY,
-        "--amp",
-        "bf16",
-        "--out-dir",
-        str(tmp_path / "r"),
-        "--metrics-out",
-        str(out),
-    )
-    assert p.returncode == 0, p.stderr
-    m = json.loads(out.read_text())
+    m = _train_small(tmp_path, "--amp", "bf16")
     assert m["run_provenance"]["args"]["amp"] == "bf16"
     assert all(r["train_loss"] == r["train_loss"] and r["train_loss"] < 5 for r in m["trace"])  # finite, sane
     assert m["parity_max_abs_diff"] <= 1e-5  # the export is float32 whatever the training precision

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from tinysal import __version__
-from tinysal.errors import CheckFailed, TinysalError
+from tinysal.errors import CheckFailed, OneLineParser, TinysalError
 
 
 def _print_json(obj: Any) -> None:
@@ -35,6 +36,75 @@ def _precheck(path: str | None) -> None:
         from tinysal.fileio import check_writable_target
 
         check_writable_target(path)
+
+
+def _int_at_least(lo: int) -> Callable[[str], int]:
+    def conv(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be at least {lo}, got {v}")
+        return v
+
+    return conv
+
+
+def _float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    v = _float(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return v
+
+
+def _fraction(text: str) -> float:
+    v = _float(text)
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text!r}")
+    return v
+
+
+def _float_pair(text: str) -> list[float]:
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected LO,HI, got {text!r}")
+    lo, hi = (_float(p) for p in parts)
+    if not 0 < lo <= hi:
+        raise argparse.ArgumentTypeError(f"expected 0 < LO <= HI, got {text!r}")
+    return [lo, hi]
+
+
+def _weights(text: str) -> dict[str, float]:
+    out = {}
+    for part in text.split(","):
+        name, sep, w = part.partition("=")
+        if not sep or not name:
+            raise argparse.ArgumentTypeError(f"expected NAME=WEIGHT[,NAME=WEIGHT...], got {text!r}")
+        v = _float(w)
+        if v < 0:
+            raise argparse.ArgumentTypeError(f"weights must be >= 0, got {part!r}")
+        out[name] = v
+    return out
+
+
+def _stages(text: str) -> list[list[int]]:
+    from tinysal.train import parse_stages
+
+    try:
+        return parse_stages(text)
+    except TinysalError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def vars_clean(args: argparse.Namespace) -> dict[str, Any]:
@@ -87,7 +157,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from tinysal.train import PRESETS, TrainConfig, parse_stages
+    from tinysal.train import PRESETS, TrainConfig
 
     preset = dict(PRESETS[args.preset])
     cfg = TrainConfig(arch=args.arch, roots=list(args.roots), out_dir=args.out_dir, preset=args.preset, **preset)
@@ -99,6 +169,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         "val_fraction": args.val_fraction,
         "copy_paste": args.copy_paste,
         "color_jitter": args.color_jitter,
+        "sampling": args.sampling,
+        "epoch_samples": args.epoch_samples,
+        "source_weights": args.source_weights,
+        "crop_mode": args.crop_mode,
+        "rrc_area": args.rrc_area,
+        "backgrounds": args.backgrounds,
+        "composite": args.composite,
+        "loss": args.loss,
+        "ema": args.ema,
+        "val_mode": args.val_mode,
+        "scale_range": args.scale_range,
         "select": args.select,
         "amp": args.amp,
         "seed": args.seed,
@@ -110,19 +191,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         if v is not None:
             setattr(cfg, k, v)
     if args.stages:
-        cfg.stages = parse_stages(args.stages)
+        cfg.stages = args.stages
     if args.epochs:
         if len(cfg.stages) != 1:
             raise TinysalError("--epochs applies to single-stage recipes; use --stages for multi-stage ones")
         cfg.stages = [[cfg.stages[0][0], args.epochs]]
     if args.crop:
         cfg.stages = [[args.crop, e] for _, e in cfg.stages]
-    if args.scale_range:
-        lo, hi = (float(x) for x in args.scale_range.split(","))
-        cfg.scale_range = [lo, hi]
     cfg.val_groups = [g for g in (args.val_groups or "").split(",") if g]
     cfg.exclude_groups = [g for g in (args.exclude_groups or "").split(",") if g]
     cfg.export = not args.no_export
+    cfg.skip_bad = args.skip_bad
     from tinysal.train import train
 
     print(f"training {cfg.arch}: {json.dumps(dataclasses.asdict(cfg))}", file=sys.stderr)
@@ -197,7 +276,10 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from tinysal.arch import ARCHITECTURES
+    from tinysal.train import PRESETS
+
+    p = OneLineParser(
         prog="tinysal",
         description="tinysal: train, export, check, validate and evaluate the tiny saliency model; "
         "`tinysal score` (or `vmaf`) runs the mobilesal video feature.",
@@ -231,36 +313,61 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tolerance", type=float, default=1e-5)
     sp.add_argument("--out-json")
 
-    sp = add("train", cmd_train, "train a saliency student (reference recipe by default; --preset cpu for 2 cores)")
+    sp = add("train", cmd_train, "train a saliency student (--preset sod: the shipped recipe)")
     sp.add_argument("roots", nargs="+", help="dataset roots (DUTS-TR/DUTS-TE layout or images/+masks/)")
-    sp.add_argument("--arch", default="saliency_student_v2", choices=["saliency_student_v1", "saliency_student_v2"])
-    sp.add_argument("--preset", default="reference", choices=["reference", "cpu"])
+    sp.add_argument("--arch", default="saliency_student_v2", choices=sorted(ARCHITECTURES))
+    sp.add_argument("--preset", default="reference", choices=sorted(PRESETS), help="recipe (default reference)")
     sp.add_argument("--out-dir", default="runs/train")
     sp.add_argument("--metrics-out")
     sp.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its last epoch")
-    sp.add_argument("--epochs", type=int)
-    sp.add_argument("--stages", help="multi-scale schedule CROP:EPOCHS[,...], e.g. 128:60,256:12")
-    sp.add_argument("--crop", type=int)
-    sp.add_argument("--batch-size", type=int)
-    sp.add_argument("--lr", type=float)
-    sp.add_argument("--resize", type=int, help="short side the cache is resized to (default 288)")
-    sp.add_argument("--val-crop", type=int)
-    sp.add_argument("--val-fraction", type=float)
+    sp.add_argument("--epochs", type=_int_at_least(1))
+    sp.add_argument("--stages", type=_stages, help="multi-scale schedule CROP:EPOCHS[,...], e.g. 192:26,256:6")
+    sp.add_argument("--crop", type=_int_at_least(8))
+    sp.add_argument("--batch-size", type=_int_at_least(2))
+    sp.add_argument("--lr", type=_positive_float)
+    sp.add_argument("--resize", type=_int_at_least(8), help="short side the cache is resized to (default 288)")
+    sp.add_argument("--val-crop", type=_int_at_least(8), help="validation crop, or short side with --val-mode whole")
+    sp.add_argument("--val-fraction", type=_fraction)
     sp.add_argument("--val-groups", help="comma-separated groups (sequences) to validate on")
     sp.add_argument("--exclude-groups", help="comma-separated groups never used (a held-out test set)")
-    sp.add_argument("--scale-range", help="random scale jitter LO,HI (e.g. 0.75,1.25)")
-    sp.add_argument("--copy-paste", type=float, help="probability of pasting another image's foreground")
-    sp.add_argument("--color-jitter", type=float, help="brightness/contrast/saturation jitter amount, e.g. 0.2")
+    sp.add_argument("--scale-range", type=_float_pair, help="random scale jitter LO,HI (e.g. 0.75,1.25)")
+    sp.add_argument("--copy-paste", type=_fraction, help="probability of pasting another image's foreground")
+    sp.add_argument("--color-jitter", type=_fraction, help="brightness/contrast/saturation jitter amount, e.g. 0.2")
+    sp.add_argument(
+        "--sampling",
+        choices=["uniform", "balanced"],
+        help="uniform: every image once an epoch; "
+        "balanced: sources by --source-weights, scenes uniformly within a source",
+    )
+    sp.add_argument("--epoch-samples", type=_int_at_least(2), help="samples per epoch with balanced sampling")
+    sp.add_argument(
+        "--source-weights",
+        type=_weights,
+        help="NAME=W[,NAME=W...] by dataset folder name (default: sqrt of each source's image count)",
+    )
+    sp.add_argument("--crop-mode", choices=["window", "rrc"], help="window crops, or random resized crops")
+    sp.add_argument("--rrc-area", type=_float_pair, help="area fraction LO,HI of random resized crops")
+    sp.add_argument("--backgrounds", help="folder of object-free photos for composites")
+    sp.add_argument("--composite", type=_fraction, help="probability of compositing the object onto a background")
+    sp.add_argument("--loss", choices=["bce_dice", "structure"])
+    sp.add_argument("--ema", type=_fraction, help="EMA decay of the weights (0 = off), e.g. 0.999")
+    sp.add_argument("--val-mode", choices=["crop", "whole"])
+    sp.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave unreadable pairs, masks of another size, empty masks and unmasked images out "
+        "(counted) instead of stopping",
+    )
     sp.add_argument("--seed", type=int)
-    sp.add_argument("--limit", type=int, help="use only the first N pairs (smoke runs)")
+    sp.add_argument("--limit", type=_int_at_least(1), help="use only the first N pairs (smoke runs)")
     sp.add_argument("--cache-dir")
     sp.add_argument("--device", help="auto (default), cpu or cuda")
     sp.add_argument(
         "--select",
         choices=["best", "last"],
-        help="checkpoint to export: best validation IoU (reference) or the final epoch (cpu preset)",
+        help="checkpoint to export: best validation score (reference, sod) or the final epoch (cpu preset)",
     )
-    sp.add_argument("--amp", choices=["off", "bf16"], help="bfloat16 autocast for training (default off)")
+    sp.add_argument("--amp", choices=["off", "bf16"], help="bfloat16 autocast for training")
     sp.add_argument("--no-export", action="store_true")
     sp.add_argument("--quiet", action="store_true")
 

@@ -25,7 +25,7 @@ from tinysal.errors import TinysalError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MASK_EXTS = (".png", ".bmp", ".jpg", ".jpeg")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,11 @@ def _layout_dirs(root: Path) -> tuple[Path, Path]:
     )
 
 
-def find_pairs(root: str | os.PathLike[str]) -> list[Pair]:
-    """All image/mask pairs under one dataset root, sorted by relative path."""
+def find_pairs(root: str | os.PathLike[str], skip_bad: bool = False) -> list[Pair]:
+    """All image/mask pairs under one dataset root, sorted by relative path.
+
+    An image without a mask is an error naming it; with ``skip_bad`` it is left out (and counted by the caller
+    through :func:`find_all_pairs`' report)."""
     r = Path(root)
     if not r.is_dir():
         raise TinysalError(f"dataset root not found: {r}")
@@ -77,21 +80,34 @@ def find_pairs(root: str | os.PathLike[str]) -> list[Pair]:
             continue
         group = str(rel.parent) if str(rel.parent) != "." else rel.stem
         pairs.append(Pair(im, m, group, str(r)))
-    if missing:
+    if missing and not skip_bad:
         raise TinysalError(
-            f"{mask_dir}: no mask for {len(missing)} image(s), e.g. {missing[0]} (masks pair by relative path and stem)"
+            f"{mask_dir}: no mask for {len(missing)} image(s), e.g. {missing[0]} (masks pair by relative path and stem;"
+            " --skip-bad leaves them out)"
+        )
+    if missing:
+        print(
+            f"warning: {mask_dir}: {len(missing)} image(s) without a mask skipped, e.g. {missing[0]}", file=sys.stderr
         )
     if not pairs:
         raise TinysalError(f"{img_dir}: no image/mask pairs found")
     return pairs
 
 
-def find_all_pairs(roots: Sequence[str | os.PathLike[str]]) -> list[Pair]:
+def source_name(root: str | os.PathLike[str]) -> str:
+    """The name a dataset root goes by in groups, reports and ``--source-weights`` (its folder name)."""
+    return Path(root).resolve().name
+
+
+def find_all_pairs(roots: Sequence[str | os.PathLike[str]], skip_bad: bool = False) -> list[Pair]:
     """Pairs from several roots; groups are prefixed by the root name so they never collide."""
     out: list[Pair] = []
-    for root in roots:
-        name = Path(root).resolve().name
-        for p in find_pairs(root):
+    names = [source_name(r) for r in roots]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise TinysalError(f"two dataset roots share the folder name {dup[0]!r}: sources are named by folder")
+    for root, name in zip(roots, names):
+        for p in find_pairs(root, skip_bad):
             out.append(Pair(p.image, p.mask, f"{name}/{p.group}", p.root))
     return out
 
@@ -156,17 +172,40 @@ def resize_short_side(size: tuple[int, int], short: int) -> tuple[int, int]:
     return max(1, round(w * s)), max(1, round(h * s))
 
 
-def load_pair(p: Pair, short_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """RGB uint8 HxWx3 and mask uint8 HxW (0/255 after binarising at 0.5), optionally resized."""
+#: Images larger than this many pixels are refused before decoding (a decompression bomb, or no photo).
+MAX_IMAGE_PIXELS = 64_000_000
+
+
+def _open_image(path: Path, mode: str) -> Image.Image:
+    """Decode an image fully, refusing huge or broken files with one line naming the file."""
     try:
-        with Image.open(p.image) as im:
-            img = im.convert("RGB")
-        with Image.open(p.mask) as m:
-            mask = m.convert("L")
-    except OSError as e:
-        raise TinysalError(f"cannot read {p.image} / {p.mask}: {e}") from None
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise TinysalError(f"{path}: {w}x{h} is larger than {MAX_IMAGE_PIXELS:,} pixels; refused")
+            return im.convert(mode)
+    except TinysalError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise TinysalError(f"{path}: cannot read image: {e}") from None
+
+
+def load_pair(p: Pair, short_side: int | None = None, strict: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """RGB uint8 HxWx3 and mask uint8 HxW (0/255 after binarising at 0.5), optionally resized.
+
+    ``strict`` (training data) also refuses a mask whose size differs from its image and an empty mask; otherwise
+    a mask of another size is resized to the image (nearest)."""
+    img = _open_image(p.image, "RGB")
+    mask = _open_image(p.mask, "L")
     if img.size != mask.size:
+        if strict:
+            raise TinysalError(
+                f"{p.mask}: mask is {mask.size[0]}x{mask.size[1]} but its image {p.image.name} is "
+                f"{img.size[0]}x{img.size[1]}"
+            )
         mask = mask.resize(img.size, Image.NEAREST)
+    if strict and not np.asarray(mask).max(initial=0) >= 128:
+        raise TinysalError(f"{p.mask}: empty mask (no pixel >= 128): nothing salient to learn from")
     if short_side:
         size = resize_short_side(img.size, short_side)
         img = img.resize(size, Image.BILINEAR)
@@ -187,6 +226,7 @@ class PairCache:
         self.meta = meta
         self.shapes = [tuple(s) for s in meta["shapes"]]  # (h, w)
         self.offsets = np.asarray(meta["offsets"], dtype=np.int64)
+        self.kept = list(meta.get("kept", range(len(self.shapes))))  # cache item -> position in the pairs given
         self.images = np.memmap(folder / "images.u8", dtype=np.uint8, mode="r")
         self.masks = np.memmap(folder / "masks.u8", dtype=np.uint8, mode="r")
 
@@ -202,23 +242,31 @@ class PairCache:
 
     @classmethod
     def build(
-        cls, pairs: Sequence[Pair], short_side: int, cache_root: str | os.PathLike[str], progress: bool = True
+        cls,
+        pairs: Sequence[Pair],
+        short_side: int,
+        cache_root: str | os.PathLike[str],
+        progress: bool = True,
+        skip_bad: bool = False,
+        label: str = "",
     ) -> PairCache:
-        """Return the cache for these pairs, building it if it is missing or stale."""
+        """Return the cache for these pairs, building it if it is missing or stale.
+
+        Every pair is decoded and checked (``load_pair(strict=True)``) while the cache is built, so bad data stops
+        a run before its first epoch, never halfway. With ``skip_bad`` bad pairs are left out and listed in
+        ``meta["skipped"]``; ``meta["kept"]`` maps cache items back to positions in ``pairs``."""
+        try:
+            stats = [(p.image.stat(), p.mask.stat()) for p in pairs]
+        except OSError as e:
+            raise TinysalError(f"cannot read {e.filename}: {e.strerror}") from None
         key_src = json.dumps(
             [
                 CACHE_VERSION,
                 short_side,
+                skip_bad,
                 [
-                    (
-                        str(p.image),
-                        p.image.stat().st_size,
-                        p.image.stat().st_mtime_ns,
-                        str(p.mask),
-                        p.mask.stat().st_size,
-                        p.mask.stat().st_mtime_ns,
-                    )
-                    for p in pairs
+                    (str(p.image), si.st_size, si.st_mtime_ns, str(p.mask), sm.st_size, sm.st_mtime_ns)
+                    for p, (si, sm) in zip(pairs, stats)
                 ],
             ]
         )
@@ -229,24 +277,46 @@ class PairCache:
         folder.mkdir(parents=True, exist_ok=True)
         shapes: list[tuple[int, int]] = []
         offsets: list[int] = []
+        kept: list[int] = []
+        skipped: list[str] = []
         total = 0
+        from concurrent.futures import ThreadPoolExecutor
+
         from tqdm import tqdm
 
+        def load(i: int) -> tuple[np.ndarray, np.ndarray] | str:
+            try:
+                return load_pair(pairs[i], short_side, strict=True)
+            except TinysalError as e:
+                if not skip_bad:
+                    raise
+                return str(e)
+
+        tty = progress and sys.stderr.isatty()
+        desc = f"caching {label + ' ' if label else ''}at short side {short_side}"
         tmp_i, tmp_m = folder / "images.u8.tmp", folder / "masks.u8.tmp"
-        with open(tmp_i, "wb") as fi, open(tmp_m, "wb") as fm:
-            for p in tqdm(
-                pairs,
-                desc=f"caching at short side {short_side}",
-                disable=not (progress and sys.stderr.isatty()),
-                unit="img",
-            ):
-                img, mask = load_pair(p, short_side)
+        step = max(500, len(pairs) // 10)
+        # PIL releases the GIL while decoding and resizing: threads use every core
+        with open(tmp_i, "wb") as fi, open(tmp_m, "wb") as fm, ThreadPoolExecutor(os.cpu_count() or 1) as ex:
+            results = ex.map(load, range(len(pairs)))
+            for i, r in enumerate(tqdm(results, total=len(pairs), desc=desc, disable=not tty, unit="img")):
+                if isinstance(r, str):
+                    skipped.append(r)
+                    continue
+                img, mask = r
                 h, w = mask.shape
                 fi.write(np.ascontiguousarray(img).tobytes())
                 fm.write(np.ascontiguousarray(mask).tobytes())
                 shapes.append((h, w))
                 offsets.append(total)
+                kept.append(i)
                 total += h * w
+                if progress and not tty and (i + 1) % step == 0:
+                    print(f"{desc}: {i + 1}/{len(pairs)}", file=sys.stderr, flush=True)
+        if skipped:
+            print(f"skipped {len(skipped)} bad pair(s) (--skip-bad), e.g. {skipped[0]}", file=sys.stderr)
+        if not kept:
+            raise TinysalError(f"no usable image/mask pairs left {('in ' + label) if label else ''}after skipping")
         os.replace(tmp_i, folder / "images.u8")
         os.replace(tmp_m, folder / "masks.u8")
         index = {
@@ -254,8 +324,25 @@ class PairCache:
             "short_side": short_side,
             "shapes": shapes,
             "offsets": offsets,
-            "sources": [str(p.image) for p in pairs],
+            "kept": kept,
+            "skipped": skipped,
+            "sources": [str(pairs[i].image) for i in kept],
         }
         (folder / "index.json.tmp").write_text(json.dumps(index))
         os.replace(folder / "index.json.tmp", folder / "index.json")
         return cls(folder)
+
+
+def load_backgrounds(folder: str | os.PathLike[str], short_side: int) -> list[np.ndarray]:
+    """Every image under ``folder`` (recursively) as uint8 RGB resized to ``short_side``: composite backgrounds."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise TinysalError(f"backgrounds folder not found: {root}")
+    files = sorted(f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise TinysalError(f"{root}: no background images found")
+    out = []
+    for f in files:
+        im = _open_image(f, "RGB")
+        out.append(np.asarray(im.resize(resize_short_side(im.size, short_side), Image.BILINEAR), dtype=np.uint8))
+    return out

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import sys
+from typing import NoReturn
+
 
 class TinysalError(Exception):
     """An expected failure the user can act on. The CLI prints ``str(err)`` on one line and exits non-zero."""
@@ -13,3 +17,11 @@ class CheckFailed(TinysalError):
     """A validator ran to the end and found the artefact does not meet its contract."""
 
     exit_code = 1
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (``prog: error: ...``), not the whole usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,230 @@
+"""The salient-object recipe (``--preset sod``): balanced multi-source sampling, random resized crops, composites,
+the structure loss, EMA, per-source whole-image validation, bad training data and argument checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import assert_clean_error, make_blob_dataset, run_cli
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+
+SOD_TINY = [
+    "--preset",
+    "sod",
+    "--stages",
+    "32:1,48:1",
+    "--epoch-samples",
+    "24",
+    "--batch-size",
+    "4",
+    "--resize",
+    "56",
+    "--val-crop",
+    "48",
+    "--val-fraction",
+    "0.25",
+    "--seed",
+    "5",
+    "--quiet",
+]
+
+
+def _backgrounds(folder: Path, n: int = 3) -> Path:
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True)
+    for k in range(n):
+        Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(folder / f"bg{k}.jpg")
+    return folder
+
+
+def test_balanced_sampling_weights_sources_then_groups() -> None:
+    from tinysal.train import epoch_order
+
+    # source A: one sequence of 100 frames; source B: 100 single-image groups. Weights 1:3.
+    a = [list(range(100))]
+    b = [[100 + k] for k in range(100)]
+    idx = epoch_order(np.random.default_rng(0), 200, "balanced", 20000, [a, b], [1.0, 3.0])
+    frac_a = float(np.mean(idx < 100))
+    assert abs(frac_a - 0.25) < 0.02
+    # within B every group is drawn about equally often
+    counts = np.bincount(idx[idx >= 100] - 100, minlength=100)
+    assert counts.min() > 0.5 * counts.mean() and counts.max() < 1.6 * counts.mean()
+    # uniform sampling is a permutation of the training set
+    perm = epoch_order(np.random.default_rng(0), 200, "uniform", 0, [a, b], [1.0, 3.0])
+    assert sorted(perm.tolist()) == list(range(200))
+
+
+def test_random_resized_crop_keeps_the_scene_and_composites_replace_background(tmp_path: Path) -> None:
+    from tinysal.data import PairCache, find_pairs
+    from tinysal.train import _rrc_window, make_train_batch
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        y, x, ch, cw = _rrc_window(rng, 72, 96, (0.5, 1.0))
+        assert 0 <= y and y + ch <= 72 and 0 <= x and x + cw <= 96
+        assert ch * cw >= 0.5 * 72 * 96 * 0.7  # clipping to the image can shrink it a little, never to a fragment
+
+    root = make_blob_dataset(tmp_path / "ds", n_groups=2, per_group=2)
+    cache = PairCache.build(find_pairs(root), 72, tmp_path / "cache", progress=False)
+    flat = [np.full((80, 100, 3), (0, 200, 0), np.uint8)]  # a plain green background
+    imgs, masks = make_train_batch(
+        cache, [0, 1, 2, 3], 48, np.random.default_rng(3), (1, 1), 0.0, [0], 0.0, "rrc", (0.9, 1.0), flat, 1.0
+    )
+    assert imgs.shape == (4, 48, 48, 3) and masks.shape == (4, 48, 48)
+    for im, m in zip(imgs, masks):
+        bg = m == 0
+        assert bg.any() and (m == 255).any()
+        assert np.all(im[bg] == (0, 200, 0))  # everything outside the object is the background photo
+        assert np.all(im[m == 255][:, 0] >= 150)  # the object (bright ellipse) is kept
+
+
+def test_structure_loss_rewards_confident_correct_maps() -> None:
+    from tinysal.train import _loss
+
+    t = torch.zeros(2, 1, 40, 40)
+    t[:, :, 10:30, 10:30] = 1
+    good = (t * 2 - 1) * 6  # logits: confident and right
+    soft = torch.zeros_like(t)  # 0.5 everywhere: the "much of any picture is salient" failure
+    bad = -good
+    lg, ls, lb = (float(_loss(torch, x, t, "structure")) for x in (good, soft, bad))
+    assert lg < 0.05 < ls < lb
+    # the boundary weight is the 31x31 box mean, computed separably
+    F = torch.nn.functional
+    box = F.avg_pool2d(t, 31, 1, 15)
+    sep = F.avg_pool2d(F.avg_pool2d(t, (31, 1), 1, (15, 0)), (1, 31), 1, (0, 15))
+    assert torch.allclose(box, sep, atol=1e-6)
+
+
+def test_sod_preset_trains_on_several_sources_with_per_source_validation(tmp_path: Path) -> None:
+    a = make_blob_dataset(tmp_path / "video", n_groups=4, per_group=4, seed=1)
+    b = make_blob_dataset(tmp_path / "photos", n_groups=8, per_group=1, seed=2, layout="duts")
+    bgs = _backgrounds(tmp_path / "bgs")
+    out = tmp_path / "m.json"
+    p = run_cli(
+        "tinysal", "train", str(a), str(b), *SOD_TINY, "--backgrounds", str(bgs),
+        "--source-weights", "video=1,photos=3", "--out-dir", str(tmp_path / "r"), "--metrics-out", str(out),
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    m = json.loads(out.read_text())
+    assert set(m["sources"]) == {"video", "photos"}
+    assert m["sources"]["photos"]["weight"] == pytest.approx(0.75)
+    assert m["sources"]["video"]["groups"] == 3  # one of the four sequences is validation, whole
+    # validation holds whole groups from every source, and is reported per source
+    assert {g.split("/")[0] for g in m["val_groups"]} == {"video", "photos"}
+    for r in m["trace"]:
+        assert set(r["val_per_source"]) == {"video", "photos"}
+        per = r["val_per_source"].values()
+        assert r["val_iou"] == pytest.approx(np.mean([v["iou"] for v in per]), abs=1e-5)
+    assert [r["crop"] for r in m["trace"]] == [32, 48]
+    assert m["selected"]["rule"] == "best" and m["parity_max_abs_diff"] <= 1e-5
+    # the exported checkpoint holds the EMA weights, which differ from the raw optimiser weights
+    best = torch.load(tmp_path / "r" / "best.pt", weights_only=True)["state_dict"]
+    raw = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    assert "ema" in raw and raw["ema_steps"] == 2 * (24 // 4)
+    k = "enc1.0.weight"
+    if m["best_epoch"] == 1:
+        assert torch.equal(best[k], raw["ema"][k])
+    assert not torch.equal(raw["ema"][k], raw["state_dict"][k])
+
+
+def test_unknown_source_weight_and_missing_backgrounds_are_refused(tmp_path: Path) -> None:
+    a = make_blob_dataset(tmp_path / "video", n_groups=2, per_group=2)
+    p = run_cli("tinysal", "train", str(a), *SOD_TINY, "--source-weights", "nope=1", "--out-dir", str(tmp_path / "r"))
+    assert_clean_error(p, "nope")
+    p = run_cli("tinysal", "train", str(a), *SOD_TINY, "--out-dir", str(tmp_path / "r2"))
+    assert_clean_error(p, "--backgrounds")
+    assert not (tmp_path / "r2").exists()
+
+
+def _corrupt(root: Path, kind: str) -> Path:
+    img = sorted((root / "images" / "seq1").glob("*.jpg"))[1]
+    mask = root / "masks" / "seq1" / (img.stem + ".png")
+    if kind == "truncated image":
+        img.write_bytes(img.read_bytes()[:200])
+    elif kind == "not an image":
+        img.write_bytes(b"this is not a jpeg")
+    elif kind == "mask size":
+        Image.fromarray(np.full((10, 10), 255, np.uint8)).save(mask)
+    elif kind == "empty mask":
+        Image.fromarray(np.zeros((72, 96), np.uint8)).save(mask)
+    elif kind == "no mask":
+        mask.unlink()
+    return img if kind in ("truncated image", "not an image", "no mask") else mask
+
+
+@pytest.mark.parametrize(
+    "kind,needle",
+    [
+        ("truncated image", "cannot read image"),
+        ("not an image", "cannot read image"),
+        ("mask size", "mask is 10x10"),
+        ("empty mask", "empty mask"),
+        ("no mask", "no mask for 1 image"),
+    ],
+)
+def test_bad_training_data_names_the_file_or_is_skipped(tmp_path: Path, kind: str, needle: str) -> None:
+    root = make_blob_dataset(tmp_path / "ds", n_groups=3, per_group=3)
+    bad = _corrupt(root, kind)
+    args = ["tinysal", "train", str(root), "--stages", "32:1", "--batch-size", "4", "--resize", "40",
+            "--val-crop", "32", "--val-fraction", "0.34", "--quiet", "--no-export"]  # fmt: skip
+    p = run_cli(*args, "--out-dir", str(tmp_path / "r"), "--metrics-out", str(tmp_path / "m.json"))
+    assert_clean_error(p, needle, bad.name)
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "r" / "last.pt").exists()
+    p = run_cli(*args, "--skip-bad", "--out-dir", str(tmp_path / "r2"), "--metrics-out", str(tmp_path / "m2.json"))
+    assert p.returncode == 0, p.stderr
+    assert "skipped" in p.stderr and "Traceback" not in p.stderr
+    m = json.loads((tmp_path / "m2.json").read_text())
+    assert m["train_pairs"] + m["val_pairs"] == 8
+    if kind != "no mask":
+        assert m["skipped_bad_pairs"] == 1
+
+
+def test_decompression_bomb_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tinysal import data as D
+    from tinysal.errors import TinysalError
+
+    root = make_blob_dataset(tmp_path / "ds", n_groups=1, per_group=1)
+    monkeypatch.setattr(D, "MAX_IMAGE_PIXELS", 1000)  # the blob images are 96x72 = 6912 pixels
+    with pytest.raises(TinysalError, match="larger than 1,000 pixels"):
+        D.load_pair(D.find_pairs(root)[0])
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--batch-size", "0"], "--batch-size"),
+        (["--batch-size", "x"], "whole number"),
+        (["--lr", "nan"], "finite"),
+        (["--lr", "-1"], "positive"),
+        (["--epochs", "-1"], "at least 1"),
+        (["--scale-range", "1"], "LO,HI"),
+        (["--scale-range", "2,1"], "LO <= HI"),
+        (["--stages", "33:1"], "multiples of 8"),
+        (["--stages", "abc"], "CROP:EPOCHS"),
+        (["--composite", "2"], "[0, 1]"),
+        (["--source-weights", "a"], "NAME=WEIGHT"),
+        (["--ema", "inf"], "finite"),
+    ],
+)
+def test_bad_training_arguments_fail_before_any_work(tmp_path: Path, args: list[str], needle: str) -> None:
+    root = make_blob_dataset(tmp_path / "ds", n_groups=2, per_group=1)
+    p = run_cli("tinysal", "train", str(root), *args, "--out-dir", str(tmp_path / "r"))
+    assert_clean_error(p, needle)
+    assert "usage:" not in p.stderr  # one line, not argparse's usage block
+    assert not (tmp_path / "r").exists()
+
+
+def test_corrupt_state_on_resume_is_one_clear_line(tmp_path: Path) -> None:
+    root = make_blob_dataset(tmp_path / "ds", n_groups=2, per_group=2)
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"PK\x03\x04 truncated")
+    p = run_cli("tinysal", "train", str(root), "--stages", "32:1", "--resize", "40", "--val-crop", "32",
+                "--batch-size", "2", "--out-dir", str(run), "--resume", "--quiet")  # fmt: skip
+    assert_clean_error(p, "cannot resume", "last.pt")
+    assert "warning" not in p.stderr.lower()

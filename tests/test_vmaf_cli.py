@@ -113,11 +113,15 @@ def test_xml_and_csv_and_stdout(synth_clip: Path, tmp_path: Path) -> None:
     assert run_cli("vmaf", *_score_args(synth_clip, synth_clip, 64, 48, x, "--xml")).returncode == 0
     root = ET.parse(x).getroot()
     assert root.tag == "VMAF" and len(root.find("frames")) == 5
-    assert root.find("pooled_metrics/metric").get("name") == "saliency_mean"
+    names = [m.get("name") for m in root.findall("pooled_metrics/metric")]
+    assert names[-1] == "saliency_mean" and "vmaf" in names  # libvmaf's metrics first, then saliency
+    assert root.find("frames/frame").get("saliency_mean") is not None
     c = tmp_path / "s.csv"
     assert run_cli("vmaf", *_score_args(synth_clip, synth_clip, 64, 48, c, "--csv")).returncode == 0
     lines = c.read_text().splitlines()
-    assert lines[0] == "Frame,saliency_mean," and len(lines) == 6 and lines[1].startswith("0,")
+    header = lines[0].split(",")
+    assert header[0] == "Frame" and "vmaf" in header and header[-2:] == ["saliency_mean", ""]
+    assert len(lines) == 6 and lines[1].startswith("0,")
     p = run_cli("tinysal", "score", "-r", str(synth_clip), "-d", str(synth_clip), "-w", "64", "-h", "48", "-q")
     assert p.returncode == 0 and json.loads(p.stdout)["frames"][4]["frameNum"] == 4 and p.stderr == ""
 
@@ -319,7 +323,7 @@ def test_bad_inputs(case: str, synth_clip: Path, tmp_path: Path) -> None:
     elif case == "malformed_params_kv":
         extra = ["--feature_params", "mobilesal:model_path"]
     elif case == "unknown_feature":
-        extra = ["--feature", "psnr_hvs"]
+        extra = ["--feature", "banana"]
     elif case == "unknown_param":
         extra = ["--feature_params", "mobilesal:modelpath=x.onnx"]
     elif case == "no_output_dir":
@@ -433,6 +437,9 @@ def test_formats_agree_with_8_bit_420(davis_clip, pix_fmt: str, bits: int, tmp_p
             "-o",
             str(out),
             "-q",
+            "--feature",
+            "mobilesal",
+            "--no_prediction",
         )
         assert p.returncode == 0, p.stderr
         return [f["metrics"]["saliency_mean"] for f in json.loads(out.read_text())["frames"]]

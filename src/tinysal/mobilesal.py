@@ -21,6 +21,7 @@ from tinysal.video import SUBSAMPLING, YuvFrame
 
 METRIC = "saliency_mean"
 EXTRA_METRICS = ("saliency_centroid_x", "saliency_centroid_y", "saliency_coverage")
+ROI_PSNR = "psnr_y_saliency"
 DEFAULT_SHORT_SIDE = 256
 _MEAN = np.array(IMAGENET_MEAN, np.float32)
 _STD = np.array(IMAGENET_STD, np.float32)
@@ -111,6 +112,11 @@ class MobileSal:
         colorspace: str | None = None,
         color_range: str | None = None,
         extra_stats: bool = False,
+        roi_score: bool = False,
+        roi_threshold: float = 0.3,
+        roi_fade: float = 0.1,
+        roi_weight: float = 0.5,
+        psnr_saliency: bool = False,
     ) -> None:
         from tinysal.session import create_session
 
@@ -126,10 +132,21 @@ class MobileSal:
         self.colorspace = colorspace
         self.color_range = color_range
         self.extra_stats = extra_stats
+        #: saliency-weighted VMAF (a second libvmaf pass on a reference-masked copy) and the cheap weighted PSNR
+        self.roi_score = roi_score
+        self.psnr_saliency = psnr_saliency or roi_score
+        if not (np.isfinite(roi_threshold) and np.isfinite(roi_fade) and roi_fade > 0 and 0 <= roi_weight <= 1):
+            raise TinysalError("mobilesal roi_threshold must be finite, roi_fade > 0 and roi_weight in [0, 1]")
+        self.roi_threshold, self.roi_fade, self.roi_weight = float(roi_threshold), float(roi_fade), float(roi_weight)
+
+    @property
+    def uses_reference(self) -> bool:
+        """Whether the feature analyses the reference frames too (roi_score, psnr_saliency)."""
+        return self.roi_score or self.psnr_saliency
 
     @property
     def metric_names(self) -> tuple[str, ...]:
-        return (METRIC,) + (EXTRA_METRICS if self.extra_stats else ())
+        return (METRIC,) + (EXTRA_METRICS if self.extra_stats else ()) + (ROI_PSNR,) * self.psnr_saliency
 
     def preprocess(self, frame: YuvFrame, colorspace: str = "bt709", color_range: str = "limited") -> np.ndarray:
         """Frame -> normalised, edge-padded [1, 3, H8, W8] float32 at the inference size."""
@@ -203,6 +220,64 @@ class MobileSal:
         return self.statistics(m, frame.width, frame.height), m
 
 
+def upsampled_map(m: np.ndarray, width: int, height: int) -> np.ndarray:
+    """An inference-size map bilinearly resized to width x height (float32; Pillow, half-pixel centres): cheap
+    enough per frame at 1080p, unlike the exact matrix form of :meth:`MobileSal.frame_map`."""
+    from PIL import Image
+
+    if m.shape == (height, width):
+        return m.astype(np.float32)
+    return np.asarray(Image.fromarray(m.astype(np.float32), "F").resize((width, height), Image.BILINEAR))
+
+
+def roi_alpha(smap: np.ndarray, threshold: float, fade: float) -> np.ndarray:
+    """The reference system's ROI mask: alpha = clip((s - threshold) / fade, 0, 1)."""
+    return np.clip((smap - threshold) / fade, 0.0, 1.0).astype(np.float32)
+
+
+def masked_frame(ref: YuvFrame, dis: YuvFrame, alpha: np.ndarray) -> YuvFrame:
+    """round(ref * (1 - alpha) + dis * alpha) per plane; chroma uses alpha resized to the chroma size."""
+    from PIL import Image
+
+    out = []
+    for r, d in ((ref.y, dis.y), (ref.u, dis.u), (ref.v, dis.v)):
+        a = alpha
+        if r.shape != alpha.shape:
+            a = np.asarray(Image.fromarray(alpha, "F").resize((r.shape[1], r.shape[0]), Image.BILINEAR))
+        rf = r.astype(np.float32)
+        out.append(np.rint(rf + (d.astype(np.float32) - rf) * a).astype(r.dtype))
+    return YuvFrame(out[0], out[1], out[2], ref.bitdepth, ref.pix_fmt)
+
+
+def weighted_psnr_y(ref_y: np.ndarray, dis_y: np.ndarray, weights: np.ndarray, bitdepth: int) -> float:
+    """PSNR of luma with the per-pixel squared error weighted by ``weights`` (the saliency map at frame size).
+
+    Peak (2^b - 1); capped at 6b + 12 dB as libvmaf caps its PSNR (60 dB at 8 bits); a map of all zeros weighs
+    every pixel equally."""
+    err = (ref_y.astype(np.float64) - dis_y.astype(np.float64)) ** 2
+    wsum = float(weights.sum(dtype=np.float64))
+    mse = float((err * weights).sum(dtype=np.float64) / wsum) if wsum > 1e-9 else float(err.mean())
+    peak = float((1 << bitdepth) - 1)
+    cap = 6.0 * bitdepth + 12.0
+    return cap if mse <= 0 else float(min(cap, 10.0 * np.log10(peak * peak / mse)))
+
+
+def frame_bytes_of(frame: YuvFrame) -> bytes:
+    """Raw planar bytes of a frame (Y, U, V; 10-bit as little-endian 16-bit words)."""
+    dt = np.uint8 if frame.bitdepth == 8 else np.dtype("<u2")
+    return b"".join(np.ascontiguousarray(p, dtype=dt).tobytes() for p in (frame.y, frame.u, frame.v))
+
+
+def parse_bool(name: str, value: Any) -> bool:
+    """A feature parameter's boolean: 1/true/yes/on or 0/false/no/off; anything else is an error."""
+    v = str(value).strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise TinysalError(f"mobilesal {name}={value!r}: expected 1 or 0 (true/false)")
+
+
 def parse_feature_params(items: list[str] | None) -> dict[str, dict[str, str]]:
     """``["mobilesal:model_path=x:short_side=0"]`` -> ``{"mobilesal": {"model_path": "x", "short_side": "0"}}``.
 
@@ -228,7 +303,21 @@ def parse_feature_params(items: list[str] | None) -> dict[str, dict[str, str]]:
     return out
 
 
-FEATURE_PARAMS = {"model_path", "short_side", "threads", "extra_stats", "colorspace", "range"}
+FEATURE_PARAMS = {
+    "model_path",
+    "short_side",
+    "threads",
+    "extra_stats",
+    "colorspace",
+    "range",
+    "roi_score",
+    "roi_threshold",
+    "roi_fade",
+    "roi_weight",
+    "psnr_saliency",
+}
+#: refuse inference sizes whose tensors would be absurd (a typo, or a resource bomb): 8K's short side
+MAX_SHORT_SIDE = 4320
 
 
 def feature_from_params(params: dict[str, Any], threads: int = 0) -> MobileSal:
@@ -243,12 +332,24 @@ def feature_from_params(params: dict[str, Any], threads: int = 0) -> MobileSal:
         th = int(params.get("threads", threads))
     except ValueError:
         raise TinysalError("mobilesal short_side and threads must be integers") from None
-    extra = str(params.get("extra_stats", "0")).lower() in ("1", "true", "yes")
+    if not 0 <= short <= MAX_SHORT_SIDE:
+        raise TinysalError(f"mobilesal short_side must be 0 (native) to {MAX_SHORT_SIDE}, got {short}")
+    if not 0 <= th <= 256:
+        raise TinysalError(f"mobilesal threads must be 0 (all cores) to 256, got {th}")
+    roi = {}
+    for k, default in (("roi_threshold", 0.3), ("roi_fade", 0.1), ("roi_weight", 0.5)):
+        try:
+            roi[k] = float(params.get(k, default))
+        except ValueError:
+            raise TinysalError(f"mobilesal {k} must be a number, got {params[k]!r}") from None
     return MobileSal(
         model,
         short_side=short,
         threads=th,
         colorspace=params.get("colorspace"),
         color_range=params.get("range"),
-        extra_stats=extra,
+        extra_stats=parse_bool("extra_stats", params.get("extra_stats", "0")),
+        roi_score=parse_bool("roi_score", params.get("roi_score", "0")),
+        psnr_saliency=parse_bool("psnr_saliency", params.get("psnr_saliency", "0")),
+        **roi,
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import collections
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -26,6 +26,16 @@ from tinysal.errors import TinysalError
 from tinysal.mobilesal import MobileSal, feature_from_params
 from tinysal.output import POOL_METHODS, pool, write_result
 from tinysal.video import YuvFrame, open_video
+from tinysal.vmaf import (
+    DEFAULT_MODEL,
+    RAW_PIX_FMTS,
+    Source,
+    VmafFeature,
+    VmafJob,
+    VmafModel,
+    frame_scores,
+    model_names,
+)
 
 FEATURES = ("mobilesal",)
 
@@ -74,6 +84,13 @@ class VmafContext:
         #: called as ``map_sink(index, frame, map, feature)`` after each frame (maps are not kept in memory)
         self.map_sink: Callable[[int, YuvFrame, np.ndarray, MobileSal], None] | None = None
         self.width = self.height = 0
+        #: libvmaf (through FFmpeg) for score_files: models, extra libvmaf features, no_prediction
+        self.vmaf_models: list[VmafModel] = []
+        self.vmaf_features: list[VmafFeature] = []
+        self.no_prediction = False
+        #: libvmaf's own pooled values for its metrics (computed at full precision, as libvmaf reports them)
+        self.vmaf_pooled: dict[str, dict[str, float]] = {}
+        self.vmaf_metrics: list[str] = []
 
     # -- set-up ---------------------------------------------------------------------------------------
     def use_feature(self, name: str, params: dict[str, Any] | None = None) -> MobileSal:
@@ -85,6 +102,24 @@ class VmafContext:
         for m in feat.metric_names:
             self.scores.setdefault(m, {})
         return feat
+
+    def use_vmaf(
+        self,
+        models: Sequence[str] = (DEFAULT_MODEL,),
+        features: Sequence[tuple[str, dict[str, str]]] = (),
+        no_prediction: bool = False,
+    ) -> None:
+        """Compute real VMAF (libvmaf in FFmpeg) in :func:`score_files`: ``models`` as libvmaf's ``--model``
+        (``version=vmaf_v0.6.1``, ``path=model.json``, optional ``:name=``), extra libvmaf ``features`` as
+        (name, params), ``no_prediction`` to report features only."""
+        self.vmaf_models = [VmafModel.parse(m) for m in models] or [VmafModel.parse(DEFAULT_MODEL)]
+        model_names(self.vmaf_models)  # refuse clashing score names now
+        self.vmaf_features = [VmafFeature.parse(n, dict(p)) for n, p in features]
+        self.no_prediction = no_prediction
+
+    @property
+    def wants_vmaf(self) -> bool:
+        return bool(self.vmaf_models) and (not self.no_prediction or bool(self.vmaf_features))
 
     # -- frames ---------------------------------------------------------------------------------------
     def read_pictures(self, ref: Any, dist: Any, index: int) -> None:
@@ -142,12 +177,19 @@ class VmafContext:
         """The libvmaf-layout result dict (what the writers render)."""
         from tinysal import __version__
 
+        # libvmaf's metrics first, in its order, then the saliency ones
+        names = [m for m in self.vmaf_metrics if m in self.scores]
+        names += [m for m in self.scores if m not in self.vmaf_metrics]
         frames_idx = sorted({i for d in self.scores.values() for i in d})
         frames = [
-            {"frameNum": i, "metrics": {m: self.scores[m][i] for m in self.scores if i in self.scores[m]}}
+            {"frameNum": i, "metrics": {m: self.scores[m][i] for m in names if i in self.scores[m]}}
             for i in frames_idx
         ]
-        pooled = {m: {p: pool(list(d.values()), p) for p in POOL_METHODS} for m, d in self.scores.items() if d}
+        pooled = {
+            m: self.vmaf_pooled.get(m) or {p: pool(list(self.scores[m].values()), p) for p in POOL_METHODS}
+            for m in names
+            if self.scores[m]
+        }
         return {
             "version": f"tinysal-{__version__}",
             "fps": fps,
@@ -160,6 +202,15 @@ class VmafContext:
 
     def write_output(self, path: str | os.PathLike[str], fmt: str = "json", fps: float = float("nan")) -> None:
         write_result(path, self.result(fps), fmt)
+
+
+def _source(reader: Any, path: str | os.PathLike[str]) -> Source:
+    """How FFmpeg should read a file that a tinysal reader opened."""
+    from tinysal.video import RawYuvReader
+
+    if isinstance(reader, RawYuvReader):
+        return Source(os.fspath(path), (reader.width, reader.height, reader.pix_fmt, reader.bitdepth))
+    return Source(os.fspath(path))
 
 
 def score_files(
@@ -176,13 +227,18 @@ def score_files(
     progress: Callable[[int, int], None] | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Stream the distorted clip through ``ctx`` (the reference only fixes the frame count, as saliency is
-    no-reference). Returns facts about the run; results stay in ``ctx``."""
-    if not ctx.features:
-        raise TinysalError("no feature in use: call use_feature first")
+    """Score a clip pair with the context's features and, when asked (:meth:`VmafContext.use_vmaf`), real VMAF.
+
+    libvmaf runs in an FFmpeg child process on the two files while saliency runs here, so the two overlap.
+    Saliency (``saliency_mean``) is no-reference: it runs on the distorted frames. ``roi_score`` also analyses
+    the reference frames and streams a masked copy of the distorted clip into a second libvmaf pass.
+    Returns facts about the run; results stay in ``ctx``."""
+    if not ctx.features and not ctx.wants_vmaf:
+        raise TinysalError("nothing to compute: use a feature (mobilesal) or VMAF")
     dist = open_video(distorted, width, height, pix_fmt, bitdepth)
     n = dist.frame_count - frame_skip_dist
     notes = []
+    ref = None
     if reference is not None:
         ref = open_video(reference, width, height, pix_fmt, bitdepth)
         if (ref.width, ref.height) != (dist.width, dist.height):
@@ -190,8 +246,8 @@ def score_files(
         n_ref = ref.frame_count - frame_skip_ref
         if n_ref != n:
             msg = (
-                f"reference has {n_ref} frames and distorted {n} (after skips): scoring the common "
-                f"{min(n, n_ref)} frames, as libvmaf does"
+                f"reference has {max(n_ref, 0)} frames and distorted {max(n, 0)} (after skips): scoring the common "
+                f"{max(min(n, n_ref), 0)} frames, as libvmaf does"
             )
             notes.append(msg)
             if warn:
@@ -201,41 +257,142 @@ def score_files(
         n = min(n, frame_cnt)
     if n <= 0:
         raise TinysalError("no frames to score (check --frame_skip_* and --frame_cnt)")
-    feat = ctx.features[0]
-    # Media colour metadata (Y4M/FFmpeg) applies unless the feature was given explicit colour options.
+    roi = next((f for f in ctx.features if f.uses_reference), None)
+    if (ctx.wants_vmaf or roi) and ref is None:
+        raise TinysalError("VMAF and saliency-weighted scores need a reference")
+    if ctx.wants_vmaf or (roi and roi.roi_score):
+        for r in (ref, dist):
+            if (getattr(r, "pix_fmt", None), getattr(r, "bitdepth", None)) not in RAW_PIX_FMTS:
+                raise TinysalError(f"libvmaf needs 8- or 10-bit 4:2:0/4:2:2/4:4:4 input; {r.path} is not")
+        if (ref.pix_fmt, ref.bitdepth) != (dist.pix_fmt, dist.bitdepth):
+            raise TinysalError(
+                f"reference is {ref.pix_fmt} {ref.bitdepth}-bit but distorted is {dist.pix_fmt} {dist.bitdepth}-bit:"
+                " libvmaf compares pictures of one format"
+            )
     cs = getattr(dist, "colorspace", None) or ctx.colorspace
     cr = getattr(dist, "range", None) or ctx.color_range
+    ref_cs = getattr(ref, "colorspace", None) or ctx.colorspace
+    ref_cr = getattr(ref, "range", None) or ctx.color_range
     workers = ctx.threads
     t0 = time.perf_counter()
     done = 0
-    # Frames are read here, in order, and scored by a pool of workers; results are recorded in order.
-    # At most 2 * workers frames are in flight, so memory stays flat in clip length.
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mobilesal") as executor:
-        pending: collections.deque[tuple[int, YuvFrame, Future[list[np.ndarray]]]] = collections.deque()
+    jobs: list[VmafJob] = []
+    try:
+        plain = masked = None
+        if ctx.wants_vmaf:
+            plain = VmafJob(
+                _source(dist, distorted), _source(ref, reference), n, frame_skip_dist, frame_skip_ref,
+                ctx.vmaf_models, ctx.vmaf_features, ctx.threads, ctx.subsample,
+            )  # fmt: skip
+            jobs.append(plain.start())
+        if roi and roi.roi_score:
+            raw = (dist.width, dist.height, dist.pix_fmt, dist.bitdepth)
+            masked = VmafJob(
+                Source("-", raw), _source(ref, reference), n, 0, frame_skip_ref, ctx.vmaf_models[:1] or (),
+                (), ctx.threads, ctx.subsample, label="VMAF of the saliency-masked copy",
+            )  # fmt: skip
+            jobs.append(masked.start())
 
-        def collect() -> None:
-            nonlocal done
-            i, fr, fut = pending.popleft()
-            ctx._record(fr, i, fut.result())
-            done += 1
-            if progress:
-                progress(i + 1, n)
+        def compute(i: int, fr: YuvFrame, rf: YuvFrame | None, scored: bool) -> tuple[list[np.ndarray], Any]:
+            maps = ctx._compute(fr, cs, cr) if scored else []
+            extra: dict[str, Any] = {}
+            if rf is not None and roi is not None:
+                from tinysal.mobilesal import (
+                    frame_bytes_of,
+                    masked_frame,
+                    roi_alpha,
+                    upsampled_map,
+                    weighted_psnr_y,
+                )
 
-        try:
-            for i, fr in enumerate(dist.frames(frame_skip_dist)):
-                if i >= n:
-                    break
-                if ctx.subsample > 1 and i % ctx.subsample:
+                if scored:
+                    rm = roi.infer(roi.preprocess(rf, ref_cs, ref_cr), rf.width, rf.height)
+                    smap = upsampled_map(rm, rf.width, rf.height)
+                    extra["psnr"] = weighted_psnr_y(rf.y, fr.y, smap, fr.bitdepth)
+                    if masked is not None:
+                        alpha = roi_alpha(smap, roi.roi_threshold, roi.roi_fade)
+                        extra["bytes"] = frame_bytes_of(masked_frame(rf, fr, alpha))
+                elif masked is not None:  # not scored by libvmaf either: any content will do
+                    extra["bytes"] = frame_bytes_of(fr)
+            return maps, extra
+
+        # Frames are read here, in order, and computed by a pool of workers; results are recorded (and masked
+        # frames streamed) in order. At most 2 * workers frames are in flight, so memory stays flat.
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mobilesal") as executor:
+            pending: collections.deque[tuple[int, YuvFrame, bool, Future[Any]]] = collections.deque()
+
+            def collect() -> None:
+                nonlocal done
+                i, fr, scored, fut = pending.popleft()
+                maps, extra = fut.result()
+                if scored:
+                    ctx._record(fr, i, maps)
+                    if "psnr" in extra:
+                        ctx.scores.setdefault("psnr_y_saliency", {})[i] = extra["psnr"]
+                    done += 1
+                if masked is not None:
+                    masked.write(extra["bytes"])
+                if progress and scored:
+                    progress(i + 1, n)
+
+            analyse = bool(ctx.features)
+            if analyse:
+                dframes = dist.frames(frame_skip_dist)
+                rframes = ref.frames(frame_skip_ref) if roi is not None else None
+                try:
+                    for i in range(n):
+                        fr = next(dframes, None)
+                        rf = next(rframes, None) if rframes is not None else None
+                        if fr is None or (rframes is not None and rf is None):
+                            msg = f"the clips ended after {i} of {n} expected frames (truncated?): scored those"
+                            notes.append(msg)
+                            if warn:
+                                warn(msg)
+                            break
+                        scored = not (ctx.subsample > 1 and i % ctx.subsample)
+                        if not scored and masked is None:
+                            continue
+                        pending.append((i, fr, scored, executor.submit(compute, i, fr, rf, scored)))
+                        if len(pending) >= 2 * workers:
+                            collect()
+                    while pending:
+                        collect()
+                except BaseException:
+                    for *_, fut in pending:
+                        fut.cancel()
+                    raise
+        for job, suffix in ((plain, ""), (masked, "_masked")):
+            if job is None:
+                continue
+            log = job.wait()
+            scores = frame_scores(log)
+            pooled = log.get("pooled_metrics", {})
+            if suffix:  # only the model's score of the masked pass
+                name = job.names[0]
+                base = name if name != "vmaf" else "vmaf"
+                ctx.scores[f"{base}_masked"] = scores.get(name, {})
+                ctx.vmaf_metrics += [f"{base}_masked"]
+                continue
+            for m, d in scores.items():
+                if ctx.no_prediction and m in job.names:
                     continue
-                pending.append((i, fr, executor.submit(ctx._compute, fr, cs, cr)))
-                if len(pending) >= 2 * workers:
-                    collect()
-            while pending:
-                collect()
-        except BaseException:
-            for _, _, fut in pending:
-                fut.cancel()
-            raise
+                ctx.scores[m] = d
+                ctx.vmaf_metrics.append(m)
+                if m in pooled:
+                    ctx.vmaf_pooled[m] = {k: float(v) for k, v in pooled[m].items()}
+            if not analyse:
+                done = len(next(iter(scores.values()), {}))
+        if masked is not None and plain is not None:
+            first = plain.names[0]
+            w = roi.roi_weight
+            vm, mk = ctx.scores.get(first, {}), ctx.scores[f"{first}_masked"]
+            ctx.scores[f"{first}_roi"] = {i: (1 - w) * vm[i] + w * mk[i] for i in vm if i in mk}
+            ctx.vmaf_metrics.append(f"{first}_roi")
+    finally:
+        for job in jobs:
+            job.close()
+    if not ctx.features:
+        ctx.width, ctx.height = dist.width, dist.height
     elapsed = time.perf_counter() - t0
     return {
         "frames_scored": done,
@@ -245,8 +402,8 @@ def score_files(
         "width": dist.width,
         "height": dist.height,
         "source_fps": getattr(dist, "fps", None),
-        "colorspace": feat.colorspace or cs,
-        "range": feat.color_range or cr,
+        "colorspace": (ctx.features[0].colorspace if ctx.features else None) or cs,
+        "range": (ctx.features[0].color_range if ctx.features else None) or cr,
         "notes": notes,
     }
 
@@ -266,21 +423,28 @@ def score_video(
     extra_stats: bool = False,
     output: str | os.PathLike[str] | None = None,
     fmt: str = "json",
+    reference: str | os.PathLike[str] | None = None,
+    vmaf_models: Sequence[str] = (DEFAULT_MODEL,),
+    roi_score: bool = False,
 ) -> dict[str, Any]:
     """Score one clip with mobilesal in one call; returns the libvmaf-layout result dict.
 
+    With a ``reference`` the result also holds real VMAF (libvmaf, ``vmaf_models`` as ``--model`` takes them)
+    and, with ``roi_score``, the saliency-weighted ``vmaf_masked``/``vmaf_roi``/``psnr_y_saliency``.
     ``model_path`` None means ``$VMAF_MOBILESAL_MODEL_PATH``, then the registry's production model.
     """
     ctx = VmafContext(threads=threads, subsample=subsample)
-    params: dict[str, Any] = {"short_side": short_side, "extra_stats": int(extra_stats)}
+    params: dict[str, Any] = {"short_side": short_side, "extra_stats": int(extra_stats), "roi_score": int(roi_score)}
     if model_path is not None:
         params["model_path"] = os.fspath(model_path)
     ctx.use_feature("mobilesal", params)
+    if reference is not None:
+        ctx.use_vmaf(vmaf_models)
     if output:
         from tinysal.fileio import check_writable_target
 
         check_writable_target(output)
-    run = score_files(ctx, None, path, width, height, pix_fmt, bitdepth, frame_cnt=frame_cnt)
+    run = score_files(ctx, reference, path, width, height, pix_fmt, bitdepth, frame_cnt=frame_cnt)
     res = ctx.result(run["fps"])
     if output:
         write_result(output, res, fmt)

@@ -98,41 +98,49 @@ class MapSink:
         _save_png(sheet, path)
 
 
-def plot_metric(result: dict[str, Any], metric: str, path: str | os.PathLike[str], size=(900, 360)) -> None:
-    """A line plot of one per-frame metric (drawn with Pillow: no plotting dependency)."""
-    xs = [f["frameNum"] for f in result["frames"] if metric in f["metrics"]]
-    ys = [f["metrics"][metric] for f in result["frames"] if metric in f["metrics"]]
-    if not xs:
-        raise TinysalError(f"no {metric} values to plot")
-    w, h = size
-    left, right, top, bottom = 60, 20, 30, 40
-    img = Image.new("RGB", size, "white")
-    d = ImageDraw.Draw(img)
-    lo, hi = 0.0, max(1e-6, max(ys) * 1.1)
-    x0, x1 = min(xs), max(max(xs), min(xs) + 1)
+def plot_scores(result: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Per-frame VMAF (left axis, 0-100: vmaf, vmaf_roi, vmaf_masked when present) and saliency_mean (right axis,
+    0-1) over frame number, pooled means in the legend; written atomically as PNG (matplotlib, Agg)."""
+    import matplotlib
 
-    def px(x: float, y: float) -> tuple[float, float]:
-        return (
-            left + (x - x0) / (x1 - x0) * (w - left - right),
-            h - bottom - (y - lo) / (hi - lo) * (h - top - bottom),
-        )
+    matplotlib.use("Agg", force=True)
+    from matplotlib.figure import Figure
 
-    d.rectangle([left, top, w - right, h - bottom], outline="black")
-    for k in range(5):
-        yv = lo + (hi - lo) * k / 4
-        _, yy = px(x0, yv)
-        d.line([left - 4, yy, left, yy], fill="black")
-        d.text((4, yy - 6), f"{yv:.3f}", fill="black")
-    for k in range(5):
-        xv = x0 + (x1 - x0) * k / 4
-        xx, _ = px(xv, lo)
-        d.line([xx, h - bottom, xx, h - bottom + 4], fill="black")
-        d.text((xx - 10, h - bottom + 8), f"{xv:.0f}", fill="black")
-    pts = [px(x, y) for x, y in zip(xs, ys)]
-    if len(pts) > 1:
-        d.line(pts, fill=(200, 30, 30), width=2)
-    else:
-        d.ellipse([pts[0][0] - 3, pts[0][1] - 3, pts[0][0] + 3, pts[0][1] + 3], fill=(200, 30, 30))
-    d.text((left, 8), f"{metric} per frame (mean {np.mean(ys):.4f})", fill="black")
-    d.text((w // 2 - 20, h - 16), "frame", fill="black")
-    _save_png(img, path)
+    frames = result["frames"]
+    pooled = result["pooled_metrics"]
+
+    def series(metric: str) -> tuple[list[int], list[float]]:
+        pts = [(f["frameNum"], f["metrics"][metric]) for f in frames if metric in f["metrics"]]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    left = [m for m in ("vmaf", "vmaf_roi", "vmaf_masked") if m in pooled]
+    right = [m for m in ("saliency_mean",) if m in pooled]
+    if not left and not right:
+        raise TinysalError("nothing to plot: the result has neither vmaf nor saliency_mean")
+    fig = Figure(figsize=(9, 3.6), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    handles = []
+    styles = {"vmaf": "C0", "vmaf_roi": "C2", "vmaf_masked": "C4", "saliency_mean": "C3"}
+    for m in left:
+        xs, ys = series(m)
+        handles += ax.plot(xs, ys, color=styles[m], marker="." if len(xs) < 60 else None,
+                           label=f"{m} (mean {pooled[m]['mean']:.2f})")  # fmt: skip
+    if left:
+        ax.set_ylabel("VMAF")
+        ax.set_ylim(0, 100)
+    ax.set_xlabel("frame")
+    ax.grid(True, alpha=0.3)
+    if right:
+        ax2 = ax.twinx() if left else ax
+        xs, ys = series("saliency_mean")
+        handles += ax2.plot(xs, ys, color=styles["saliency_mean"], marker="." if len(xs) < 60 else None,
+                            label=f"saliency_mean (mean {pooled['saliency_mean']['mean']:.4f})")  # fmt: skip
+        ax2.set_ylabel("saliency_mean")
+        ax2.set_ylim(0, max(0.05, max(ys) * 1.15))
+    ax.legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.8)
+    ax.set_title("per-frame scores")
+    fig.tight_layout()
+    from tinysal.fileio import atomic_open
+
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")

@@ -1,10 +1,12 @@
-"""``vmaf``: a libvmaf-style command line for the mobilesal feature (also ``tinysal score``).
+"""``vmaf``: libvmaf's command line, with the mobilesal saliency feature beside VMAF (also ``tinysal score``).
 
     vmaf --reference ref.yuv --distorted dist.yuv --width 1920 --height 1080 --pixel_format 420 \\
-         --bitdepth 8 --feature mobilesal --feature_params mobilesal:model_path=PATH.onnx --output score.json
+         --bitdepth 8 --feature mobilesal --output score.json
 
-Model: ``--feature_params mobilesal:model_path=`` > ``$VMAF_MOBILESAL_MODEL_PATH`` > the registry's production
-model. Saliency is no-reference: it runs on the distorted frames; the reference fixes the frame count.
+VMAF (model vmaf_v0.6.1 by default) is computed by the real libvmaf, in the FFmpeg of the imageio-ffmpeg wheel.
+--feature mobilesal adds saliency_mean; mobilesal:roi_score=1 adds saliency-weighted VMAF (vmaf_masked,
+vmaf_roi) and psnr_y_saliency. Saliency model: --feature_params mobilesal:model_path= >
+$VMAF_MOBILESAL_MODEL_PATH > the registry's production model. Saliency is no-reference (distorted frames).
 """
 
 from __future__ import annotations
@@ -16,7 +18,22 @@ from pathlib import Path
 from typing import Any
 
 from tinysal import __version__
-from tinysal.errors import TinysalError
+from tinysal.errors import OneLineParser, TinysalError
+
+MAX_THREADS = 256
+
+
+def _count(lo: int, hi: int | None = None) -> Any:
+    def conv(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be {lo} to {hi}, got {v}" if hi else f"must be >= {lo}, got {v}")
+        return v
+
+    return conv
 
 
 def add_score_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,7 +49,8 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME[:k=v...]",
-        help="feature to compute (repeatable); only mobilesal is provided",
+        help="feature to compute besides VMAF (repeatable): mobilesal, or a libvmaf feature (psnr, float_ssim, "
+        "float_ms_ssim, cambi, ciede, psnr_hvs, ...)",
     )
     p.add_argument(
         "--feature_params",
@@ -41,21 +59,29 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME:k=v[:k2=v2]",
         help="feature parameters, e.g. mobilesal:model_path=m.onnx:short_side=256 (0 = native)",
     )
-    p.add_argument("--model", "-m", action="append", default=[], help=argparse.SUPPRESS)
+    p.add_argument(
+        "--model",
+        "-m",
+        action="append",
+        default=[],
+        metavar="version=NAME|path=FILE[:name=N]",
+        help="VMAF model (repeatable; default version=vmaf_v0.6.1; built in: vmaf_v0.6.1, vmaf_v0.6.1neg, "
+        "vmaf_4k_v0.6.1, vmaf_4k_v0.6.1neg, vmaf_b_v0.6.3)",
+    )
     p.add_argument("--output", "-o", help="output file (format by --json/--xml/--csv; JSON by default)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", dest="fmt", action="store_const", const="json")
     fmt.add_argument("--xml", dest="fmt", action="store_const", const="xml")
     fmt.add_argument("--csv", dest="fmt", action="store_const", const="csv")
-    p.add_argument("--frame_cnt", type=int, default=0, help="score at most this many frames")
-    p.add_argument("--frame_skip_ref", type=int, default=0)
-    p.add_argument("--frame_skip_dist", type=int, default=0)
-    p.add_argument("--subsample", type=int, default=1, help="score every Nth frame")
+    p.add_argument("--frame_cnt", type=_count(0), default=0, help="score at most this many frames")
+    p.add_argument("--frame_skip_ref", type=_count(0), default=0)
+    p.add_argument("--frame_skip_dist", type=_count(0), default=0)
+    p.add_argument("--subsample", type=_count(1), default=1, help="score every Nth frame")
     p.add_argument(
         "--threads",
-        type=int,
+        type=_count(0, MAX_THREADS),
         default=0,
-        help="frames scored in parallel, one ONNX Runtime thread each (0 = one per core)",
+        help=f"libvmaf threads, and saliency frames scored in parallel (0 = one per core; at most {MAX_THREADS})",
     )
     p.add_argument(
         "--colorspace",
@@ -73,14 +99,19 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--saliency-out", help="folder to write per-frame saliency maps into")
     p.add_argument("--saliency-format", choices=["png", "npy"], default="png")
     p.add_argument("--contact-sheet", help="PNG grid of frames with their saliency overlaid")
-    p.add_argument("--plot", help="PNG plot of saliency_mean per frame")
+    p.add_argument("--plot", help="PNG plot of VMAF and saliency_mean per frame")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary")
-    p.add_argument("--no_prediction", "-n", action="store_true", help="accepted for libvmaf compatibility")
+    p.add_argument(
+        "--no_prediction",
+        "-n",
+        action="store_true",
+        help="no VMAF score: libvmaf features only (none unless --feature names them), as libvmaf's -n",
+    )
     p.set_defaults(fmt=None)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="vmaf",
         add_help=False,
         description=__doc__.replace("``", ""),
@@ -92,19 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _features(args: argparse.Namespace) -> dict[str, dict[str, str]]:
+def _features(args: argparse.Namespace) -> tuple[dict[str, dict[str, str]], list[tuple[str, dict[str, str]]]]:
+    """(mobilesal params by name, libvmaf features as (name, params)) from --feature / --feature_params."""
     from tinysal.mobilesal import parse_feature_params
-    from tinysal.scoring import FEATURES
+    from tinysal.vmaf import LIBVMAF_FEATURES
 
-    if args.model:
-        raise TinysalError("--model (VMAF models) is not supported by this tool: it provides the mobilesal feature")
     feats: dict[str, dict[str, str]] = {}
-    for spec in args.feature or ["mobilesal"]:
+    for spec in args.feature:
         name, _, rest = spec.partition(":")
         if name.startswith("name="):
             name = name[5:]
-        if name not in FEATURES:
-            raise TinysalError(f"unknown feature {name!r}; available: {', '.join(FEATURES)}")
+        if name != "mobilesal" and name not in LIBVMAF_FEATURES:
+            raise TinysalError(f"unknown feature {name!r}; available: mobilesal, {', '.join(LIBVMAF_FEATURES)}")
         feats.setdefault(name, {})
         if rest:
             feats[name].update(parse_feature_params([f"{name}:{rest}"])[name])
@@ -112,7 +142,8 @@ def _features(args: argparse.Namespace) -> dict[str, dict[str, str]]:
         if name not in feats:
             raise TinysalError(f"--feature_params for {name!r}, which is not among the --feature options")
         feats[name].update(params)
-    return feats
+    sal = {k: v for k, v in feats.items() if k == "mobilesal"}
+    return sal, [(k, v) for k, v in feats.items() if k != "mobilesal"]
 
 
 def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
@@ -123,9 +154,6 @@ def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
     def warn(msg: str) -> None:
         print(f"{prog}: warning: {msg}", file=sys.stderr)
 
-    for k in ("frame_cnt", "frame_skip_ref", "frame_skip_dist"):
-        if getattr(args, k) < 0:
-            raise TinysalError(f"--{k} must be >= 0")
     fmt = args.fmt or "json"
     if args.output:
         check_writable_target(args.output)
@@ -136,12 +164,15 @@ def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
         d = Path(args.saliency_out)
         if d.exists() and not d.is_dir():
             raise TinysalError(f"--saliency-out {d} exists and is not a folder")
-    feats = _features(args)
+    sal, vmaf_feats = _features(args)
     ctx = VmafContext(
         threads=args.threads, subsample=args.subsample, colorspace=args.colorspace, color_range=args.color_range
     )
-    for name, params in feats.items():
+    ctx.use_vmaf(args.model or ["version=vmaf_v0.6.1"], vmaf_feats, args.no_prediction)
+    for name, params in sal.items():
         ctx.use_feature(name, params)
+    if not ctx.features and not ctx.wants_vmaf:
+        raise TinysalError("--no_prediction without --feature leaves nothing to compute")
     sink = None
     if args.saliency_out or args.contact_sheet:
         from tinysal.visual import MapSink
@@ -153,7 +184,7 @@ def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
     if not args.quiet and sys.stderr.isatty():
         from tqdm import tqdm
 
-        bar = tqdm(desc="mobilesal", unit="frame", leave=False)
+        bar = tqdm(desc="mobilesal" if ctx.features else "vmaf", unit="frame", leave=False)
 
     def progress(i: int, n: int) -> None:
         if bar is not None:
@@ -186,14 +217,16 @@ def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
     if sink is not None and args.contact_sheet:
         sink.write_contact_sheet(args.contact_sheet)
     if args.plot:
-        from tinysal.visual import plot_metric
+        from tinysal.visual import plot_scores
 
-        plot_metric(result, "saliency_mean", args.plot)
+        plot_scores(result, args.plot)
     if not args.quiet:
-        pooled = result["pooled_metrics"]["saliency_mean"]
+        pooled = result["pooled_metrics"]
+        shown = [m for m in ("vmaf", "vmaf_roi", "saliency_mean") if m in pooled] or list(pooled)[:1]
+        summary = "; ".join(f"{m} mean {pooled[m]['mean']:.6f} (min {pooled[m]['min']:.6f})" for m in shown)
         print(
             f"{prog}: {info['frames_scored']} frames {info['width']}x{info['height']} at {info['fps']:.1f} fps; "
-            f"saliency_mean mean {pooled['mean']:.6f} (min {pooled['min']:.6f}, max {pooled['max']:.6f})"
+            + summary
             + (f"; wrote {args.output}" if args.output else ""),
             file=sys.stderr,
         )

@@ -1,0 +1,314 @@
+"""Real VMAF: libvmaf run by the FFmpeg that the ``imageio-ffmpeg`` wheel ships (its ``libvmaf`` filter).
+
+Nothing of VMAF is re-implemented here: FFmpeg decodes both inputs, libvmaf computes its features and the SVM
+prediction, and its JSON log is read back. :class:`VmafJob` runs one such pass in a child process, so that it
+overlaps with the saliency model on the other core; the distorted input is a file, or a raw stream written to
+the child's stdin frame by frame (the saliency-masked copy of ``roi_score``: never a temp copy on disk).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from tinysal.errors import TinysalError
+
+#: libvmaf's built-in models in the shipped FFmpeg (``--model version=NAME``)
+BUILTIN_MODELS = ("vmaf_v0.6.1", "vmaf_v0.6.1neg", "vmaf_4k_v0.6.1", "vmaf_4k_v0.6.1neg", "vmaf_b_v0.6.3")
+DEFAULT_MODEL = "version=vmaf_v0.6.1"
+#: libvmaf feature extractors that ``--feature NAME`` passes on to libvmaf
+LIBVMAF_FEATURES = (
+    "psnr",
+    "psnr_hvs",
+    "float_psnr",
+    "float_ssim",
+    "float_ms_ssim",
+    "ssim",
+    "ms_ssim",
+    "cambi",
+    "ciede",
+    "motion",
+    "float_motion",
+    "adm",
+    "float_adm",
+    "vif",
+    "float_vif",
+)
+#: the ``-pix_fmt`` FFmpeg names for raw planar YUV
+RAW_PIX_FMTS = {
+    ("420", 8): "yuv420p",
+    ("422", 8): "yuv422p",
+    ("444", 8): "yuv444p",
+    ("420", 10): "yuv420p10le",
+    ("422", 10): "yuv422p10le",
+    ("444", 10): "yuv444p10le",
+}
+_SAFE = re.compile(r"^[A-Za-z0-9_.+-]+$")
+
+
+def ffmpeg_exe() -> str:
+    """The FFmpeg with libvmaf: ``$TINYSAL_FFMPEG`` if set, else the one in the imageio-ffmpeg wheel."""
+    exe = os.environ.get("TINYSAL_FFMPEG")
+    if exe:
+        if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
+            raise TinysalError(f"$TINYSAL_FFMPEG={exe} is not an executable file")
+        return exe
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        raise TinysalError("VMAF needs FFmpeg with libvmaf: pip install imageio-ffmpeg") from None
+    try:
+        return str(imageio_ffmpeg.get_ffmpeg_exe())
+    except RuntimeError as e:
+        raise TinysalError(f"no FFmpeg binary found: {e}") from None
+
+
+@dataclass
+class VmafModel:
+    """One ``--model`` option: ``version=NAME`` (built in) or ``path=FILE`` (a libvmaf JSON model), optionally
+    ``:name=N`` (the metric name; by default ``vmaf``, or the version / file stem when several models run)."""
+
+    version: str = ""
+    path: str = ""
+    name: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> VmafModel:
+        m = cls()
+        for part in text.split(":"):
+            k, sep, v = part.partition("=")
+            if not sep or not v:
+                raise TinysalError(f"bad --model {text!r}: expected version=NAME or path=FILE[:name=N]")
+            if k == "version":
+                if v not in BUILTIN_MODELS:
+                    raise TinysalError(f"--model: no built-in VMAF model {v!r}; built in: {', '.join(BUILTIN_MODELS)}")
+                m.version = v
+            elif k == "path":
+                if not os.path.isfile(v):
+                    raise TinysalError(f"--model: VMAF model file not found: {v}")
+                m.path = v
+            elif k == "name":
+                if not _SAFE.match(v):
+                    raise TinysalError(f"--model: name {v!r} may use only letters, digits and _ . + -")
+                m.name = v
+            else:
+                raise TinysalError(f"bad --model {text!r}: unknown key {k!r} (version, path, name)")
+        if bool(m.version) == bool(m.path):
+            raise TinysalError(f"bad --model {text!r}: give exactly one of version= or path=")
+        return m
+
+    def default_name(self) -> str:
+        return self.version or Path(self.path).stem
+
+
+def model_names(models: Sequence[VmafModel]) -> list[str]:
+    """Metric names of the models' scores, as libvmaf's tool names them."""
+    if len(models) == 1:
+        return [models[0].name or "vmaf"]
+    names = [m.name or m.default_name() for m in models]
+    if len(set(names)) != len(names):
+        raise TinysalError(f"two --model options give the same score name ({', '.join(names)}); add :name=...")
+    return names
+
+
+@dataclass
+class VmafFeature:
+    """A libvmaf feature extractor (``--feature psnr`` or ``--feature float_ssim:scale=1``)."""
+
+    name: str
+    params: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, name: str, params: dict[str, str]) -> VmafFeature:
+        if name not in LIBVMAF_FEATURES:
+            raise TinysalError(
+                f"unknown feature {name!r}; available: mobilesal, {', '.join(LIBVMAF_FEATURES)}"
+            )
+        for k, v in params.items():
+            if not (_SAFE.match(k) and _SAFE.match(v)):
+                raise TinysalError(f"--feature {name}: parameter {k}={v} may use only letters, digits and _ . + -")
+        return cls(name, dict(params))
+
+
+def _esc(text: str) -> str:
+    """Escape a value for a filter option inside a filtergraph: first the option level (``\\ ' :``), then the
+    graph level (``\\ ' [ ] , ;``), as FFmpeg's filtergraph syntax documents."""
+    for c in "\\':":
+        text = text.replace(c, "\\" + c)
+    for c in "\\'[],;":
+        text = text.replace(c, "\\" + c)
+    return text
+
+
+@dataclass
+class Source:
+    """How FFmpeg reads one input: a file path (raw YUV needs its geometry) or ``-`` for raw frames on stdin."""
+
+    path: str
+    raw: tuple[int, int, str, int] | None = None  # (width, height, "420", bitdepth) for headerless YUV
+
+    def args(self) -> list[str]:
+        out = []
+        if self.raw:
+            w, h, pf, bd = self.raw
+            out += ["-f", "rawvideo", "-pix_fmt", RAW_PIX_FMTS[(pf, bd)], "-s", f"{w}x{h}", "-r", "25"]
+        return out + ["-i", "pipe:0" if self.path == "-" else os.fspath(self.path)]
+
+
+class VmafJob:
+    """One libvmaf pass over ``frames`` frames of (distorted, reference), skips applied, in an FFmpeg child.
+
+    ``start()`` launches it; ``stdin`` is open when the distorted source is ``-``; ``wait()`` returns libvmaf's
+    parsed JSON log or raises a one-line :class:`TinysalError`. Use as a context manager: leaving it early kills
+    the child and removes its temp folder.
+    """
+
+    def __init__(
+        self,
+        distorted: Source,
+        reference: Source,
+        frames: int,
+        skip_dist: int = 0,
+        skip_ref: int = 0,
+        models: Sequence[VmafModel] = (),
+        features: Sequence[VmafFeature] = (),
+        threads: int = 0,
+        subsample: int = 1,
+        label: str = "VMAF",
+    ) -> None:
+        self.distorted, self.reference = distorted, reference
+        self.frames, self.skip_dist, self.skip_ref = frames, skip_dist, skip_ref
+        self.models = list(models) or [VmafModel.parse(DEFAULT_MODEL)]
+        self.names = model_names(self.models)
+        self.features = list(features)
+        self.threads, self.subsample, self.label = threads, subsample, label
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.tmp: str | None = None
+        self.stdin: IO[bytes] | None = None
+
+    def command(self, log_path: str, model_dir: str) -> list[str]:
+        models = []
+        for k, (m, name) in enumerate(zip(self.models, self.names)):
+            if m.path:  # a link with a plain name, so no path ever needs filtergraph escaping
+                link = os.path.join(model_dir, f"model{k}.json")
+                os.symlink(os.path.abspath(m.path), link)
+                spec = f"path={link}"
+            else:
+                spec = f"version={m.version}"
+            models.append(f"{spec}:name={name}")
+        opts = [
+            "log_fmt=json",
+            f"log_path={_esc(log_path)}",
+            "model=" + "|".join(_esc(s) for s in models),
+            f"n_threads={self.threads}",
+            f"n_subsample={self.subsample}",
+            "shortest=1",
+        ]
+        if self.features:
+            feats = [":".join([f"name={f.name}", *(f"{k}={v}" for k, v in f.params.items())]) for f in self.features]
+            opts.append("feature=" + "|".join(_esc(s) for s in feats))
+
+        def trim(i: int, skip: int, label: str) -> str:
+            return f"[{i}:v]trim=start_frame={skip}:end_frame={skip + self.frames},setpts=PTS-STARTPTS[{label}]"
+
+        graph = ";".join([trim(0, self.skip_dist, "d"), trim(1, self.skip_ref, "r"), "[d][r]libvmaf=" + ":".join(opts)])
+        cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostats", "-y"]
+        if self.distorted.path != "-":
+            cmd.append("-nostdin")
+        return cmd + self.distorted.args() + self.reference.args() + ["-lavfi", graph, "-f", "null", "-"]
+
+    def start(self) -> VmafJob:
+        self.tmp = tempfile.mkdtemp(prefix="tinysal-vmaf-")
+        self.log_path = os.path.join(self.tmp, "vmaf.json")
+        self.err_path = os.path.join(self.tmp, "stderr.txt")
+        cmd = self.command(self.log_path, self.tmp)
+        with open(self.err_path, "wb") as err:
+            try:
+                self.proc = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.PIPE if self.distorted.path == "-" else subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    start_new_session=True,  # a Ctrl-C reaches us, and we stop the child ourselves
+                )
+            except OSError as e:
+                self.close()
+                raise TinysalError(f"cannot run FFmpeg ({cmd[0]}): {e.strerror}") from None
+        self.stdin = self.proc.stdin
+        return self
+
+    def _stderr_tail(self) -> str:
+        try:
+            lines = [ln.strip() for ln in Path(self.err_path).read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            lines = []
+        return lines[-1] if lines else "no message"
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Feed raw distorted frames to the child (``-`` source)."""
+        assert self.stdin is not None
+        try:
+            self.stdin.write(data)
+        except BrokenPipeError:
+            self.proc.wait() if self.proc else None
+            raise TinysalError(f"{self.label}: FFmpeg stopped reading its input: {self._stderr_tail()}") from None
+
+    def wait(self) -> dict[str, Any]:
+        assert self.proc is not None
+        if self.stdin is not None:
+            with contextlib.suppress(BrokenPipeError):
+                self.stdin.close()
+            self.stdin = None
+        rc = self.proc.wait()
+        if rc != 0:
+            how = f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
+            raise TinysalError(f"{self.label}: FFmpeg libvmaf failed ({how}): {self._stderr_tail()}")
+        try:
+            with open(self.log_path, encoding="utf-8") as f:
+                log = json.load(f)
+            frames = log["frames"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise TinysalError(f"{self.label}: FFmpeg libvmaf wrote no readable log ({self._stderr_tail()})") from None
+        if not frames:
+            raise TinysalError(f"{self.label}: libvmaf scored no frames")
+        return log
+
+    def close(self) -> None:
+        """Stop the child if it still runs; remove the temp folder."""
+        if self.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.stdin.close()
+            self.stdin = None
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+
+    def __enter__(self) -> VmafJob:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def frame_scores(log: dict[str, Any]) -> dict[str, dict[int, float]]:
+    """metric -> {frameNum: value} from a libvmaf JSON log."""
+    out: dict[str, dict[int, float]] = {}
+    for fr in log["frames"]:
+        i = int(fr["frameNum"])
+        for k, v in fr["metrics"].items():
+            out.setdefault(k, {})[i] = float(v)
+    return out

@@ -1,0 +1,300 @@
+"""Real VMAF in the ``vmaf`` command: libvmaf (FFmpeg's filter) numbers, models, libvmaf features,
+saliency-weighted VMAF (roi_score), and the failures of the FFmpeg child."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import assert_clean_error, run_cli, write_yuv_clip
+
+FFMPEG = pytest.importorskip("imageio_ffmpeg").get_ffmpeg_exe()
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory, video_dir: Path) -> tuple[Path, Path]:
+    """A real pair: 12 frames of foreman (CIF) as raw I420, and the same through x264 at CRF 38."""
+    d = tmp_path_factory.mktemp("pair")
+    ref = d / "ref.yuv"
+    _ffmpeg("-i", str(video_dir / "foreman_cif_60f_h264.mp4"), "-frames:v", "12", "-f", "rawvideo", "-pix_fmt",
+            "yuv420p", str(ref))  # fmt: skip
+    enc = d / "dist.mp4"
+    _ffmpeg("-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", "352x288", "-i", str(ref), "-c:v", "libx264", "-crf",
+            "38", "-preset", "veryfast", str(enc))  # fmt: skip
+    dist = d / "dist.yuv"
+    _ffmpeg("-i", str(enc), "-f", "rawvideo", "-pix_fmt", "yuv420p", str(dist))
+    return ref, dist
+
+
+def _head(clip: Path, n: int, tmp: Path, frame: int = 352 * 288 * 3 // 2) -> Path:
+    """The first n frames of a raw clip, as a file of its own."""
+    out = tmp / f"{clip.stem}-{n}.yuv"
+    out.write_bytes(clip.read_bytes()[: n * frame])
+    return out
+
+
+def _direct(dist: Path, ref: Path, tmp: Path, opts: str = "", fmt: str = "yuv420p", size: str = "352x288") -> dict:
+    """Per-frame scores of a direct FFmpeg libvmaf run (the yardstick). libvmaf's motion score of a clip's last
+    frame depends on where the clip ends, so compare runs over the same frames (see _head)."""
+    log = tmp / "direct.json"
+    raw = ["-f", "rawvideo", "-pix_fmt", fmt, "-s", size]
+    _ffmpeg(*raw, "-i", str(dist), *raw, "-i", str(ref), "-lavfi",
+            f"[0:v][1:v]libvmaf=log_fmt=json:log_path={log}{opts}", "-f", "null", "-")  # fmt: skip
+    return json.loads(log.read_text())
+
+
+def _vmaf(ref: Path, dist: Path, out: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return run_cli("vmaf", "-r", str(ref), "-d", str(dist), "-w", "352", "-h", "288", "-p", "420", "-b", "8",
+                   "-o", str(out), "-q", *extra, env=env)  # fmt: skip
+
+
+def _frames(out: Path, metric: str) -> list[float]:
+    return [f["metrics"][metric] for f in json.loads(out.read_text())["frames"]]
+
+
+def test_vmaf_by_default_equals_a_direct_libvmaf_run(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    ref, dist = pair
+    out = tmp_path / "s.json"
+    p = _vmaf(ref, dist, out)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(out.read_text())
+    direct = _direct(dist, ref, tmp_path)
+    ours = [f["metrics"]["vmaf"] for f in doc["frames"]]
+    theirs = [f["metrics"]["vmaf"] for f in direct["frames"]]
+    assert len(ours) == 12 and np.max(np.abs(np.subtract(ours, theirs))) <= 0.01
+    assert 20 < np.mean(ours) < 95  # a real, imperfect encode
+    # libvmaf's feature scores ride along under libvmaf's names; pooled as libvmaf pools
+    assert {"integer_adm2", "integer_motion2", "integer_vif_scale0"} <= set(doc["frames"][0]["metrics"])
+    assert doc["pooled_metrics"]["vmaf"]["mean"] == pytest.approx(direct["pooled_metrics"]["vmaf"]["mean"], abs=0.01)
+    assert "saliency_mean" not in doc["frames"][0]["metrics"]  # only with --feature mobilesal
+
+
+def test_vmaf_and_saliency_in_one_run_all_layouts(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    ref, dist = pair
+    for fmt in ("json", "xml", "csv"):
+        out = tmp_path / f"s.{fmt}"
+        p = _vmaf(ref, dist, out, f"--{fmt}", "--feature", "mobilesal", "--frame_cnt", "4")
+        assert p.returncode == 0, p.stderr
+        text = out.read_text()
+        assert "vmaf" in text and "saliency_mean" in text
+    doc = json.loads((tmp_path / "s.json").read_text())
+    m = doc["frames"][3]["metrics"]
+    assert list(m)[-1] == "saliency_mean" and 0 <= m["saliency_mean"] <= 1 and 0 <= m["vmaf"] <= 100
+    assert len(doc["frames"]) == 4
+
+
+def test_models_features_and_no_prediction(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    ref, dist = pair
+    out = tmp_path / "neg.json"
+    assert _vmaf(ref, dist, out, "--model", "version=vmaf_v0.6.1neg", "--frame_cnt", "3").returncode == 0
+    direct = _direct(_head(dist, 3, tmp_path), _head(ref, 3, tmp_path), tmp_path, ":model=version=vmaf_v0.6.1neg")
+    assert np.allclose(_frames(out, "vmaf"), [f["metrics"]["vmaf"] for f in direct["frames"]], atol=0.01)
+    two = tmp_path / "two.json"
+    p = _vmaf(ref, dist, two, "--model", "version=vmaf_v0.6.1", "--model", "version=vmaf_v0.6.1neg",
+              "--frame_cnt", "3")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    m = json.loads(two.read_text())["frames"][0]["metrics"]
+    assert {"vmaf_v0.6.1", "vmaf_v0.6.1neg"} <= set(m) and m["vmaf_v0.6.1"] != m["vmaf_v0.6.1neg"]
+    feats = tmp_path / "feats.json"
+    p = _vmaf(ref, dist, feats, "--no_prediction", "--feature", "psnr", "--feature", "float_ssim", "--frame_cnt", "3")
+    assert p.returncode == 0, p.stderr
+    m = json.loads(feats.read_text())["frames"][0]["metrics"]
+    assert "vmaf" not in m and 0 < m["float_ssim"] <= 1 and 20 < m["psnr_y"] < 60
+    assert_clean_error(_vmaf(ref, dist, tmp_path / "x.json", "--no_prediction"), "nothing to compute")
+
+
+@pytest.mark.parametrize(
+    "model,needle",
+    [
+        ("version=vmaf_v9", "no built-in VMAF model"),
+        ("path=/nonexistent/model.json", "model file not found"),
+        ("banana", "version=NAME or path=FILE"),
+        ("version=vmaf_v0.6.1:colour=red", "unknown key"),
+    ],
+)
+def test_bad_model_is_one_clear_line(pair: tuple[Path, Path], tmp_path: Path, model: str, needle: str) -> None:
+    ref, dist = pair
+    out = tmp_path / "s.json"
+    assert_clean_error(_vmaf(ref, dist, out, "--model", model), needle)
+    assert not out.exists()
+
+
+def test_roi_score_formula_at_the_extremes(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    ref, dist = pair
+    # threshold above any saliency: alpha = 0 everywhere, the masked copy is the reference itself
+    none = tmp_path / "none.json"
+    p = _vmaf(ref, dist, none, "--feature", "mobilesal:roi_score=1:roi_threshold=2", "--frame_cnt", "4")
+    assert p.returncode == 0, p.stderr
+    ref4 = _head(ref, 4, tmp_path)
+    self_vmaf = [f["metrics"]["vmaf"] for f in _direct(ref4, ref4, tmp_path)["frames"]]
+    assert np.allclose(_frames(none, "vmaf_masked"), self_vmaf, atol=0.01)
+    # threshold below any saliency: alpha = 1 everywhere, the masked copy is the distorted clip
+    full = tmp_path / "full.json"
+    p = _vmaf(ref, dist, full, "--feature", "mobilesal:roi_score=1:roi_threshold=-2:roi_weight=0.25",
+              "--frame_cnt", "4")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    vm, mk, roi = (np.array(_frames(full, k)) for k in ("vmaf", "vmaf_masked", "vmaf_roi"))
+    assert np.allclose(mk, vm, atol=1e-6)
+    assert np.allclose(roi, 0.75 * vm + 0.25 * mk, atol=1e-5)
+    doc = json.loads(full.read_text())
+    assert {"vmaf_masked", "vmaf_roi", "psnr_y_saliency"} <= set(doc["pooled_metrics"])
+
+
+def test_roi_score_with_the_model_lies_between(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    ref, dist = pair
+    out = tmp_path / "roi.json"
+    p = _vmaf(ref, dist, out, "--feature", "mobilesal:roi_score=1", "--frame_cnt", "4")
+    assert p.returncode == 0, p.stderr
+    vm, mk, roi = (np.array(_frames(out, k)) for k in ("vmaf", "vmaf_masked", "vmaf_roi"))
+    # part of the frame is replaced by the reference: quality can only go up
+    assert np.all(mk >= vm - 0.5) and np.allclose(roi, 0.5 * vm + 0.5 * mk, atol=1e-5)
+
+
+def test_weighted_psnr() -> None:
+    from tinysal.mobilesal import weighted_psnr_y
+
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 256, (32, 48)).astype(np.uint8)
+    dis = ref.copy()
+    dis[:, :24] = np.clip(ref[:, :24].astype(int) + 10, 0, 255)  # error only on the left half
+    mse_left = float(((dis[:, :24].astype(float) - ref[:, :24]) ** 2).mean())
+    flat = weighted_psnr_y(ref, dis, np.ones((32, 48), np.float32), 8)
+    mse_all = float(((dis.astype(float) - ref) ** 2).mean())
+    assert flat == pytest.approx(10 * np.log10(255**2 / mse_all))
+    right = np.zeros((32, 48), np.float32)
+    right[:, 24:] = 1
+    assert weighted_psnr_y(ref, dis, right, 8) == 60.0  # no error where the weight is: libvmaf's cap
+    left = 1 - right
+    assert weighted_psnr_y(ref, dis, left, 8) == pytest.approx(10 * np.log10(255**2 / mse_left))
+
+
+def test_ten_bit_input(tmp_path: Path, davis_clip: tuple) -> None:
+    _, w, h, _ = davis_clip
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (96, 128, 3), dtype=np.uint8) for _ in range(3)]
+    ref = write_yuv_clip(tmp_path / "r10.yuv", frames, bitdepth=10)
+    noisy = [np.clip(f.astype(int) + rng.integers(-12, 13, f.shape), 0, 255).astype(np.uint8) for f in frames]
+    dist = write_yuv_clip(tmp_path / "d10.yuv", noisy, bitdepth=10)
+    out = tmp_path / "s.json"
+    p = run_cli("vmaf", "-r", str(ref), "-d", str(dist), "-w", "128", "-h", "96", "-b", "10", "-o", str(out), "-q",
+                "--feature", "mobilesal")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    direct = _direct(dist, ref, tmp_path, fmt="yuv420p10le", size="128x96")
+    assert np.allclose(_frames(out, "vmaf"), [f["metrics"]["vmaf"] for f in direct["frames"]], atol=0.01)
+
+
+def test_mismatched_pairs(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    ref, dist = pair
+    short = tmp_path / "short.yuv"
+    short.write_bytes(dist.read_bytes()[: 5 * 352 * 288 * 3 // 2])
+    out = tmp_path / "s.json"
+    p = _vmaf(ref, short, out, "--feature", "mobilesal")
+    assert p.returncode == 0, p.stderr
+    assert "common 5 frames" in p.stderr and "warning" in p.stderr
+    assert len(_frames(out, "vmaf")) == 5 and len(_frames(out, "saliency_mean")) == 5
+    small = write_yuv_clip(tmp_path / "small.yuv", [np.zeros((96, 128, 3), np.uint8)] * 2)
+    p = run_cli("vmaf", "-r", str(ref), "-d", str(small), "-o", str(out), "-w", "352", "-h", "288")
+    assert p.returncode != 0  # 128x96 bytes are not whole 352x288 frames
+    y4m = tmp_path / "small.y4m"
+    _ffmpeg("-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", "128x96", "-i", str(small), str(y4m))
+    mp4 = tmp_path / "ref.y4m"
+    _ffmpeg("-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", "352x288", "-i", str(ref), str(mp4))
+    out2 = tmp_path / "s2.json"
+    assert_clean_error(run_cli("vmaf", "-r", str(mp4), "-d", str(y4m), "-o", str(out2)), "352x288", "128x96")
+    assert not out2.exists()
+
+
+def _fake_ffmpeg(tmp_path: Path, body: str) -> dict:
+    exe = tmp_path / "ffmpeg"
+    exe.write_text("#!/bin/sh\n" + body + "\n")
+    exe.chmod(0o755)
+    return {"TINYSAL_FFMPEG": str(exe)}
+
+
+@pytest.mark.parametrize(
+    "body,needle",
+    [
+        ("echo 'Error: libvmaf exploded' >&2; exit 1", "libvmaf exploded"),
+        ("kill -9 $$", "killed by signal 9"),
+        ("exit 0", "no readable log"),
+    ],
+)
+def test_ffmpeg_failing_leaves_nothing(pair: tuple[Path, Path], tmp_path: Path, body: str, needle: str) -> None:
+    ref, dist = pair
+    out = tmp_path / "s.json"
+    out.write_text("previous result\n")
+    env = _fake_ffmpeg(tmp_path, body)
+    env["TMPDIR"] = str(tmp_path)
+    p = _vmaf(ref, dist, out, "--feature", "mobilesal", env=env)
+    assert_clean_error(p, needle)
+    assert out.read_text() == "previous result\n"  # an existing output is left intact
+    assert not list(tmp_path.glob("tinysal-vmaf-*")) and not list(tmp_path.glob(".s.json.*"))
+
+
+def test_sigint_mid_run_stops_ffmpeg_and_writes_nothing(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    ref, dist = pair
+    long_ref, long_dist = tmp_path / "lr.yuv", tmp_path / "ld.yuv"
+    long_ref.write_bytes(ref.read_bytes() * 20)
+    long_dist.write_bytes(dist.read_bytes() * 20)
+    out = tmp_path / "s.json"
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tinysal.vmaf_cli", "-r", str(long_ref), "-d", str(long_dist), "-w", "352", "-h",
+         "288", "--feature", "mobilesal", "-o", str(out)],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp_path.glob("tinysal-vmaf-*")):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    assert not out.exists() and not list(tmp_path.glob("tinysal-vmaf-*"))
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(long_ref) not in ps  # no FFmpeg child left running
+
+
+def test_python_api_returns_the_same_numbers(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    import tinysal
+    from tinysal.scoring import VmafContext, score_files
+
+    ref, dist = pair
+    out = tmp_path / "cli.json"
+    assert _vmaf(ref, dist, out, "--feature", "mobilesal", "--frame_cnt", "3").returncode == 0
+    ctx = VmafContext()
+    ctx.use_feature("mobilesal")
+    ctx.use_vmaf(["version=vmaf_v0.6.1"])
+    score_files(ctx, ref, dist, 352, 288, "420", 8, frame_cnt=3)
+    assert [ctx.score_at_index("vmaf", i) for i in range(3)] == pytest.approx(_frames(out, "vmaf"), abs=1e-6)
+    assert ctx.score_pooled("saliency_mean") == pytest.approx(np.mean(_frames(out, "saliency_mean")), abs=1e-6)
+    res = tinysal.score_video(dist, reference=ref, width=352, height=288, frame_cnt=3)
+    assert [f["metrics"]["vmaf"] for f in res["frames"]] == pytest.approx(_frames(out, "vmaf"), abs=1e-6)
+
+
+def test_plot_shows_vmaf_and_saliency(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    from PIL import Image
+
+    ref, dist = pair
+    png = tmp_path / "plot.png"
+    p = _vmaf(ref, dist, tmp_path / "s.json", "--feature", "mobilesal:roi_score=1", "--frame_cnt", "4",
+              "--plot", str(png))  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size == (900, 360)
+        px = np.asarray(im.convert("RGB")).reshape(-1, 3)
+    # matplotlib's C0 (vmaf) and C3 (saliency_mean) lines are drawn
+    for colour in ((31, 119, 180), (214, 39, 40)):
+        assert np.any(np.all(np.abs(px.astype(int) - colour) < 8, axis=1)), colour

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -18,9 +19,24 @@ def test_readme_python_example_runs(video_dir: Path, tmp_path: Path) -> None:
     p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     nums = [float(x) for x in p.stdout.split()]
-    assert len(nums) == 3 and all(0 <= v <= 1 for v in nums)
+    assert len(nums) == 5
+    sal_mean, vmaf_self, sal_mean5, sal0, sal_pooled = nums
+    assert vmaf_self > 90  # a clip against itself
+    assert all(0 <= v <= 1 for v in (sal_mean, sal_mean5, sal0, sal_pooled))
     doc = json.loads((tmp_path / "score.json").read_text())
     assert len(doc["frames"]) == 9
+
+
+def test_readme_real_vmaf_commands_run_as_written(video_dir: Path, tmp_path: Path) -> None:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"score of a real pair.*?```sh\n(.*?)```", text, re.S).group(1)
+    script = block.replace("../shared", str(SHARED))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    p = subprocess.run(["bash", "-euc", script], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads((tmp_path / "score.json").read_text())
+    assert len(doc["frames"]) == 60 and 30 < doc["pooled_metrics"]["vmaf"]["mean"] < 95
+    assert "saliency_mean" in doc["pooled_metrics"] and (tmp_path / "score.png").stat().st_size > 10_000
 
 
 def test_readme_commands_are_the_ones_ci_runs() -> None:

@@ -26,6 +26,19 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _umask() -> int:
+    """The process umask (read without changing it, where /proc allows; else set-and-restore)."""
+    try:
+        for line in open("/proc/self/status", encoding="ascii"):
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
 def check_writable_target(path: str | os.PathLike[str]) -> Path:
     """Fail early, with a clear message, if ``path`` cannot be written (before doing any expensive work)."""
     p = Path(path)
@@ -48,6 +61,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
     p = check_writable_target(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; an output honours the umask like any program's
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()

@@ -36,8 +36,8 @@ def make_pair(d: Path, frames: int, crf: int) -> tuple[Path, Path]:
     ref, enc, dist = d / "ref.yuv", d / "dist.mp4", d / "dist.yuv"
     q = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-y"]
     src = SHARED / "data" / "video" / "bikes.mp4"
-    subprocess.run([*q, "-stream_loop", "-1", "-i", str(src), "-frames:v", str(frames), "-vf",
-                    "scale=1920:1080:flags=bicubic", "-pix_fmt", "yuv420p", "-f", "rawvideo", str(ref)], check=True)  # fmt: skip
+    up = ["-vf", "scale=1920:1080:flags=bicubic", "-pix_fmt", "yuv420p", "-f", "rawvideo"]
+    subprocess.run([*q, "-stream_loop", "-1", "-i", str(src), "-frames:v", str(frames), *up, str(ref)], check=True)
     raw = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", "1920x1080"]
     subprocess.run([*q, *raw, "-i", str(ref), "-c:v", "libx264", "-crf", str(crf), "-preset", "medium", str(enc)],
                    check=True)  # fmt: skip

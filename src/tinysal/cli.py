@@ -6,6 +6,7 @@ Every expected failure is a ``TinysalError``: one line on stderr, a non-zero exi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -423,6 +424,16 @@ def guarded(prog: str, fn: Callable[[], int]) -> int:
         return 130
     except BrokenPipeError:
         os._exit(1)
+    except MemoryError:
+        print(f"{prog}: error: out of memory (try a smaller short_side, fewer --threads or a smaller input)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    except OSError as e:  # a full disk, a read-only filesystem, a closed stdout: one line, not a traceback
+        where = f": {e.filename}" if e.filename else ""
+        print(f"{prog}: error: {e.strerror or e}{where}", file=sys.stderr)
+        with contextlib.suppress(OSError):  # stdout may be what failed: don't fail again at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:

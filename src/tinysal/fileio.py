@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,12 +40,35 @@ def _umask() -> int:
     return old
 
 
+def _resolve(path: str | os.PathLike[str]) -> Path:
+    """The path an output really goes to: a symlink is followed to its target (the link stays a link)."""
+    p = Path(path)
+    if _is_special(p):  # /dev/stdout -> /proc/self/fd/1 -> "pipe:[123]": open the name we were given
+        return p
+    return Path(os.path.realpath(p)) if p.is_symlink() else p
+
+
+def _is_special(p: Path) -> bool:
+    """An existing character device, FIFO or socket (``/dev/stdout``, ``/dev/null``, a named pipe)."""
+    try:
+        mode = p.stat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
 def check_writable_target(path: str | os.PathLike[str]) -> Path:
     """Fail early, with a clear message, if ``path`` cannot be written (before doing any expensive work)."""
-    p = Path(path)
+    p = _resolve(path)
+    if _is_special(p):
+        if not os.access(p, os.W_OK):
+            raise TinysalError(f"output is not writable: {path}")
+        return p
     parent = p.parent if str(p.parent) else Path(".")
     if p.is_dir():
         raise TinysalError(f"output path is a directory: {p}")
+    if p.exists() and not p.is_file():
+        raise TinysalError(f"output path exists and is not a regular file: {p}")
     if not parent.is_dir():
         raise TinysalError(f"output folder does not exist: {parent}")
     if not os.access(parent, os.W_OK):
@@ -56,9 +80,15 @@ def check_writable_target(path: str | os.PathLike[str]) -> Path:
 def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temp file beside ``path``; on success rename it over ``path``, on error remove it.
 
-    A reader never sees a half-written file, and a failed run leaves no output behind.
+    A reader never sees a half-written file, and a failed run leaves no output behind. A symlink is written
+    through (its target is replaced, the link kept); a character device or FIFO (``/dev/stdout``) is written
+    directly, never replaced. The file gets 0666 less the umask, as any program's output would.
     """
     p = check_writable_target(path)
+    if _is_special(p):
+        with open(p, mode) as f:
+            yield f
+        return
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; an output honours the umask like any program's

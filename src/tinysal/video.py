@@ -150,17 +150,30 @@ class Y4mReader:
         self.fps: float | None = None
         self.range: str | None = None
         self.colorspace: str | None = None
+        def number(tag: str, text: str) -> int:
+            if not text.isdigit() or len(text) > 9:
+                raise TinysalError(f"{self.path}: Y4M header tag {tag}{text!r} is not a whole number")
+            return int(text)
+
         for t in tags:
             k, val = t[0], t[1:]
             if k == "W":
-                w = int(val)
+                w = number("W", val)
             elif k == "H":
-                h = int(val)
+                h = number("H", val)
             elif k == "C":
                 c = val
-            elif k == "F" and ":" in val:
-                num, den = val.split(":")
-                self.fps = int(num) / int(den) if int(den) else None
+            elif k == "F":
+                num, sep, den = val.partition(":")
+                if not sep:
+                    raise TinysalError(f"{self.path}: Y4M frame rate F{val!r} is not NUM:DEN")
+                n_, d_ = number("F", num), number("F", den)
+                self.fps = n_ / d_ if d_ else None
+            elif k == "A":
+                num, sep, den = val.partition(":")
+                if not sep:
+                    raise TinysalError(f"{self.path}: Y4M aspect A{val!r} is not NUM:DEN")
+                number("A", num), number("A", den)
             elif k == "X" and val.upper().startswith("COLORRANGE="):
                 self.range = "full" if val.split("=", 1)[1].upper() == "FULL" else "limited"
         if w is None or h is None:

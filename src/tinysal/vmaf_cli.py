@@ -234,6 +234,7 @@ def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
         from tinysal.output import RENDERERS
 
         sys.stdout.write(RENDERERS[fmt](result))
+        sys.stdout.flush()  # a full disk or closed stdout fails here, inside the guard
     return 0
 
 

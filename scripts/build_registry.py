@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from tinysal.arch import input_multiple
 from tinysal.fileio import sha256_file, write_json
 
 ORDER = {"production": 0, "superseded": 1, "smoke": 2}
@@ -37,6 +38,7 @@ def main() -> int:
             "input_name": side["input_name"],
             "output_name": side["output_name"],
             "param_count": side["param_count"],
+            "input_multiple": input_multiple(side["arch"]),
             "status": side["status"],
             "sidecar": side_path.name,
         }

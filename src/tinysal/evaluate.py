@@ -30,7 +30,7 @@ def predict_image(sess: Any, rgb_u8: np.ndarray, short_side: int) -> np.ndarray:
     img = Image.fromarray(rgb_u8)
     if (tw, th) != (w, h):
         img = img.resize((tw, th), Image.BILINEAR)
-    x = normalise_and_pad(np.asarray(img, dtype=np.float32) / 255.0)
+    x = normalise_and_pad(np.asarray(img, dtype=np.float32) / 255.0, sess.input_multiple)
     m = sess.run(x)[0, 0, :th, :tw]
     if (tw, th) != (w, h):
         m = (bilinear_matrix(th, h) @ m.astype(np.float64) @ bilinear_matrix(tw, w).T).astype(np.float32)

@@ -10,8 +10,10 @@ from typing import Any
 from tinysal.arch import INPUT_NAME, OPSET, OUTPUT_NAME
 
 
-def export_model_bytes(model: Any) -> bytes:
-    """Serialise an eval-mode TinyUNet to ONNX bytes (TorchScript exporter, constant folding on)."""
+def export_model_bytes(model: Any, arch: str | None = None) -> bytes:
+    """Serialise an eval-mode model to ONNX bytes (TorchScript exporter, constant folding on). With ``arch``, the
+    architecture's input multiple is recorded in the metadata (``tinysal.input_multiple``) for every caller's
+    padding path."""
     import onnx
     import torch
 
@@ -38,6 +40,11 @@ def export_model_bytes(model: Any) -> bytes:
 
     m.producer_version = __version__
     m.doc_string = ""
+    if arch is not None:
+        from tinysal.arch import INPUT_MULTIPLE_KEY, input_multiple
+
+        entry = m.metadata_props.add()
+        entry.key, entry.value = INPUT_MULTIPLE_KEY, str(input_multiple(arch))
     # Bilinear x2 from the TorchScript exporter: keep the documented attribute set explicit.
     for node in m.graph.node:
         if node.op_type == "Resize":
@@ -52,7 +59,7 @@ def _write(model: Any, arch: str, output: str | os.PathLike[str], meta: dict[str
     from tinysal.fileio import sha256_file, write_bytes
     from tinysal.model import count_params
 
-    write_bytes(output, export_model_bytes(model))
+    write_bytes(output, export_model_bytes(model, arch))
     return {
         "arch": arch,
         "output": os.fspath(output),

@@ -77,15 +77,16 @@ def _pad_edges(x: np.ndarray, h: int, w: int) -> None:
         x[:, h:, :] = x[:, h - 1 : h, :]
 
 
-def padded_input(h: int, w: int) -> np.ndarray:
-    """An uninitialised [1, 3, H8, W8] float32 model input for an h x w picture (H8, W8: next multiples of 8)."""
-    return np.empty((1, 3, h + (-h) % STRIDE, w + (-w) % STRIDE), np.float32)
+def padded_input(h: int, w: int, multiple: int = STRIDE) -> np.ndarray:
+    """An uninitialised [1, 3, Hm, Wm] float32 model input for an h x w picture (Hm, Wm: the next multiples of the
+    model's input multiple: 8 for v1/v2, 32 for v3; see ``ModelSession.input_multiple``)."""
+    return np.empty((1, 3, h + (-h) % multiple, w + (-w) % multiple), np.float32)
 
 
-def normalise_and_pad(rgb: np.ndarray) -> np.ndarray:
-    """float RGB HxWx3 in [0, 1] -> ImageNet-normalised [1, 3, H8, W8], edge-replicated up to multiples of 8."""
+def normalise_and_pad(rgb: np.ndarray, multiple: int = STRIDE) -> np.ndarray:
+    """float RGB HxWx3 in [0, 1] -> ImageNet-normalised [1, 3, Hm, Wm], edge-replicated up to the multiple."""
     h, w = rgb.shape[:2]
-    x = padded_input(h, w)
+    x = padded_input(h, w, multiple)
     x[0, :, :h, :w] = ((rgb - _MEAN) / _STD).transpose(2, 0, 1)
     _pad_edges(x[0], h, w)
     return x
@@ -159,7 +160,7 @@ class MobileSal:
         else:  # resizing each plane straight to the target grid also brings chroma to 4:4:4
             y, u, v = (resize_plane(p, tw, th) for p in (frame.y, frame.u, frame.v))
         # convert + ImageNet-normalise in one pass, straight into the padded input tensor
-        x = padded_input(th, tw)
+        x = padded_input(th, tw, self.session.input_multiple)
         yuv444_to_planar_rgb(
             y,
             u,

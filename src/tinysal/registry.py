@@ -99,6 +99,13 @@ def _validate_entry(entry: dict[str, Any], reg: dict[str, Any]) -> dict[str, Any
             checks["opset_match"] = rep["opset"] == entry["opset"] == OPSET
             checks["op_types"] = rep["op_types"]
             problems += describe_failures(rep)
+            from tinysal.session import model_input_multiple
+
+            want = entry.get("input_multiple", ARCHITECTURES[entry["arch"]]["input_multiple"])
+            got = model_input_multiple(model, str(path))
+            checks["input_multiple_match"] = got == want
+            if got != want:
+                problems.append(f"input multiple: file metadata {got}, registry/architecture {want}")
             if not checks["opset_match"]:
                 problems.append(f"opset: file {rep['opset']}, registry {entry['opset']}, expected {OPSET}")
         except TinysalError as e:

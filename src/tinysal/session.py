@@ -24,6 +24,7 @@ class ModelSession:
         if not report["ok"]:
             raise TinysalError(f"model {self.path} fails its checks: " + "; ".join(describe_failures(report)))
         self.op_types = report["op_types"]
+        self.input_multiple = model_input_multiple(model, self.path)
         so = ort.SessionOptions()
         so.intra_op_num_threads = max(0, int(threads))
         so.inter_op_num_threads = 1
@@ -38,8 +39,20 @@ class ModelSession:
             raise TinysalError(f"ONNX Runtime cannot load {self.path}: {str(e).splitlines()[0]}") from None
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """[N,3,H,W] float32 (H, W multiples of 8) -> [N,1,H,W] float32."""
+        """[N,3,H,W] float32 (H, W multiples of ``input_multiple``) -> [N,1,H,W] float32."""
         return self._sess.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+def model_input_multiple(model: object, path: str = "") -> int:
+    """The multiple a model's input H and W must be: its ``tinysal.input_multiple`` metadata, else 8."""
+    from tinysal.arch import INPUT_MULTIPLE_KEY, STRIDE
+
+    for p in getattr(model, "metadata_props", []):
+        if p.key == INPUT_MULTIPLE_KEY:
+            if not (p.value.isdigit() and 1 <= int(p.value) <= 256):
+                raise TinysalError(f"model {path}: metadata {INPUT_MULTIPLE_KEY}={p.value!r} is not 1..256")
+            return int(p.value)
+    return STRIDE
 
 
 def create_session(path: str | os.PathLike[str], threads: int = 0) -> ModelSession:

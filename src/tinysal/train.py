@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from tinysal.arch import IMAGENET_MEAN, IMAGENET_STD
+from tinysal.arch import IMAGENET_MEAN, IMAGENET_STD, input_multiple
 from tinysal.errors import TinysalError
 
 #: Named recipes. ``reference`` is the published recipe (50 epochs at crop 256); ``cpu`` reaches a useful model
@@ -423,6 +423,11 @@ def validate_config(cfg: TrainConfig) -> None:
         raise TinysalError(f"source weights must be finite and >= 0, got {cfg.source_weights}")
     if cfg.composite > 0 and not cfg.backgrounds:
         raise TinysalError("composite > 0 needs a backgrounds folder (--backgrounds DIR)")
+    mult = input_multiple(cfg.arch)
+    if any(int(c) % mult for c, _ in cfg.stages) or cfg.val_crop % mult:
+        raise TinysalError(
+            f"{cfg.arch} takes inputs in multiples of {mult}: crops {cfg.stages}, val crop {cfg.val_crop}"
+        )
     if cfg.resize < max(int(c) for c, _ in cfg.stages) or cfg.resize < 8:
         raise TinysalError(f"resize ({cfg.resize}) must be at least the largest crop")
 
@@ -504,6 +509,7 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
+
     model = create_model(cfg.arch).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -600,7 +606,9 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
         if ema:
             eval_model.load_state_dict(ema.state)
         if cfg.val_mode == "whole":
-            val = evaluate_whole(torch, eval_model, val_cache, val_sources, device, channels_last, cfg.loss)
+            val = evaluate_whole(
+                torch, eval_model, val_cache, val_sources, device, channels_last, cfg.loss, input_multiple(cfg.arch)
+            )
             val_loss, val_iou = val["loss"], val["score"]
         else:
             val_loss, val_iou = evaluate_cache(
@@ -727,13 +735,12 @@ def _load_state(torch: Any, path: Path) -> dict[str, Any]:
 
 
 def evaluate_whole(
-    torch: Any, model: Any, cache: Any, sources: Sequence[str], device: Any, channels_last: bool, kind: str
+    torch: Any, model: Any, cache: Any, sources: Sequence[str], device: Any, channels_last: bool, kind: str,
+    multiple: int = 8,
 ) -> dict[str, Any]:
     """Whole cached images (already at the inference short side), edge-padded to the model's stride as at
     inference; per source mean IoU@0.5 and MAE; ``score`` is the mean over sources of their IoU, so a big source
     does not outvote a small one."""
-    from tinysal.arch import STRIDE
-
     F = torch.nn.functional
     model.eval()
     by_shape: dict[tuple[int, int], list[int]] = {}
@@ -744,7 +751,7 @@ def evaluate_whole(
     losses = np.zeros(len(cache))
     with torch.no_grad():
         for (h, w), items in by_shape.items():
-            ph, pw = -h % STRIDE, -w % STRIDE
+            ph, pw = -h % multiple, -w % multiple
             for s in range(0, len(items), 16):
                 idx = items[s : s + 16]
                 imgs = np.stack([cache.get(i)[0] for i in idx])

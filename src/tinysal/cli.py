@@ -269,6 +269,71 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_input(args: argparse.Namespace) -> Any:
+    from tinysal.video import open_video, parse_pix_fmt
+
+    return open_video(args.input, args.width, args.height, parse_pix_fmt(args.pixel_format), args.bitdepth)
+
+
+def cmd_roi_maps(args: argparse.Namespace) -> int:
+    from tinysal.encode import iter_progress, roi_maps
+
+    reader = _open_input(args)
+    cb, close = iter_progress(reader.frame_count, "roi-maps", args.quiet)
+    try:
+        info = roi_maps(reader, args.outdir, args.encoder, args.ctu, args.strength, args.every,
+                        args.model_path, args.frame_cnt, cb)  # fmt: skip
+    finally:
+        close()
+    rows, cols = info["grid"]
+    print(f"wrote {len(info['maps'])} {info['encoder']} maps ({cols}x{rows} blocks of {info['ctu']}) to {args.outdir}")
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from tinysal.encode import EncodeSettings, encode_video, iter_progress
+
+    if args.bitrate and args.crf is not None:
+        raise TinysalError("give --bitrate or --crf, not both")
+    s = EncodeSettings(
+        codec=args.codec, bitrate=args.bitrate or 0, crf=23.0 if args.crf is None else args.crf, preset=args.preset,
+        roi=args.roi or bool(args.roi_maps), roi_strength=args.roi_strength, roi_every=args.roi_every,
+        roi_maps=args.roi_maps or "", model_path=args.model_path,
+    )  # fmt: skip
+    reader = _open_input(args)
+    cb, close = iter_progress(reader.frame_count, "encode", args.quiet)
+    try:
+        info = encode_video(reader, args.output, s, overwrite=args.overwrite, frame_cnt=args.frame_cnt, progress=cb)
+    finally:
+        close()
+    roi = f", ROI every {info['roi_every']} frames" if info["roi"] else ""
+    print(f"wrote {info['output']}: {info['frames']} frames, {info['kbps']:.1f} kbit/s, {info['seconds']:.1f} s{roi}")
+    return 0
+
+
+def _bitrate(text: str) -> int:
+    t = text.strip().lower()
+    mult = {"k": 1_000, "m": 1_000_000}.get(t[-1:], 1)
+    try:
+        v = float(t[:-1] if mult > 1 else t) * mult
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a bitrate like 800k or 2M, got {text!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"bitrate must be positive, got {text!r}")
+    return int(v)
+
+
+def _input_arguments(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("input", help="video: raw .yuv (with --width/--height), .y4m, or anything FFmpeg decodes")
+    sp.add_argument("--width", "-w", type=int)
+    sp.add_argument("--height", "-H", type=int)
+    sp.add_argument("--pixel_format", "-p", default="420")
+    sp.add_argument("--bitdepth", "-b", type=int, default=8)
+    sp.add_argument("--frame_cnt", type=_int_at_least(0), default=0, help="at most this many frames")
+    sp.add_argument("--model-path", help="saliency model (default: the registry's production model)")
+    sp.add_argument("--quiet", "-q", action="store_true")
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from tinysal.vmaf_cli import run
 
@@ -371,6 +436,28 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--amp", choices=["off", "bf16"], help="bfloat16 autocast for training")
     sp.add_argument("--no-export", action="store_true")
     sp.add_argument("--quiet", action="store_true")
+
+    sp = add("roi-maps", cmd_roi_maps, "per-block QP-offset maps from saliency, in the reference system's formats")
+    _input_arguments(sp)
+    sp.add_argument("outdir")
+    sp.add_argument("--encoder", choices=["x265", "svt-av1", "x264", "vvenc"], default="x265")
+    sp.add_argument("--ctu", type=_int_at_least(8), help="block size (default 64; 16 for x264)")
+    sp.add_argument("--strength", type=_float, default=6.0, help="offset = round(-strength*(2s-1)), +-12 (default 6)")
+    sp.add_argument("--every", type=_int_at_least(1), default=1, help="a map every N frames (default every frame)")
+
+    sp = add("encode", cmd_encode, "encode with libx264/libx265; --roi puts the bits where the saliency is")
+    _input_arguments(sp)
+    sp.add_argument("output")
+    sp.add_argument("--codec", default="libx264", choices=["libx264", "libx265"])
+    sp.add_argument("--bitrate", type=_bitrate, help="target bitrate, e.g. 800k (default: --crf 23)")
+    sp.add_argument("--crf", type=_float)
+    sp.add_argument("--preset", default="medium")
+    sp.add_argument("--roi", action="store_true", help="regions of interest from the saliency of the frames")
+    sp.add_argument("--roi-strength", type=_float, default=6.0, help="QP offset at full/no saliency (default 6)")
+    sp.add_argument("--roi-every", type=_int_at_least(0), default=0,
+                    help="frames per saliency update (default ~1/3 s; at most 1 s)")
+    sp.add_argument("--roi-maps", help="folder of x264 maps from `roi-maps --encoder x264` instead of the model")
+    sp.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
     sp = add(
         "validate-registry",

@@ -1,0 +1,425 @@
+"""Saliency-guided (ROI) encoding: per-block QP offsets from saliency, written as the reference system's sidecar
+maps (``tinysal roi-maps``) or applied inside a real encode (``tinysal encode --roi``).
+
+The encode path is one that stock encoders honour: each frame passes through a small PyAV filter graph of
+``addroi`` filters, which attach AVRegionOfInterest side data, and goes to PyAV's own libx264/libx265 encoder
+(adaptive quantisation on, which libx264 needs for ROI). Regions follow the saliency of every ``roi_every``-th
+frame (a segment of at most one second), inside a single encode; the graph is rebuilt only when they change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinysal.errors import TinysalError
+from tinysal.video import YuvFrame
+
+MAX_OFFSET = 12
+#: encoder -> default block (CTU / macroblock) size, as in the reference system
+DEFAULT_CTU = {"x265": 64, "svt-av1": 64, "x264": 16, "vvenc": 64}
+#: QP range of 8-bit H.264/HEVC: AVRegionOfInterest.qoffset is a fraction of it
+QP_RANGE = 51
+ENCODERS = ("libx264", "libx265")
+
+
+def round_half_away(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def block_means(smap: np.ndarray, block: int) -> np.ndarray:
+    """Mean of a frame-size map over ``block`` x ``block`` blocks; partial edge blocks averaged over their real
+    pixels (grid ceil(H/block) x ceil(W/block))."""
+    h, w = smap.shape
+    rows, cols = math.ceil(h / block), math.ceil(w / block)
+    s = np.zeros((rows * block, cols * block), np.float64)
+    n = np.zeros_like(s)
+    s[:h, :w] = smap
+    n[:h, :w] = 1
+    sums = s.reshape(rows, block, cols, block).sum((1, 3))
+    counts = n.reshape(rows, block, cols, block).sum((1, 3))
+    return sums / counts
+
+
+def block_offsets(smap: np.ndarray, block: int, strength: float) -> np.ndarray:
+    """The reference formula: offset = round_half_away(-strength * (2s - 1)), clamped to +-12, per block (int8)."""
+    s = block_means(smap, block)
+    return np.clip(round_half_away(-strength * (2 * s - 1)), -MAX_OFFSET, MAX_OFFSET).astype(np.int8)
+
+
+@dataclass(frozen=True)
+class Region:
+    x: int
+    y: int
+    w: int
+    h: int
+    offset: int  # QP offset: negative = better quality
+
+    def filter_args(self) -> str:
+        return f"x={self.x}:y={self.y}:w={self.w}:h={self.h}:qoffset={self.offset}/{QP_RANGE}"
+
+
+def regions_from_offsets(grid: np.ndarray, block: int, width: int, height: int) -> list[Region]:
+    """Non-overlapping rectangles covering every non-zero block: runs of equal offset along each block row,
+    merged downwards while the run below is identical."""
+    runs: list[tuple[int, int, int, int]] = []  # (row, c0, c1, offset)
+    for r, row in enumerate(grid):
+        c = 0
+        while c < len(row):
+            v = int(row[c])
+            c1 = c
+            while c1 + 1 < len(row) and int(row[c1 + 1]) == v:
+                c1 += 1
+            if v:
+                runs.append((r, c, c1, v))
+            c = c1 + 1
+    open_: dict[tuple[int, int, int], list[int]] = {}  # (c0, c1, v) -> [first row, last row]
+    out: list[Region] = []
+
+    def close(key: tuple[int, int, int], rows: list[int]) -> None:
+        c0, c1, v = key
+        x, y = c0 * block, rows[0] * block
+        out.append(Region(x, y, min(width, (c1 + 1) * block) - x, min(height, (rows[1] + 1) * block) - y, v))
+
+    for r, c0, c1, v in runs:
+        key = (c0, c1, v)
+        if key in open_ and open_[key][1] == r - 1:
+            open_[key][1] = r
+        else:
+            if key in open_:
+                close(key, open_.pop(key))
+            open_[key] = [r, r]
+        for k in [k for k, rows in open_.items() if rows[1] < r - 1]:
+            close(k, open_.pop(k))
+    for k, rows in open_.items():
+        close(k, rows)
+    return sorted(out, key=lambda g: (g.y, g.x))
+
+
+# ------------------------------------------------------------------------------------------- sidecar maps
+def write_map(path: Path, grid: np.ndarray, encoder: str, frame: int, ctu: int, strength: float) -> None:
+    """One frame's map in the reference system's format for ``encoder`` (atomically)."""
+    from tinysal.fileio import atomic_open
+
+    rows, cols = grid.shape
+    if encoder == "svt-av1":  # raw signed int8 per block, row-major, no header
+        with atomic_open(path, "wb") as f:
+            f.write(grid.astype(np.int8).tobytes())
+        return
+    lines: list[str]
+    if encoder == "x265":
+        lines = ["# tinysal roi-maps: per-CTU QP offsets (negative = more bits)",
+                 f"# frame={frame} ctu={ctu} cols={cols} rows={rows} strength={strength:g}"]  # fmt: skip
+        lines += [" ".join(str(int(v)) for v in row) for row in grid]
+    elif encoder == "x264":  # x264 qpfile: the frame line, then per-macroblock rows
+        lines = [f"{frame} P -1"] + [" ".join(str(int(v)) for v in row) for row in grid]
+    else:  # vvenc: comma-separated rows
+        lines = [",".join(str(int(v)) for v in row) for row in grid]
+    with atomic_open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+MAP_SUFFIX = {"x265": ".txt", "x264": ".qp", "svt-av1": ".bin", "vvenc": ".csv"}
+
+
+# ------------------------------------------------------------------------------------------- saliency
+class SaliencyBlocks:
+    """Saliency of a frame at frame size (bilinear from the model's inference size), for block maps."""
+
+    def __init__(self, model_path: str | None = None, short_side: int = 256, threads: int = 0) -> None:
+        from tinysal.mobilesal import MobileSal
+
+        self.feature = MobileSal(model_path, short_side=short_side, threads=threads)
+
+    def frame_map(self, frame: YuvFrame, colorspace: str = "bt709", color_range: str = "limited") -> np.ndarray:
+        from tinysal.mobilesal import upsampled_map
+
+        m = self.feature.infer(self.feature.preprocess(frame, colorspace, color_range), frame.width, frame.height)
+        return upsampled_map(m, frame.width, frame.height)
+
+
+def roi_maps(
+    reader: Any,
+    outdir: str | os.PathLike[str],
+    encoder: str = "x265",
+    ctu: int | None = None,
+    strength: float = 6.0,
+    every: int = 1,
+    model_path: str | None = None,
+    frame_cnt: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Write a block map for every ``every``-th frame of ``reader`` into ``outdir`` (``frame_NNNNNN`` + suffix)."""
+    if encoder not in DEFAULT_CTU:
+        raise TinysalError(f"unknown encoder {encoder!r}; choose {', '.join(DEFAULT_CTU)}")
+    ctu = ctu or DEFAULT_CTU[encoder]
+    if not 8 <= ctu <= 128:
+        raise TinysalError(f"--ctu must be 8..128, got {ctu}")
+    if not 0 <= strength <= 64:
+        raise TinysalError(f"--strength must be 0..64, got {strength}")
+    if every < 1:
+        raise TinysalError("--every must be >= 1")
+    out = Path(outdir)
+    if out.exists() and not out.is_dir():
+        raise TinysalError(f"{out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    sal = SaliencyBlocks(model_path)
+    n = reader.frame_count if not frame_cnt else min(frame_cnt, reader.frame_count)
+    written = []
+    cs = getattr(reader, "colorspace", None) or "bt709"
+    cr = getattr(reader, "range", None) or "limited"
+    for i, fr in enumerate(reader.frames()):
+        if i >= n:
+            break
+        if i % every:
+            continue
+        grid = block_offsets(sal.frame_map(fr, cs, cr), ctu, strength)
+        path = out / f"frame_{i:06d}{MAP_SUFFIX[encoder]}"
+        write_map(path, grid, encoder, i, ctu, strength)
+        written.append(str(path))
+        if progress:
+            progress(i + 1, n)
+    return {"encoder": encoder, "ctu": ctu, "strength": strength, "every": every, "maps": written, "frames": n,
+            "grid": [math.ceil(reader.height / ctu), math.ceil(reader.width / ctu)]}  # fmt: skip
+
+
+def read_map(path: Path, encoder: str, rows: int, cols: int) -> np.ndarray:
+    """Read back one sidecar map, checking that its geometry fits the video."""
+    try:
+        if encoder == "svt-av1":
+            data = np.frombuffer(path.read_bytes(), np.int8)
+            if data.size != rows * cols:
+                raise TinysalError(f"{path}: {data.size} blocks, the video needs {rows}x{cols} = {rows * cols}")
+            return data.reshape(rows, cols)
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        if encoder == "x264":
+            lines = lines[1:]
+        sep = "," if encoder == "vvenc" else None
+        grid = np.array([[int(v) for v in ln.split(sep)] for ln in lines], np.int64)
+    except (OSError, ValueError) as e:
+        raise TinysalError(f"{path}: not a readable {encoder} map ({e})") from None
+    if grid.shape != (rows, cols):
+        raise TinysalError(f"{path}: map is {grid.shape[0]}x{grid.shape[1]} blocks, the video needs {rows}x{cols}")
+    if np.abs(grid).max(initial=0) > MAX_OFFSET:
+        raise TinysalError(f"{path}: offsets beyond +-{MAX_OFFSET}")
+    return grid.astype(np.int8)
+
+
+# ------------------------------------------------------------------------------------------- encoding
+@dataclass
+class EncodeSettings:
+    codec: str = "libx264"
+    bitrate: int = 0  # bits/s; 0 = use crf
+    crf: float = 23.0
+    preset: str = "medium"
+    roi: bool = False
+    roi_strength: float = 6.0
+    roi_every: int = 0  # frames per saliency update; 0 = about a third of a second
+    roi_maps: str = ""  # folder of x264-format maps (roi-maps --encoder x264) instead of the model
+    model_path: str | None = None
+    block: int = 16
+
+
+def check_settings(s: EncodeSettings) -> None:
+    import av
+
+    if s.codec not in ENCODERS:
+        raise TinysalError(f"--codec {s.codec!r}: ROI encoding supports {', '.join(ENCODERS)}")
+    if s.codec not in av.codecs_available:
+        raise TinysalError(f"this FFmpeg build (PyAV) has no {s.codec} encoder")
+    if s.bitrate and not 10_000 <= s.bitrate <= 500_000_000:
+        raise TinysalError(f"--bitrate must be 10k..500M bits/s, got {s.bitrate}")
+    if not s.bitrate and not 0 <= s.crf <= 51:
+        raise TinysalError(f"--crf must be 0..51, got {s.crf:g}")
+    if not 0 <= s.roi_strength <= 12:
+        raise TinysalError(f"--roi-strength must be 0..12 (QP), got {s.roi_strength:g}")
+    presets = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+    if s.preset not in presets:
+        raise TinysalError(f"--preset must be one of {', '.join(presets)}")
+
+
+class _RoiApplier:
+    """Attaches AVRegionOfInterest side data through an addroi filter graph, rebuilt only when regions change."""
+
+    def __init__(self, width: int, height: int, time_base: Fraction) -> None:
+        self.width, self.height, self.time_base = width, height, time_base
+        self.regions: list[Region] | None = None
+        self.graph: Any = None
+        self.rebuilds = 0
+
+    def apply(self, frame: Any, regions: list[Region]) -> Any:
+        from av.filter import Graph
+
+        if not regions:
+            return frame
+        if regions != self.regions:
+            g = Graph()
+            last = g.add_buffer(width=self.width, height=self.height, format="yuv420p", time_base=self.time_base)
+            for r in regions:
+                f = g.add("addroi", r.filter_args())
+                last.link_to(f)
+                last = f
+            sink = g.add("buffersink")
+            last.link_to(sink)
+            g.configure()
+            self.graph, self.regions = g, regions
+            self.rebuilds += 1
+        pts = frame.pts
+        self.graph.push(frame)
+        out = self.graph.pull()
+        out.pts, out.time_base = pts, self.time_base
+        return out
+
+
+def _open_output(path: Path, s: EncodeSettings, width: int, height: int, fps: Fraction) -> tuple[Any, Any]:
+    import av
+
+    container = av.open(str(path), "w", format="mp4" if path.suffix.lower() in (".mp4", ".tmp") else None)
+    st = container.add_stream(s.codec, rate=fps)
+    st.width, st.height, st.pix_fmt = width, height, "yuv420p"
+    st.codec_context.time_base = 1 / fps
+    opts = {"preset": s.preset}
+    if s.bitrate:
+        st.bit_rate = s.bitrate
+    else:
+        opts["crf"] = f"{s.crf:g}"
+    if s.codec == "libx265":
+        opts["x265-params"] = "log-level=error"
+    st.options = opts
+    return container, st
+
+
+def encode_video(
+    reader: Any,
+    output: str | os.PathLike[str],
+    settings: EncodeSettings,
+    overwrite: bool = False,
+    frame_cnt: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Encode ``reader``'s frames (8-bit 4:2:0) to ``output``; with ``settings.roi``, regions of interest from the
+    saliency of the frames. Written to a temp file beside ``output`` and renamed when complete."""
+    import av
+
+    from tinysal.fileio import check_writable_target
+
+    check_settings(settings)
+    out = Path(output)
+    if (out.exists() or out.is_symlink()) and not overwrite:
+        raise TinysalError(f"{out} exists: pass --overwrite to replace it")
+    check_writable_target(out)
+    if (reader.pix_fmt, reader.bitdepth) != ("420", 8):
+        raise TinysalError(f"encode takes 8-bit 4:2:0 input; {reader.path} is {reader.pix_fmt} {reader.bitdepth}-bit")
+    fps = Fraction(reader.fps or 25).limit_denominator(1001)
+    n = reader.frame_count if not frame_cnt else min(frame_cnt, reader.frame_count)
+    every = settings.roi_every or max(1, round(float(fps) / 3))
+    if settings.roi and every > float(fps):
+        raise TinysalError(f"--roi-every {every} is more than one second of frames ({float(fps):g} fps)")
+    sal = SaliencyBlocks(settings.model_path) if settings.roi and not settings.roi_maps else None
+    maps_dir = Path(settings.roi_maps) if settings.roi_maps else None
+    rows, cols = math.ceil(reader.height / settings.block), math.ceil(reader.width / settings.block)
+    if maps_dir is not None and not maps_dir.is_dir():
+        raise TinysalError(f"--roi-maps folder not found: {maps_dir}")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp{out.suffix}")
+    t0 = time.perf_counter()
+    t_sal = 0.0
+    done = 0
+    applier = _RoiApplier(reader.width, reader.height, 1 / fps)
+    regions: list[Region] = []
+    offsets_used: list[float] = []
+    try:
+        container, st = _open_output(tmp, settings, reader.width, reader.height, fps)
+        try:
+            for i, fr in enumerate(reader.frames()):
+                if i >= n:
+                    break
+                if settings.roi and i % every == 0:
+                    ts = time.perf_counter()
+                    if maps_dir is not None:
+                        mp = maps_dir / f"frame_{i:06d}{MAP_SUFFIX['x264']}"
+                        if not mp.is_file():
+                            raise TinysalError(f"{mp}: no map for frame {i} (make them with roi-maps --every {every})")
+                        grid = read_map(mp, "x264", rows, cols)
+                    else:
+                        assert sal is not None
+                        grid = block_offsets(sal.frame_map(fr), settings.block, settings.roi_strength)
+                    regions = regions_from_offsets(grid, settings.block, reader.width, reader.height)
+                    offsets_used.append(float(np.mean(grid)))
+                    t_sal += time.perf_counter() - ts
+                vf = av.VideoFrame(reader.width, reader.height, "yuv420p")
+                for plane, arr in zip(vf.planes, (fr.y, fr.u, fr.v)):
+                    _copy_plane(plane, arr)
+                vf.pts, vf.time_base = i, 1 / fps
+                if settings.roi:
+                    vf = applier.apply(vf, regions)
+                for pkt in st.encode(vf):
+                    container.mux(pkt)
+                done += 1
+                if progress:
+                    progress(i + 1, n)
+            for pkt in st.encode():
+                container.mux(pkt)
+        finally:
+            container.close()
+        if done == 0:
+            raise TinysalError("no frames to encode")
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    wall = time.perf_counter() - t0
+    size = out.stat().st_size
+    return {
+        "output": str(out),
+        "frames": done,
+        "bytes": size,
+        "kbps": size * 8 / (done / float(fps)) / 1000,
+        "seconds": wall,
+        "saliency_seconds": t_sal,
+        "roi": settings.roi,
+        "roi_every": every if settings.roi else None,
+        "graph_rebuilds": applier.rebuilds,
+        "mean_offset": float(np.mean(offsets_used)) if offsets_used else 0.0,
+    }
+
+
+def _copy_plane(plane: Any, arr: np.ndarray) -> None:
+    """Copy a numpy plane into a PyAV plane (whose rows may be padded to a larger line size)."""
+    h, w = arr.shape
+    buf = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+    buf[:h, :w] = arr
+
+
+def _umask() -> int:
+    from tinysal.fileio import _umask as um
+
+    return um()
+
+
+def iter_progress(total: int, desc: str, quiet: bool) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
+    """A tqdm progress callback on a TTY (and its closer)."""
+    if quiet or not sys.stderr.isatty():
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="frame", leave=False)
+
+    def cb(i: int, n: int) -> None:
+        bar.update(i - bar.n)
+
+    return cb, bar.close
+
+
+__all__ = ["block_offsets", "regions_from_offsets", "roi_maps", "encode_video", "EncodeSettings", "Region"]

@@ -311,6 +311,35 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_roi_eval(args: argparse.Namespace) -> int:
+    from tinysal.roi_eval import plot_rd, run_roi_eval
+
+    _precheck(args.out_json)
+    if args.plot:
+        _precheck(args.plot)
+    seqs = [s for s in args.sequences.split(",") if s]
+    models = []
+    for spec in args.model or ["model"]:
+        name, sep, path = spec.partition("=")
+        models.append((name, path if sep else None))
+    quiet = args.quiet
+
+    def say(msg: str) -> None:
+        if not quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    res = run_roi_eval(args.root, seqs, args.bitrates, args.codec, args.strengths, models, not args.no_oracle,
+                       args.preset, args.frames, say)  # fmt: skip
+    _report(args.out_json, res, args, [args.root])
+    if args.plot:
+        plot_rd(res, args.plot)
+    for seq, d in res["sequences"].items():
+        for label, bd in d["bd_rate_percent"].items():
+            cells = ", ".join(f"{k} {v:+.1f}%" if isinstance(v, float) else f"{k} {v}" for k, v in bd.items())
+            print(f"{seq} {label}: BD-rate vs plain: {cells}")
+    return 0
+
+
 def _bitrate(text: str) -> int:
     t = text.strip().lower()
     mult = {"k": 1_000, "m": 1_000_000}.get(t[-1:], 1)
@@ -458,6 +487,24 @@ def build_parser() -> argparse.ArgumentParser:
                     help="frames per saliency update (default ~1/3 s; at most 1 s)")
     sp.add_argument("--roi-maps", help="folder of x264 maps from `roi-maps --encoder x264` instead of the model")
     sp.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+    sp = add("roi-eval", cmd_roi_eval, "A/B of plain vs ROI encodes on sequences with ground-truth masks (BD-rate)")
+    sp.add_argument("root", help="DAVIS-layout folder: images/<seq>/*.jpg and masks/<seq>/*.png")
+    sp.add_argument("--sequences", required=True, help="comma-separated sequence names")
+    sp.add_argument("--codec", default="libx264", choices=["libx264", "libx265"])
+    sp.add_argument("--bitrates", type=lambda t: [_bitrate(x) for x in t.split(",")],
+                    default=[_bitrate(x) for x in ("250k", "500k", "1000k", "2000k")],
+                    help="comma-separated target bitrates, at least 4 (default 250k,500k,1000k,2000k)")
+    sp.add_argument("--strengths", type=lambda t: [_float(x) for x in t.split(",")], default=[6.0],
+                    help="ROI strengths to sweep (default 6)")
+    sp.add_argument("--model", action="append", metavar="NAME=PATH.onnx",
+                    help="saliency model(s) to compare (default: the production model)")
+    sp.add_argument("--no-oracle", action="store_true", help="skip the ground-truth-mask oracle")
+    sp.add_argument("--preset", default="medium")
+    sp.add_argument("--frames", type=_int_at_least(0), default=0, help="first N frames per sequence (0 = all)")
+    sp.add_argument("--out-json")
+    sp.add_argument("--plot", help="PNG of the rate-quality curves")
+    sp.add_argument("--quiet", "-q", action="store_true")
 
     sp = add(
         "validate-registry",

@@ -293,6 +293,10 @@ def _open_output(path: Path, s: EncodeSettings, width: int, height: int, fps: Fr
         st.bit_rate = s.bitrate
     else:
         opts["crf"] = f"{s.crf:g}"
+    if s.codec == "libx264":
+        # libx264 applies ROI through adaptive quantisation and skips it when AQ is off (x264's ultrafast preset
+        # turns it off): keep AQ on in every encode, plain or ROI, so the two stay comparable
+        opts["aq-mode"] = "1" if s.preset == "ultrafast" else "-1"
     if s.codec == "libx265":
         opts["x265-params"] = "log-level=error"
     st.options = opts
@@ -306,9 +310,11 @@ def encode_video(
     overwrite: bool = False,
     frame_cnt: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    saliency: Callable[[int, YuvFrame], np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Encode ``reader``'s frames (8-bit 4:2:0) to ``output``; with ``settings.roi``, regions of interest from the
-    saliency of the frames. Written to a temp file beside ``output`` and renamed when complete."""
+    saliency of the frames (the model, ``settings.roi_maps``, or ``saliency(i, frame)`` -> a frame-size map in
+    [0, 1], e.g. ground truth for an oracle). Written to a temp file beside ``output``, renamed when complete."""
     import av
 
     from tinysal.fileio import check_writable_target
@@ -325,7 +331,12 @@ def encode_video(
     every = settings.roi_every or max(1, round(float(fps) / 3))
     if settings.roi and every > float(fps):
         raise TinysalError(f"--roi-every {every} is more than one second of frames ({float(fps):g} fps)")
-    sal = SaliencyBlocks(settings.model_path) if settings.roi and not settings.roi_maps else None
+    if saliency is None and settings.roi and not settings.roi_maps:
+        model = SaliencyBlocks(settings.model_path)
+
+        def saliency(i: int, fr: YuvFrame) -> np.ndarray:
+            return model.frame_map(fr)
+
     maps_dir = Path(settings.roi_maps) if settings.roi_maps else None
     rows, cols = math.ceil(reader.height / settings.block), math.ceil(reader.width / settings.block)
     if maps_dir is not None and not maps_dir.is_dir():
@@ -351,8 +362,8 @@ def encode_video(
                             raise TinysalError(f"{mp}: no map for frame {i} (make them with roi-maps --every {every})")
                         grid = read_map(mp, "x264", rows, cols)
                     else:
-                        assert sal is not None
-                        grid = block_offsets(sal.frame_map(fr), settings.block, settings.roi_strength)
+                        assert saliency is not None
+                        grid = block_offsets(saliency(i, fr), settings.block, settings.roi_strength)
                     regions = regions_from_offsets(grid, settings.block, reader.width, reader.height)
                     offsets_used.append(float(np.mean(grid)))
                     t_sal += time.perf_counter() - ts

@@ -97,3 +97,99 @@ def test_full_disk_and_failing_stdout_are_one_line(tmp_path: Path) -> None:
                         "48", "--feature", "mobilesal", "--no_prediction", "-q"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, close_fds=True)  # fmt: skip
     assert p.returncode == 0
+
+
+def test_pixel_format_name_and_bitdepth(tmp_path: Path) -> None:
+    import numpy as np
+    from conftest import assert_clean_error, run_cli, write_yuv_clip
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(2)]
+    c10 = write_yuv_clip(tmp_path / "c10.yuv", frames, bitdepth=10)
+    base = ["vmaf", "-r", str(c10), "-d", str(c10), "-w", "64", "-h", "48", "--feature", "mobilesal",
+            "--no_prediction", "-q"]  # fmt: skip
+    assert_clean_error(run_cli(*base, "-p", "yuv420p10le", "-b", "8"), "is 10-bit but --bitdepth is 8")
+    assert run_cli(*base, "-p", "yuv420p10le").returncode == 0  # the name implies 10-bit
+    assert_clean_error(run_cli(*base, "-p", "yuv420p10be"), "big-endian")
+    # 16-bit data read as 10-bit: samples above 1023
+    big = tmp_path / "big.yuv"
+    big.write_bytes(np.full(64 * 48 * 3 // 2 * 2, 4000, "<u2").tobytes())
+    assert_clean_error(run_cli("vmaf", "-r", str(big), "-d", str(big), "-w", "64", "-h", "48", "-b", "10",
+                               "--feature", "mobilesal", "--no_prediction"), "above 10-bit's 1023")  # fmt: skip
+
+
+def _onnx_model(path: Path, kind: str) -> Path:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.full((1, 3, 1, 1), np.nan if kind == "nan" else 0.1, np.float32)
+    nodes = [helper.make_node("Conv", ["input", "w"], ["c"])]
+    if kind == "shape":
+        nodes.append(helper.make_node("MaxPool", ["c"], ["p"], kernel_shape=[2, 2], strides=[2, 2]))
+        nodes.append(helper.make_node("Sigmoid", ["p"], ["saliency_map"]))
+    else:
+        nodes.append(helper.make_node("Sigmoid", ["c"], ["saliency_map"]))
+    g = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [helper.make_tensor_value_info("saliency_map", TensorProto.FLOAT, [1, 1, "h", "w"])],
+        [numpy_helper.from_array(w, "w")],
+    )  # fmt: skip
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(m, path)
+    return path
+
+
+@pytest.mark.parametrize("kind,needle", [("shape", "not [1,1,"), ("nan", "NaN")])
+def test_models_are_probed_at_load(tmp_path: Path, kind: str, needle: str) -> None:
+    from conftest import assert_clean_error, make_blob_dataset, run_cli
+
+    model = _onnx_model(tmp_path / f"{kind}.onnx", kind)
+    clip = _clip(tmp_path)
+    out = tmp_path / "o.json"
+    assert_clean_error(_score(clip, "--feature_params", f"mobilesal:model_path={model}", "-o", str(out)), needle)
+    assert not out.exists()
+    root = make_blob_dataset(tmp_path / "ds", n_groups=1, per_group=2)
+    assert_clean_error(run_cli("tinysal", "eval", str(model), str(root)), needle)
+
+
+def test_side_output_failing_after_the_score_keeps_the_score(tmp_path: Path) -> None:
+    from conftest import assert_clean_error
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    clip = _clip(tmp_path)
+    out = tmp_path / "s.json"
+    maps = tmp_path / "maps"
+    p = _score(clip, "-o", str(out), "--saliency-out", str(maps), "--contact-sheet", "/dev/full")
+    assert_clean_error(p, "no space")
+    assert '"saliency_mean"' in out.read_text()  # finished before the failing output: kept, complete
+    assert sorted(f.name for f in maps.iterdir()) == ["000000.png", "000001.png"]
+    assert not list(tmp_path.glob(".maps.partial-*"))
+
+
+@pytest.mark.parametrize("sig,code", [("INT", 130), ("TERM", 143)])
+def test_interrupted_run_leaves_no_partial_maps_or_temp_files(tmp_path: Path, sig: str, code: int) -> None:
+    import signal
+    import time
+
+    import numpy as np
+    from conftest import write_yuv_clip
+
+    rng = np.random.default_rng(0)
+    clip = write_yuv_clip(tmp_path / "long.yuv", [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)] * 2)
+    clip.write_bytes(clip.read_bytes() * 300)  # 600 frames
+    maps, out = tmp_path / "maps", tmp_path / "s.json"
+    proc = subprocess.Popen([sys.executable, "-m", "tinysal.vmaf_cli", "-r", str(clip), "-d", str(clip), "-w", "320",
+                             "-h", "240", "--feature", "mobilesal", "--saliency-out", str(maps), "-o", str(out)],
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(len(list(d.iterdir())) > 3 for d in tmp_path.glob(".maps.partial-*")):
+        time.sleep(0.05)
+    proc.send_signal(getattr(signal, f"SIG{sig}"))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert not maps.exists() and not out.exists()
+    assert not list(tmp_path.glob(".*"))  # no partial folder, no temp file

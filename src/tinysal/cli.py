@@ -270,8 +270,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _open_input(args: argparse.Namespace) -> Any:
-    from tinysal.video import open_video, parse_pix_fmt
+    from tinysal.video import open_video, parse_pix_fmt, resolve_bitdepth
 
+    args.bitdepth = resolve_bitdepth(args.pixel_format, args.bitdepth)
     return open_video(args.input, args.width, args.height, parse_pix_fmt(args.pixel_format), args.bitdepth)
 
 
@@ -357,7 +358,7 @@ def _input_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--width", "-w", type=int)
     sp.add_argument("--height", "-H", type=int)
     sp.add_argument("--pixel_format", "-p", default="420")
-    sp.add_argument("--bitdepth", "-b", type=int, default=8)
+    sp.add_argument("--bitdepth", "-b", type=int)
     sp.add_argument("--frame_cnt", type=_int_at_least(0), default=0, help="at most this many frames")
     sp.add_argument("--model-path", help="saliency model (default: the registry's production model)")
     sp.add_argument("--quiet", "-q", action="store_true")
@@ -546,10 +547,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same cleanup (temp files, partial maps, FFmpeg children) runs."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def guarded(prog: str, fn: Callable[[], int]) -> int:
     """Run a command: expected failures become one stderr line and an exit code, never a traceback."""
+    import signal
+
+    with contextlib.suppress(ValueError):  # not the main thread (an embedding application): leave it alone
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(fn() or 0)
+    except Terminated:
+        print(f"{prog}: terminated", file=sys.stderr)
+        return 143
     except TinysalError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return e.exit_code

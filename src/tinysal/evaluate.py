@@ -32,6 +32,8 @@ def predict_image(sess: Any, rgb_u8: np.ndarray, short_side: int) -> np.ndarray:
         img = img.resize((tw, th), Image.BILINEAR)
     x = normalise_and_pad(np.asarray(img, dtype=np.float32) / 255.0, sess.input_multiple)
     m = sess.run(x)[0, 0, :th, :tw]
+    if not np.all(np.isfinite(m)):
+        raise TinysalError(f"model {sess.path} produced NaN or infinite saliency values")
     if (tw, th) != (w, h):
         m = (bilinear_matrix(th, h) @ m.astype(np.float64) @ bilinear_matrix(tw, w).T).astype(np.float32)
     return np.clip(m, 0.0, 1.0)

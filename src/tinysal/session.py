@@ -37,6 +37,24 @@ class ModelSession:
             self._sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
         except Exception as e:
             raise TinysalError(f"ONNX Runtime cannot load {self.path}: {str(e).splitlines()[0]}") from None
+        self._probe()
+
+    def _probe(self) -> None:
+        """One small run at load: the output must be [1, 1, H, W] for a [1, 3, H, W] input, finite, in [0, 1]."""
+        m = self.input_multiple
+        h, w = 2 * m, 3 * m
+        x = np.random.default_rng(0).standard_normal((1, 3, h, w)).astype(np.float32)
+        try:
+            y = np.asarray(self._sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0])
+        except Exception as e:
+            raise TinysalError(f"model {self.path} fails a {h}x{w} probe run: {str(e).splitlines()[0]}") from None
+        if y.shape != (1, 1, h, w):
+            raise TinysalError(f"model {self.path}: a [1,3,{h},{w}] input gives output {list(y.shape)}, "
+                               f"not [1,1,{h},{w}]")  # fmt: skip
+        if not np.all(np.isfinite(y)):
+            raise TinysalError(f"model {self.path} produces NaN or infinite values")
+        if float(y.min()) < -1e-6 or float(y.max()) > 1 + 1e-6:
+            raise TinysalError(f"model {self.path} produces values outside [0, 1]")
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """[N,3,H,W] float32 (H, W multiples of ``input_multiple``) -> [N,1,H,W] float32."""

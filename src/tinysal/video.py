@@ -112,11 +112,19 @@ class RawYuvReader:
     def frames(self, start: int = 0) -> Iterator[YuvFrame]:
         with open(self.path, "rb") as f:
             f.seek(start * self.frame_size)
-            for _ in range(start, self.frame_count):
+            for i in range(start, self.frame_count):
                 buf = f.read(self.frame_size)
                 if len(buf) < self.frame_size:
                     return
-                yield _split_planes(buf, self.width, self.height, self.pix_fmt, self.bitdepth)
+                fr = _split_planes(buf, self.width, self.height, self.pix_fmt, self.bitdepth)
+                if self.bitdepth == 10:
+                    top = max(int(fr.y.max()), int(fr.u.max()), int(fr.v.max()))
+                    if top > 1023:
+                        raise TinysalError(
+                            f"{self.path}: frame {i} has a sample of {top}, above 10-bit's 1023: not 10-bit "
+                            "little-endian data (16-bit? big-endian? the wrong --bitdepth?)"
+                        )
+                yield fr
 
 
 _Y4M_C = {
@@ -320,6 +328,28 @@ def open_video(
             raise TinysalError(f"{p}: raw YUV needs --width and --height")
         return RawYuvReader(p, int(width), int(height), str(pix_fmt or "420"), int(bitdepth or 8))
     return AvReader(p)
+
+
+def pix_fmt_bitdepth(text: str) -> int | None:
+    """The bit depth a pixel-format name implies (``yuv420p10le`` -> 10, ``yuv420p`` -> 8), or None (``420``)."""
+    t = str(text).lower()
+    m = re.fullmatch(r"yuv(4[024]{2})p(\d+)?(le|be)?", t)
+    if not m:
+        return None
+    if m.group(3) == "be":
+        raise TinysalError(f"pixel format {text}: big-endian samples are not supported (use little-endian)")
+    return int(m.group(2) or 8)
+
+
+def resolve_bitdepth(pixel_format: str, bitdepth: int | None) -> int:
+    """The bit depth to read raw YUV with: ``--bitdepth`` if given (refused when the pixel-format name says
+    otherwise, e.g. ``-p yuv420p10le -b 8``), else what the name implies, else 8."""
+    implied = pix_fmt_bitdepth(pixel_format)
+    if bitdepth is None:
+        return implied or 8
+    if implied and implied != bitdepth:
+        raise TinysalError(f"--pixel_format {pixel_format} is {implied}-bit but --bitdepth is {bitdepth}")
+    return bitdepth
 
 
 def parse_pix_fmt(text: str) -> str:

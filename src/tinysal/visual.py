@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +54,18 @@ class MapSink:
     keeps small overlay thumbnails for a contact sheet (at most ``MAX_THUMBS``, so memory stays bounded)."""
 
     def __init__(self, folder: str | None, fmt: str = "png", contact: bool = False) -> None:
-        self.folder = Path(folder) if folder else None
-        if self.folder is not None:
+        #: maps go to a hidden partial folder beside the target and move into it only when the run succeeds
+        #: (:meth:`commit`); an interrupted or failed run removes them (:meth:`abort`): all or nothing
+        self.target = Path(folder) if folder else None
+        self.folder: Path | None = None
+        if self.target is not None:
+            if self.target.exists() and not self.target.is_dir():
+                raise TinysalError(f"--saliency-out {self.target} exists and is not a folder")
             try:
-                self.folder.mkdir(parents=True, exist_ok=True)
+                self.target.parent.mkdir(parents=True, exist_ok=True)
+                self.folder = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.partial-", dir=self.target.parent))
             except OSError as e:
-                raise TinysalError(f"cannot create --saliency-out folder {self.folder}: {e.strerror}") from None
+                raise TinysalError(f"cannot create --saliency-out folder {self.target}: {e.strerror}") from None
         self.fmt = fmt
         self.contact = contact
         self.thumbs: list[tuple[int, np.ndarray]] = []
@@ -83,6 +91,22 @@ class MapSink:
             if len(self.thumbs) >= MAX_THUMBS:  # keep every other one and halve the sampling rate
                 self.thumbs = self.thumbs[::2]
                 self.stride *= 2
+
+    def commit(self) -> None:
+        """Move the finished maps into the target folder (replacing files of the same name)."""
+        if self.folder is None or self.target is None:
+            return
+        self.target.mkdir(parents=True, exist_ok=True)
+        for f in sorted(self.folder.iterdir()):
+            os.replace(f, self.target / f.name)
+        self.folder.rmdir()
+        self.folder = None
+
+    def abort(self) -> None:
+        """Remove the partial maps (a failed or interrupted run)."""
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
 
     def write_contact_sheet(self, path: str | os.PathLike[str], cols: int = 4) -> None:
         if not self.thumbs:

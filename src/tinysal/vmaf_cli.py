@@ -43,7 +43,8 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", "-w", type=int, help="frame width (raw .yuv)")
     p.add_argument("--height", "-h", type=int, help="frame height (raw .yuv)")
     p.add_argument("--pixel_format", "-p", default="420", help="420, 422 or 444 (raw .yuv)")
-    p.add_argument("--bitdepth", "-b", type=int, default=8, help="8 or 10 (raw .yuv; 10-bit is little-endian)")
+    p.add_argument("--bitdepth", "-b", type=int, help="8 or 10 (raw .yuv; 10-bit is little-endian; default 8, or "
+                   "what -p yuv420p10le names)")
     p.add_argument(
         "--feature",
         action="append",
@@ -154,6 +155,9 @@ def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
     def warn(msg: str) -> None:
         print(f"{prog}: warning: {msg}", file=sys.stderr)
 
+    from tinysal.video import resolve_bitdepth
+
+    args.bitdepth = resolve_bitdepth(args.pixel_format, args.bitdepth)
     fmt = args.fmt or "json"
     if args.output:
         check_writable_target(args.output)
@@ -192,34 +196,43 @@ def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
             bar.update(i - bar.n)
 
     try:
-        info = score_files(
-            ctx,
-            args.reference,
-            args.distorted,
-            args.width,
-            args.height,
-            parse_pix_fmt(args.pixel_format),
-            args.bitdepth,
-            args.frame_cnt,
-            args.frame_skip_ref,
-            args.frame_skip_dist,
-            progress=progress,
-            warn=warn,
-        )
+        try:
+            info = score_files(
+                ctx,
+                args.reference,
+                args.distorted,
+                args.width,
+                args.height,
+                parse_pix_fmt(args.pixel_format),
+                args.bitdepth,
+                args.frame_cnt,
+                args.frame_skip_ref,
+                args.frame_skip_dist,
+                progress=progress,
+                warn=warn,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        result = ctx.result(info["fps"])
+        # The score is written first; then each side output, each all-or-nothing (maps move into place at the
+        # end, files are written atomically). A failing side output is one error line and a non-zero exit; the
+        # outputs finished before it stay.
+        if args.output:
+            from tinysal.output import write_result
+
+            write_result(args.output, result, fmt)
+        if sink is not None:
+            sink.commit()
+            if args.contact_sheet:
+                sink.write_contact_sheet(args.contact_sheet)
+        if args.plot:
+            from tinysal.visual import plot_scores
+
+            plot_scores(result, args.plot)
     finally:
-        if bar is not None:
-            bar.close()
-    result = ctx.result(info["fps"])
-    if args.output:
-        from tinysal.output import write_result
-
-        write_result(args.output, result, fmt)
-    if sink is not None and args.contact_sheet:
-        sink.write_contact_sheet(args.contact_sheet)
-    if args.plot:
-        from tinysal.visual import plot_scores
-
-        plot_scores(result, args.plot)
+        if sink is not None:
+            sink.abort()
     if not args.quiet:
         pooled = result["pooled_metrics"]
         shown = [m for m in ("vmaf", "vmaf_roi", "saliency_mean") if m in pooled] or list(pooled)[:1]

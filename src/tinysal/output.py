@@ -5,12 +5,15 @@ Numbers are printed with six decimals as libvmaf does; ``fps`` is processing spe
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
+from tinysal.errors import TinysalError
 from tinysal.fileio import atomic_open
 
 POOL_METHODS = ("min", "max", "mean", "harmonic_mean")
@@ -31,6 +34,20 @@ def pool(values: Sequence[float], method: str) -> float:
     raise ValueError(f"unknown pool method {method!r}; use one of {POOL_METHODS}")
 
 
+_XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+
+def _xml_name(name: str) -> str:
+    """libvmaf's XML puts metric names in attribute names: refuse one that is not a valid XML name."""
+    if not _XML_NAME.match(name):
+        raise TinysalError(f"metric name {name!r} cannot be written as XML (use --json or --csv)")
+    return name
+
+
+def _csv_cell(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\r\n') else text
+
+
 def _num(v: float) -> str:
     return "null" if not math.isfinite(v) else f"{v:.6f}"
 
@@ -40,20 +57,20 @@ def render_json(result: dict[str, Any]) -> str:
     fps = result["fps"]
     lines = [
         "{",
-        f'  "version": "{result["version"]}",',
+        f'  "version": {json.dumps(result["version"])},',
         f'  "fps": {"null" if not math.isfinite(fps) else f"{fps:.2f}"},',
     ]
     fr = []
     for f in frames:
-        ms = ",\n".join(f'        "{k}": {_num(v)}' for k, v in f["metrics"].items())
+        ms = ",\n".join(f"        {json.dumps(k)}: {_num(v)}" for k, v in f["metrics"].items())
         fr.append(f'    {{\n      "frameNum": {f["frameNum"]},\n      "metrics": {{\n{ms}\n      }}\n    }}')
     lines.append('  "frames": [' + ("\n" + ",\n".join(fr) + "\n" if fr else "") + "  ],")
     pooled = []
     for name, d in result["pooled_metrics"].items():
         body = ",\n".join(f'      "{m}": {_num(d[m])}' for m in POOL_METHODS if m in d)
-        pooled.append(f'    "{name}": {{\n{body}\n    }}')
+        pooled.append(f"    {json.dumps(name)}: {{\n{body}\n    }}")
     lines.append('  "pooled_metrics": {' + ("\n" + ",\n".join(pooled) + "\n" if pooled else "") + "  },")
-    agg = ",\n".join(f'    "{k}": {_num(v)}' for k, v in result.get("aggregate_metrics", {}).items())
+    agg = ",\n".join(f"    {json.dumps(k)}: {_num(v)}" for k, v in result.get("aggregate_metrics", {}).items())
     lines.append('  "aggregate_metrics": {' + ("\n" + agg if agg else "") + "\n  }")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -67,16 +84,16 @@ def render_xml(result: dict[str, Any]) -> str:
         "  <frames>",
     ]
     for f in result["frames"]:
-        attrs = " ".join(f'{k}="{v:.6f}"' for k, v in f["metrics"].items())
+        attrs = " ".join(f'{_xml_name(k)}="{v:.6f}"' for k, v in f["metrics"].items())
         out.append(f'    <frame frameNum="{f["frameNum"]}" {attrs} />')
     out += ["  </frames>", "  <pooled_metrics>"]
     for name, d in result["pooled_metrics"].items():
         attrs = " ".join(f'{m}="{d[m]:.6f}"' for m in POOL_METHODS if m in d)
-        out.append(f'    <metric name="{name}" {attrs} />')
+        out.append(f"    <metric name={quoteattr(name)} {attrs} />")
     out += [
         "  </pooled_metrics>",
         "  <aggregate_metrics "
-        + " ".join(f'{k}="{v:.6f}"' for k, v in result.get("aggregate_metrics", {}).items())
+        + " ".join(f'{_xml_name(k)}="{v:.6f}"' for k, v in result.get("aggregate_metrics", {}).items())
         + "/>",
         "</VMAF>",
     ]
@@ -85,7 +102,7 @@ def render_xml(result: dict[str, Any]) -> str:
 
 def render_csv(result: dict[str, Any]) -> str:
     names = list(result["pooled_metrics"])
-    rows = ["Frame," + "".join(f"{n}," for n in names)]
+    rows = ["Frame," + "".join(f"{_csv_cell(n)}," for n in names)]
     for f in result["frames"]:
         rows.append(f"{f['frameNum']}," + "".join(f"{f['metrics'][n]:.6f}," for n in names))
     return "\n".join(rows) + "\n"

@@ -228,3 +228,40 @@ def test_corrupt_state_on_resume_is_one_clear_line(tmp_path: Path) -> None:
                 "--batch-size", "2", "--out-dir", str(run), "--resume", "--quiet")  # fmt: skip
     assert_clean_error(p, "cannot resume", "last.pt")
     assert "warning" not in p.stderr.lower()
+
+
+def test_calibration_folds_a_logit_scale_into_the_head(tmp_path: Path) -> None:
+    from tinysal.calibrate import fold_into_head
+    from tinysal.model import create_model, load_checkpoint
+
+    # the fold is exact for both head layouts (v3 resizes after its head: linear, so it commutes)
+    for arch in ("saliency_student_v2", "saliency_student_v3"):
+        torch.manual_seed(0)
+        m = create_model(arch).eval()
+        x = torch.randn(1, 3, 64, 96)
+        with torch.no_grad():
+            z = m.logits(x)
+            fold_into_head(m, 1.7, -0.3)
+            assert torch.allclose(m.logits(x), 1.7 * z - 0.3, atol=1e-4)
+    # a real (tiny) training run, calibrated on its own validation split
+    root = make_blob_dataset(tmp_path / "ds", n_groups=4, per_group=3)
+    out = tmp_path / "m.json"
+    p = run_cli("tinysal", "train", str(root), "--stages", "32:3", "--batch-size", "4", "--resize", "48",
+                "--val-crop", "32", "--val-fraction", "0.25", "--quiet", "--no-export", "--out-dir",
+                str(tmp_path / "r"), "--metrics-out", str(out))  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    cal = tmp_path / "cal.pt"
+    p = run_cli("tinysal", "calibrate", str(tmp_path / "r" / "best.pt"), str(root), "--metrics", str(out),
+                "-o", str(cal), "--out-json", str(tmp_path / "c.json"))  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((tmp_path / "c.json").read_text())
+    assert rep["a"] > 0 and "folded into the head" in p.stdout
+    before, _, _ = load_checkpoint(tmp_path / "r" / "best.pt")
+    after, _, meta = load_checkpoint(cal)
+    assert meta["calibration"] == {"a": rep["a"], "b": rep["b"], "from": str(tmp_path / "r" / "best.pt")}
+    x = torch.randn(1, 3, 48, 64)
+    with torch.no_grad():
+        assert torch.allclose(after.logits(x), rep["a"] * before.logits(x) + rep["b"], atol=1e-4)
+    # BCE-optimal on the validation pixels: the balanced validation MAE does not get worse
+    assert rep["pooled"]["mae_after"] <= rep["pooled"]["mae_before"] + 1e-3
+    assert set(rep["per_source"]) == {"ds"}

@@ -214,6 +214,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from tinysal.calibrate import calibrate
+    from tinysal.fileio import check_writable_target, read_json
+
+    check_writable_target(args.output)
+    _precheck(args.out_json)
+    run = read_json(args.metrics, "training metrics")
+    rep = calibrate(args.checkpoint, run.get("val_groups") or [], args.roots, args.output, args.cache_dir or "")
+    _report(args.out_json, rep, args, [args.checkpoint, args.metrics])
+    for n, v in rep["per_source"].items():
+        print(f"{n:<18} {v['images']:>5} img  IoU {v['iou_before']:.4f} -> {v['iou_after']:.4f}  "
+              f"MAE {v['mae_before']:.4f} -> {v['mae_after']:.4f}")  # fmt: skip
+    print(f"logit scale {rep['a']:.4f} shift {rep['b']:+.4f} folded into the head; wrote {rep['output']}")
+    return 0
+
+
 def cmd_validate_registry(args: argparse.Namespace) -> int:
     from tinysal.registry import validate_registry
 
@@ -466,6 +482,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--amp", choices=["off", "bf16"], help="bfloat16 autocast for training")
     sp.add_argument("--no-export", action="store_true")
     sp.add_argument("--quiet", action="store_true")
+
+    sp = add("calibrate", cmd_calibrate, "fit a logit scale/shift on a run's validation split, fold it into the head")
+    sp.add_argument("checkpoint")
+    sp.add_argument("roots", nargs="+", help="the dataset roots the run trained on")
+    sp.add_argument("--metrics", required=True, help="the run's metrics JSON (its validation groups)")
+    sp.add_argument("--output", "-o", required=True)
+    sp.add_argument("--cache-dir")
+    sp.add_argument("--out-json")
 
     sp = add("roi-maps", cmd_roi_maps, "per-block QP-offset maps from saliency, in the reference system's formats")
     _input_arguments(sp)

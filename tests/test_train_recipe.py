@@ -122,6 +122,8 @@ def test_sod_preset_trains_on_several_sources_with_per_source_validation(tmp_pat
         assert r["val_iou"] == pytest.approx(np.mean([v["iou"] for v in per]), abs=1e-5)
     assert [r["crop"] for r in m["trace"]] == [32, 48]
     assert m["selected"]["rule"] == "best" and m["parity_max_abs_diff"] <= 1e-5
+    cal = m["calibration"]  # the sod recipe ends with a calibration on the validation split, kept if it helps
+    assert cal["a"] > 0 and m["selected"]["checkpoint"].endswith("calibrated.pt" if cal["kept"] else "best.pt")
     # the exported checkpoint holds the EMA weights, which differ from the raw optimiser weights
     best = torch.load(tmp_path / "r" / "best.pt", weights_only=True)["state_dict"]
     raw = torch.load(tmp_path / "r" / "last.pt", weights_only=True)

@@ -203,6 +203,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg.exclude_groups = [g for g in (args.exclude_groups or "").split(",") if g]
     cfg.export = not args.no_export
     cfg.skip_bad = args.skip_bad
+    if args.no_calibrate:
+        cfg.calibrate = False
     from tinysal.train import train
 
     print(f"training {cfg.arch}: {json.dumps(dataclasses.asdict(cfg))}", file=sys.stderr)
@@ -470,6 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave unreadable pairs, masks of another size, empty masks and unmasked images out "
         "(counted) instead of stopping",
     )
+    sp.add_argument("--no-calibrate", action="store_true", help="skip the final logit calibration (sod preset)")
     sp.add_argument("--seed", type=int)
     sp.add_argument("--limit", type=_int_at_least(1), help="use only the first N pairs (smoke runs)")
     sp.add_argument("--cache-dir")

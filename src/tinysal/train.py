@@ -64,6 +64,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ema": 0.999,
         "val_mode": "whole",
         "amp": "bf16",
+        "calibrate": True,
     },
     "cpu": {
         "stages": [[128, 60], [256, 12]],
@@ -127,6 +128,9 @@ class TrainConfig:
     val_mode: str = "crop"
     #: leave bad pairs (unreadable, mask of another size, empty mask, no mask) out, counted, instead of stopping
     skip_bad: bool = False
+    #: after selection, fit a logit scale/shift on the validation split and fold it into the head
+    #: (``tinysal calibrate``); kept only if the pooled validation MAE improves without costing IoU
+    calibrate: bool = False
 
     @property
     def epochs(self) -> int:
@@ -143,7 +147,7 @@ class TrainConfig:
     def fingerprint(self) -> dict[str, Any]:
         """The fields that must match for ``--resume`` to continue the same run."""
         d = dataclasses.asdict(self)
-        for k in ("out_dir", "device", "cache_dir", "export", "skip_bad"):
+        for k in ("out_dir", "device", "cache_dir", "export", "skip_bad", "calibrate"):
             d.pop(k)
         return d
 
@@ -697,6 +701,21 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
             "val_iou": best["val_iou"] if cfg.select == "best" else final["val_iou"],
         },
     }
+    if cfg.calibrate:
+        from tinysal.calibrate import calibrate
+
+        rep = calibrate(chosen, metrics["val_groups"], cfg.roots, out / "calibrated.pt", cache_root,
+                        short_side=cfg.val_crop if cfg.val_mode == "whole" else 256)  # fmt: skip
+        pooled = rep["pooled"]
+        rep["kept"] = pooled["mae_after"] < pooled["mae_before"] and pooled["iou_after"] >= pooled["iou_before"] - 0.01
+        metrics["calibration"] = rep
+        if rep["kept"]:
+            chosen = out / "calibrated.pt"
+            metrics["selected"]["checkpoint"] = str(chosen)
+        if progress:
+            print(f"calibration: logit x{rep['a']:.3f} {rep['b']:+.3f}; validation MAE {pooled['mae_before']:.4f} -> "
+                  f"{pooled['mae_after']:.4f}, IoU {pooled['iou_before']:.4f} -> {pooled['iou_after']:.4f}; "
+                  + ("kept" if rep["kept"] else "not kept"), file=sys.stderr)  # fmt: skip
     if cfg.export:
         from tinysal.checks import check_ops
         from tinysal.export import export_checkpoint

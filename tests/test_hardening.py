@@ -193,3 +193,66 @@ def test_interrupted_run_leaves_no_partial_maps_or_temp_files(tmp_path: Path, si
     assert "Traceback" not in err
     assert not maps.exists() and not out.exists()
     assert not list(tmp_path.glob(".*"))  # no partial folder, no temp file
+
+
+def test_truncated_container_warns_with_the_count(tmp_path: Path, video_dir: Path) -> None:
+    import json
+
+    import imageio_ffmpeg
+
+    mkv = tmp_path / "f.mkv"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i",
+                    str(video_dir / "foreman_cif_60f_h264.mp4"), "-c", "copy", str(mkv)], check=True)  # fmt: skip
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(mkv.read_bytes()[: mkv.stat().st_size // 2])
+    from conftest import run_cli
+
+    out = tmp_path / "s.json"
+    p = run_cli("vmaf", "-r", str(cut), "-d", str(cut), "--feature", "mobilesal", "--no_prediction", "-o", str(out))
+    assert p.returncode == 0, p.stderr
+    n = len(json.loads(out.read_text())["frames"])
+    assert 0 < n < 60 and f"only {n} frames can be read of the 60" in p.stderr and "warning" in p.stderr
+
+
+@pytest.fixture
+def shared_tmp(tmp_path: Path) -> Path:
+    """Permission tests run the commands as root *without capabilities* (setpriv --bounding-set=-all), which
+    makes root subject to permission bits like any user; the venv under /root stays reachable, unlike with a
+    switch to another uid."""
+    import shutil
+
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to run commands without privileges")
+    return tmp_path
+
+
+def _as_nobody(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "VMAF_MOBILESAL_MODEL_PATH"}
+    return subprocess.run(["setpriv", "--bounding-set=-all", "--", sys.executable, "-m", *args],
+                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+
+
+def test_non_root_permissions(shared_tmp: Path) -> None:
+    from conftest import assert_clean_error
+
+    clip = _clip(shared_tmp)
+    base = ["tinysal.vmaf_cli", "-r", str(clip), "-d", str(clip), "-w", "64", "-h", "48", "--feature", "mobilesal",
+            "--no_prediction", "-q"]  # fmt: skip
+    p = _as_nobody(*base, "-o", "/dev/stdout")  # the libvmaf idiom works without privileges
+    assert p.returncode == 0 and '"saliency_mean"' in p.stdout, p.stderr
+    locked = shared_tmp / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    assert_clean_error(_as_nobody(*base, "-o", str(locked / "s.json")), "not writable")
+    secret = shared_tmp / "secret.yuv"
+    secret.write_bytes(clip.read_bytes())
+    secret.chmod(0o000)
+    p = _as_nobody("tinysal.vmaf_cli", "-r", str(secret), "-d", str(secret), "-w", "64", "-h", "48", "--feature",
+                   "mobilesal", "--no_prediction", "-o", str(shared_tmp / "s.json"))  # fmt: skip
+    assert_clean_error(p, "permission denied", "secret.yuv")
+    assert not (shared_tmp / "s.json").exists()
+    # a side output into a folder that may not be written: refused before any work, nothing written
+    p = _as_nobody(*base, "-o", str(shared_tmp / "ok.json"), "--plot", str(locked / "p.png"))
+    assert_clean_error(p, "not writable")
+    assert not (shared_tmp / "ok.json").exists()
+    locked.chmod(0o755)

@@ -238,20 +238,27 @@ def score_files(
     dist = open_video(distorted, width, height, pix_fmt, bitdepth)
     n = dist.frame_count - frame_skip_dist
     notes = []
+
+    def note(msg: str | None) -> None:
+        if msg:
+            notes.append(msg)
+            if warn:
+                warn(msg)
+
+    note(getattr(dist, "note", None))
     ref = None
     if reference is not None:
         ref = open_video(reference, width, height, pix_fmt, bitdepth)
+        if reference != distorted:
+            note(getattr(ref, "note", None))
         if (ref.width, ref.height) != (dist.width, dist.height):
             raise TinysalError(f"reference is {ref.width}x{ref.height} but distorted is {dist.width}x{dist.height}")
         n_ref = ref.frame_count - frame_skip_ref
         if n_ref != n:
-            msg = (
+            note(
                 f"reference has {max(n_ref, 0)} frames and distorted {max(n, 0)} (after skips): scoring the common "
                 f"{max(min(n, n_ref), 0)} frames, as libvmaf does"
             )
-            notes.append(msg)
-            if warn:
-                warn(msg)
         n = min(n, n_ref)
     if frame_cnt:
         n = min(n, frame_cnt)
@@ -344,10 +351,7 @@ def score_files(
                         fr = next(dframes, None)
                         rf = next(rframes, None) if rframes is not None else None
                         if fr is None or (rframes is not None and rf is None):
-                            msg = f"the clips ended after {i} of {n} expected frames (truncated?): scored those"
-                            notes.append(msg)
-                            if warn:
-                                warn(msg)
+                            note(f"the clips ended after {i} of {n} expected frames (truncated?): scored those")
                             break
                         scored = not (ctx.subsample > 1 and i % ctx.subsample)
                         if not scored and masked is None:

@@ -108,6 +108,7 @@ class RawYuvReader:
         self.colorspace: str | None = None
         self.range: str | None = None
         self.fps: float | None = None
+        self.note: str | None = None
 
     def frames(self, start: int = 0) -> Iterator[YuvFrame]:
         with open(self.path, "rb") as f:
@@ -260,9 +261,20 @@ class AvReader:
                 self.colorspace = {1: "bt709", 5: "bt601", 6: "bt601", 9: "bt2020"}.get(
                     int(getattr(cc, "colorspace", 2) or 2)
                 )
-                n = int(s.frames or 0)
-                if n == 0:
-                    n = sum(1 for p in c.demux(s) if p.size)
+                # count what is really there (one demux pass, no decoding), and compare with what the header
+                # announces: a file cut short is scored on what remains, with a warning, as FFmpeg does
+                announced = int(s.frames or 0)
+                if not announced and s.duration and s.time_base and self.fps:
+                    announced = round(float(s.duration * s.time_base) * self.fps)
+                elif not announced and c.duration and self.fps:
+                    announced = round(c.duration / 1_000_000 * self.fps)
+                n = sum(1 for p in c.demux(s) if p.size)
+                self.note = (
+                    f"{self.path}: only {n} frames can be read of the {announced} its header announces "
+                    "(truncated?): scoring those"
+                    if announced and n < announced - 1
+                    else None
+                )
         except TinysalError:
             raise
         except Exception as e:  # av raises many types (InvalidDataError, ValueError...)

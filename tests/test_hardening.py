@@ -256,3 +256,27 @@ def test_non_root_permissions(shared_tmp: Path) -> None:
     assert_clean_error(p, "not writable")
     assert not (shared_tmp / "ok.json").exists()
     locked.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--threads", "5000"], "--threads"),
+        (["--threads", "-1"], "--threads"),
+        (["--feature_params", "mobilesal:short_side=100000"], "short_side must be"),
+        (["--feature_params", "mobilesal:threads=9999"], "threads must be"),
+        (["--feature_params", "mobilesal:extra_stats=banana"], "expected 1 or 0"),
+        (["--feature_params", "mobilesal:roi_fade=0"], "roi_fade > 0"),
+        (["--feature_params", "mobilesal:roi_threshold=abc"], "must be a number"),
+        (["--frame_skip_ref", "-3"], "must be >= 0"),
+        (["--subsample", "0"], "must be >= 1"),
+    ],
+)
+def test_resource_bombs_and_bad_values_are_refused_up_front(tmp_path: Path, extra: list[str], needle: str) -> None:
+    from conftest import assert_clean_error
+
+    clip = _clip(tmp_path)
+    out = tmp_path / "s.json"
+    p = _score(clip, "-o", str(out), *extra)
+    assert_clean_error(p, needle)
+    assert "usage:" not in p.stderr and not out.exists()

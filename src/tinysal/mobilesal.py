@@ -335,8 +335,8 @@ def feature_from_params(params: dict[str, Any], threads: int = 0) -> MobileSal:
         raise TinysalError("mobilesal short_side and threads must be integers") from None
     if not 0 <= short <= MAX_SHORT_SIDE:
         raise TinysalError(f"mobilesal short_side must be 0 (native) to {MAX_SHORT_SIDE}, got {short}")
-    if not 0 <= th <= 256:
-        raise TinysalError(f"mobilesal threads must be 0 (all cores) to 256, got {th}")
+    if not 0 <= th <= 64:
+        raise TinysalError(f"mobilesal threads must be 0 (all cores) to 64, got {th}")
     roi = {}
     for k, default in (("roi_threshold", 0.3), ("roi_fade", 0.1), ("roi_weight", 0.5)):
         try:

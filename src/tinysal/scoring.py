@@ -71,8 +71,8 @@ class VmafContext:
     ) -> None:
         if subsample < 1:
             raise TinysalError("subsample must be >= 1")
-        if threads < 0:
-            raise TinysalError("threads must be >= 0 (0 = all cores)")
+        if not 0 <= threads <= 64:
+            raise TinysalError(f"threads must be 0 (all cores) to 64, got {threads}")
         #: frames scored in parallel by score_files, each on one ONNX Runtime thread: for a network this small,
         #: N single-threaded runs side by side beat one run on N threads (see docs/benchmarks.md)
         self.threads = threads or (os.cpu_count() or 1)

@@ -20,7 +20,7 @@ from typing import Any
 from tinysal import __version__
 from tinysal.errors import OneLineParser, TinysalError
 
-MAX_THREADS = 256
+MAX_THREADS = 64  # frames in flight are 2 x threads: bounded memory whatever the clip length
 
 
 def _count(lo: int, hi: int | None = None) -> Any:

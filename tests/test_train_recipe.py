@@ -267,3 +267,19 @@ def test_calibration_folds_a_logit_scale_into_the_head(tmp_path: Path) -> None:
     # BCE-optimal on the validation pixels: the balanced validation MAE does not get worse
     assert rep["pooled"]["mae_after"] <= rep["pooled"]["mae_before"] + 1e-3
     assert set(rep["per_source"]) == {"ds"}
+
+
+def test_resuming_a_finished_run_finishes_it_again_identically(tmp_path: Path) -> None:
+    """--resume on a run whose epochs are all done goes straight to selection, calibration and export, with the
+    EMA weights (not a fresh model) as the final checkpoint."""
+    root = make_blob_dataset(tmp_path / "ds", n_groups=3, per_group=3)
+    bgs = _backgrounds(tmp_path / "bgs")
+    args = ["tinysal", "train", str(root), *SOD_TINY, "--backgrounds", str(bgs), "--out-dir", str(tmp_path / "r")]
+    assert run_cli(*args, "--metrics-out", str(tmp_path / "a.json")).returncode == 0
+    first = torch.load(tmp_path / "r" / "final.pt", weights_only=True)["state_dict"]
+    p = run_cli(*args, "--resume", "--metrics-out", str(tmp_path / "b.json"))
+    assert p.returncode == 0, p.stderr
+    again = torch.load(tmp_path / "r" / "final.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    a, b = (json.loads((tmp_path / f"{k}.json").read_text()) for k in "ab")
+    assert a["trace"] == b["trace"] and a["calibration"]["a"] == pytest.approx(b["calibration"]["a"])

@@ -538,6 +538,7 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
             if ema:
                 ema.state = {k: v.to(device) for k, v in st["ema"].items()}
                 ema.steps = int(st["ema_steps"])
+                eval_model.load_state_dict(ema.state)  # a finished run resumed straight to the end needs it too
             trace, best, start_epoch = list(st["trace"]), dict(st["best"]), int(st["epoch"]) + 1
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             raise TinysalError(f"{state_path} is not a usable training state: {str(e).splitlines()[0]}") from None

@@ -117,6 +117,11 @@ class VmafContext:
         self.vmaf_features = [VmafFeature.parse(n, dict(p)) for n, p in features]
         self.no_prediction = no_prediction
 
+    def add_vmaf_metric(self, name: str) -> None:
+        """Record a libvmaf-side metric name (these come first in the output, in libvmaf's order)."""
+        if name not in self.vmaf_metrics:
+            self.vmaf_metrics.append(name)
+
     @property
     def wants_vmaf(self) -> bool:
         return bool(self.vmaf_models) and (not self.no_prediction or bool(self.vmaf_features))
@@ -373,15 +378,14 @@ def score_files(
             pooled = log.get("pooled_metrics", {})
             if suffix:  # only the model's score of the masked pass
                 name = job.names[0]
-                base = name if name != "vmaf" else "vmaf"
-                ctx.scores[f"{base}_masked"] = scores.get(name, {})
-                ctx.vmaf_metrics += [f"{base}_masked"]
+                ctx.scores[f"{name}_masked"] = scores.get(name, {})
+                ctx.add_vmaf_metric(f"{name}_masked")
                 continue
             for m, d in scores.items():
                 if ctx.no_prediction and m in job.names:
                     continue
                 ctx.scores[m] = d
-                ctx.vmaf_metrics.append(m)
+                ctx.add_vmaf_metric(m)
                 if m in pooled:
                     ctx.vmaf_pooled[m] = {k: float(v) for k, v in pooled[m].items()}
             if not analyse:
@@ -391,7 +395,7 @@ def score_files(
             w = roi.roi_weight
             vm, mk = ctx.scores.get(first, {}), ctx.scores[f"{first}_masked"]
             ctx.scores[f"{first}_roi"] = {i: (1 - w) * vm[i] + w * mk[i] for i in vm if i in mk}
-            ctx.vmaf_metrics.append(f"{first}_roi")
+            ctx.add_vmaf_metric(f"{first}_roi")
     finally:
         for job in jobs:
             job.close()

@@ -50,9 +50,10 @@ def main() -> int:
         f"crop {a.crop}, batch {a.batch}, {a.steps} timed steps (+1 warm-up)"
     )
 
-    def run(channels_last: bool, batches, amp: bool = False) -> float:
+    def run(channels_last: bool, batches, amp: bool = False, arch: str = "saliency_student_v2",
+            loss: str = "bce_dice") -> float:  # fmt: skip
         torch.manual_seed(0)
-        model = create_model("saliency_student_v2")
+        model = create_model(arch)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -64,7 +65,7 @@ def main() -> int:
             opt.zero_grad()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
                 logits = model.logits(x)
-            _loss(torch, logits.float(), y).backward()
+            _loss(torch, logits.float(), y, loss).backward()
             opt.step()
         return n_img / (time.perf_counter() - t0)
 
@@ -104,6 +105,22 @@ def main() -> int:
     print(f"speed-up: {cached / base:.2f}x  (target >= 3x)")
     amp = run(True, cached_batches, amp=True)
     print(f"cached + bf16 autocast (`tinysal train --amp bf16`, opt-in): {amp:.2f} img/s, speed-up {amp / base:.2f}x")
+
+    # the sod preset's steps: random resized crops at 192 with colour jitter and background composites, the
+    # structure loss, bf16 -- for v2 and v3 (v3 is trained with the same command)
+    bgs = [np.asarray(Image.open(f).convert("RGB").resize((432, 288))) for f in
+           sorted((SHARED / "data" / "backgrounds").rglob("*.jpg"))[:20]]  # fmt: skip
+
+    def sod_batches():
+        rng = np.random.default_rng(0)
+        idx = np.arange(len(cache))
+        for k in range(a.steps + 1):
+            yield make_train_batch(cache, idx[k * a.batch : (k + 1) * a.batch], 192, rng, (1.0, 1.0), 0.0, idx,
+                                   0.2, "rrc", (0.35, 1.0), bgs, 0.15)  # fmt: skip
+
+    for arch in ("saliency_student_v2", "saliency_student_v3"):
+        r = run(True, sod_batches, amp=True, arch=arch, loss="structure")
+        print(f"sod recipe step at crop 192 (rrc, jitter, composites, structure loss, bf16), {arch}: {r:.2f} img/s")
     return 0
 
 

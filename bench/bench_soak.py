@@ -40,7 +40,7 @@ def main() -> None:
                     "scale=1920:1080", "-pix_fmt", "yuv420p", "-c:v", "libx264", "-preset", "ultrafast", "-crf",
                     "23", str(clip)], check=True)  # fmt: skip
     print(f"made {a.frames}-frame 1080p clip ({clip.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t0:.0f} s")
-    cmd = [sys.executable, "-m", "tinysal.vmaf_cli", "-r", str(clip), "-d", str(clip), "--feature", "mobilesal",
+    cmd = [sys.executable, "-m", "tinysal.cli.vmaf", "-r", str(clip), "-d", str(clip), "--feature", "mobilesal",
            "-q", "-o", str(d / "s.json")] + (["--no_prediction"] if a.no_vmaf else [])  # fmt: skip
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stderr=subprocess.PIPE)

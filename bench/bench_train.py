@@ -36,9 +36,9 @@ def main() -> int:
     import torch
     from PIL import Image
 
-    from tinysal.data import PairCache, find_pairs, load_pair
-    from tinysal.model import create_model
-    from tinysal.train import _loss, _to_tensor, make_train_batch
+    from tinysal.model.nets import create_model
+    from tinysal.train.data import PairCache, find_pairs, load_pair
+    from tinysal.train.trainer import _loss, _to_tensor, make_train_batch
 
     if not Path(a.root).is_dir():
         print(f"dataset not found: {a.root}", file=sys.stderr)

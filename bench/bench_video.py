@@ -32,8 +32,8 @@ def make_1080p_clip(path: Path, n: int) -> Path:
     """Upscale a real 1280x720 clip (Big Buck Bunny excerpt) to 1920x1080 I420; loop it if n is larger."""
     from conftest import write_yuv_clip
 
-    from tinysal.video import open_video
-    from tinysal.visual import frame_rgb
+    from tinysal.features.visual import frame_rgb
+    from tinysal.video.readers import open_video
 
     src = open_video(SHARED / "data" / "video" / "bigbuckbunny.mp4")
     frames = []
@@ -62,8 +62,8 @@ def time_path(clip: Path, short_side: int, frames: int, threads: int) -> dict:
     number of frames in flight on the same session), so the difference is the pipeline's own cost."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tinysal.scoring import VmafContext, score_files
-    from tinysal.video import open_video
+    from tinysal.features.scoring import VmafContext, score_files
+    from tinysal.video.readers import open_video
 
     ctx = VmafContext(threads=threads)
     feat = ctx.use_feature("mobilesal", {"short_side": short_side})
@@ -99,7 +99,7 @@ def peak_rss_mb(clip: Path, frames: int, threads: int) -> float:
     cmd = [
         sys.executable,
         "-m",
-        "tinysal.vmaf_cli",
+        "tinysal.cli.vmaf",
         "-r",
         str(clip),
         "-d",
@@ -135,9 +135,9 @@ def davis_accuracy(seqs: list[str], short_sides: list[int], per_seq: int) -> dic
     """IoU@0.5 of the map against DAVIS masks, frames passed through I420 like real video."""
     from conftest import write_yuv_clip
 
-    from tinysal.mobilesal import MobileSal
-    from tinysal.train import iou_per_image
-    from tinysal.video import RawYuvReader
+    from tinysal.features.mobilesal import MobileSal
+    from tinysal.train.trainer import iou_per_image
+    from tinysal.video.readers import RawYuvReader
 
     res = {}
     tmp = Path(tempfile.mkdtemp())
@@ -173,7 +173,7 @@ def main() -> int:
     if not (SHARED / "data" / "video" / "bigbuckbunny.mp4").is_file():
         print("bench needs ../shared/data/video/bigbuckbunny.mp4", file=sys.stderr)
         return 2
-    from tinysal.registry import default_model_path
+    from tinysal.model.registry import default_model_path
 
     print(f"model: {default_model_path().name}; cores: {os.cpu_count()}; threads: {a.threads or 'all'}")
     tmp = Path(tempfile.mkdtemp())
@@ -210,7 +210,7 @@ def main() -> int:
 
     acc = {}
     if (SHARED / "data" / "davis2016").is_dir():
-        from tinysal.registry import load_registry, production_model
+        from tinysal.model.registry import load_registry, production_model
 
         reg = load_registry()
         side = json.loads((Path(reg["_folder"]) / production_model(reg)["sidecar"]).read_text())

@@ -97,7 +97,7 @@ def main() -> None:
     direct_cmd = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *raw, "-i", str(dist), *raw,
                   "-i", str(ref), "-lavfi", f"[0:v][1:v]libvmaf=log_fmt=json:log_path={log}:n_threads=2",
                   "-f", "null", "-"]  # fmt: skip
-    vmaf_cmd = [sys.executable, "-m", "tinysal.vmaf_cli", "-r", str(ref), "-d", str(dist), "-w", "1920", "-h",
+    vmaf_cmd = [sys.executable, "-m", "tinysal.cli.vmaf", "-r", str(ref), "-d", str(dist), "-w", "1920", "-h",
                 "1080", "-q"]  # fmt: skip
     out = d / "combined.json"
     cfg = {

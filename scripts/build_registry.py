@@ -10,8 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from tinysal.arch import input_multiple
 from tinysal.fileio import sha256_file, write_json
+from tinysal.model.arch import input_multiple
 
 ORDER = {"production": 0, "superseded": 1, "smoke": 2}
 

@@ -17,8 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-from tinysal.data import source_name
-from tinysal.evaluate import evaluate
+from tinysal.train.data import source_name
+from tinysal.train.evaluate import evaluate
 
 
 def main() -> int:

@@ -12,8 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from tinysal.arch import INPUT_NAME, OPSET, OUTPUT_NAME
 from tinysal.fileio import write_json
+from tinysal.model.arch import INPUT_NAME, OPSET, OUTPUT_NAME
 
 
 def main() -> int:
@@ -94,8 +94,8 @@ def main() -> int:
     }
     if a.card:
         side["card"] = a.card
-    from tinysal.checks import check_ops
-    from tinysal.parity import parity
+    from tinysal.model.checks import check_ops
+    from tinysal.model.parity import parity
 
     side["training"]["onnx_op_set"] = check_ops(a.onnx)["op_types"]
     side["training"]["pt_onnx_max_abs_diff"] = parity(a.checkpoint, a.onnx)["max_abs_diff"]

@@ -23,7 +23,7 @@ SMOKE = MODELS / "saliency_student_v2_smoke.onnx"
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run a console entry point in a subprocess (as a user would), capturing text output."""
     prog, *rest = args
-    mod = {"tinysal": "tinysal.cli", "vmaf": "tinysal.vmaf_cli"}[prog]
+    mod = {"tinysal": "tinysal.cli.main", "vmaf": "tinysal.cli.vmaf"}[prog]
     e = dict(os.environ)
     e.pop("VMAF_MOBILESAL_MODEL_PATH", None)
     e.update(env or {})
@@ -112,7 +112,7 @@ def write_yuv_clip(
     rng: str = "limited",
 ) -> Path:
     """Write RGB uint8 frames as raw planar YUV (what an encoder would output)."""
-    from tinysal.colour import rgb_to_yuv444
+    from tinysal.video.colour import rgb_to_yuv444
 
     sx, sy = {"420": (2, 2), "422": (2, 1), "444": (1, 1)}[pix_fmt]
     with open(path, "wb") as f:

@@ -10,9 +10,9 @@ from conftest import write_yuv_clip
 
 import tinysal
 from tinysal.errors import TinysalError
-from tinysal.mobilesal import MobileSal, bilinear_matrix, pooling_weights, target_size
-from tinysal.output import pool
-from tinysal.video import YuvFrame
+from tinysal.features.mobilesal import MobileSal, bilinear_matrix, pooling_weights, target_size
+from tinysal.features.output import pool
+from tinysal.video.readers import YuvFrame
 
 
 def _frame(w: int = 80, h: int = 48, seed: int = 0) -> YuvFrame:
@@ -105,7 +105,7 @@ def test_pool_methods() -> None:
 
 
 def test_feature_params_parsing() -> None:
-    from tinysal.mobilesal import parse_feature_params
+    from tinysal.features.mobilesal import parse_feature_params
 
     assert parse_feature_params(["mobilesal:model_path=a.onnx:short_side=0"]) == {
         "mobilesal": {"model_path": "a.onnx", "short_side": "0"}

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinysal.colour import rgb_to_yuv444, yuv444_to_rgb
 from tinysal.errors import TinysalError
-from tinysal.video import AvReader, RawYuvReader, Y4mReader, open_video
+from tinysal.video.colour import rgb_to_yuv444, yuv444_to_rgb
+from tinysal.video.readers import AvReader, RawYuvReader, Y4mReader, open_video
 
 # SMPTE/ITU 75% colour bars, BT.709, 8-bit limited range: (Y, Cb, Cr) -> 75% RGB (191 or 0 in 8-bit).
 BARS_709 = {

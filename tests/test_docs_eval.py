@@ -61,8 +61,8 @@ def test_eval_reports_metrics(tmp_path: Path, smoke_model: Path) -> None:
 
 
 def test_eval_production_beats_smoke_on_davis(davis: Path, smoke_model: Path) -> None:
-    from tinysal.evaluate import evaluate
-    from tinysal.registry import default_model_path
+    from tinysal.model.registry import default_model_path
+    from tinysal.train.evaluate import evaluate
 
     groups = ["blackswan"]  # held out of training
     prod = evaluate(default_model_path(), [davis], 256, groups, progress=False)["datasets"][0]

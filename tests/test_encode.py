@@ -14,7 +14,7 @@ av = pytest.importorskip("av")
 
 
 def test_block_offsets_formula_and_edges() -> None:
-    from tinysal.encode import block_means, block_offsets
+    from tinysal.encode.roi import block_means, block_offsets
 
     m = np.zeros((40, 70), np.float32)
     m[:16, :16] = 1.0  # one fully salient block
@@ -31,7 +31,7 @@ def test_block_offsets_formula_and_edges() -> None:
 
 
 def test_regions_cover_exactly_the_nonzero_blocks() -> None:
-    from tinysal.encode import regions_from_offsets
+    from tinysal.encode.roi import regions_from_offsets
 
     rng = np.random.default_rng(0)
     for _ in range(20):
@@ -48,7 +48,7 @@ def test_regions_cover_exactly_the_nonzero_blocks() -> None:
 
 
 def test_roi_maps_formats_and_round_trip(tmp_path: Path, video_dir: Path) -> None:
-    from tinysal.encode import read_map
+    from tinysal.encode.roi import read_map
 
     clip = video_dir / "CiscoVT2people_320x192_12fps.yuv"
     for enc, ctu, suffix in (("x265", 64, ".txt"), ("svt-av1", 64, ".bin"), ("x264", 16, ".qp"), ("vvenc", 64, ".csv")):
@@ -83,7 +83,7 @@ def _psnr(a: list[np.ndarray], b: list[np.ndarray], mask: np.ndarray) -> float:
 @pytest.mark.parametrize("codec", ["libx264", "libx265"])
 def test_roi_moves_bits_into_the_region(tmp_path: Path, video_dir: Path, codec: str) -> None:
     """Maps that favour a centre box: at the same target bitrate the box gets better, the rest worse."""
-    from tinysal.encode import write_map
+    from tinysal.encode.roi import write_map
 
     src = video_dir / "foreman_cif_60f_h264.mp4"
     frames = 30
@@ -126,7 +126,7 @@ def test_encode_with_the_model_runs_and_refuses_bad_input(tmp_path: Path, video_
     # a map missing halfway: one line, no output and no temp file left
     maps = tmp_path / "maps"
     maps.mkdir()
-    from tinysal.encode import write_map
+    from tinysal.encode.roi import write_map
 
     write_map(maps / "frame_000000.qp", np.zeros((18, 22), np.int8), "x264", 0, 16, 6)
     p = run_cli("tinysal", "encode", str(src), str(tmp_path / "b.mp4"), "--roi-maps", str(maps), "--roi-every", "5")

@@ -20,7 +20,7 @@ def _sha(p: Path) -> str:
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from tinysal.model import create_model, save_checkpoint
+    from tinysal.model.nets import create_model, save_checkpoint
 
     d = tmp_path_factory.mktemp("ckpt")
     out = {}
@@ -49,7 +49,7 @@ def onnx_files(ckpts: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
 
 
 def test_export_is_deterministic(ckpts: dict[str, Path], onnx_files: dict[str, Path], tmp_path: Path) -> None:
-    from tinysal.export import export_checkpoint
+    from tinysal.model.export import export_checkpoint
 
     for arch, ck in ckpts.items():
         again = tmp_path / f"{arch}-again.onnx"
@@ -82,7 +82,7 @@ def test_export_contract(onnx_files: dict[str, Path]) -> None:
 
 
 def test_dynamic_hw_runs_in_onnxruntime(onnx_files: dict[str, Path]) -> None:
-    from tinysal.session import create_session
+    from tinysal.model.session import create_session
 
     s = create_session(onnx_files["saliency_student_v2"])
     for h, w in ((64, 96), (272, 480), (120, 64)):
@@ -110,7 +110,7 @@ def test_check_ops_and_parity_cli(ckpts: dict[str, Path], onnx_files: dict[str, 
 def test_parity_fails_for_mismatched_weights(
     ckpts: dict[str, Path], onnx_files: dict[str, Path], tmp_path: Path
 ) -> None:
-    from tinysal.model import create_model, save_checkpoint
+    from tinysal.model.nets import create_model, save_checkpoint
 
     torch.manual_seed(99)
     other = tmp_path / "other.pt"
@@ -174,7 +174,7 @@ def test_allowlist_flags_loop_with_node_name(tmp_path: Path) -> None:
 
 
 def test_allowlist_walks_subgraphs() -> None:
-    from tinysal.checks import check_ops
+    from tinysal.model.checks import check_ops
 
     m = _loop_model()
     body = m.graph.node[-1].attribute[0].g
@@ -199,7 +199,7 @@ def test_wrong_io_names(tmp_path: Path) -> None:
 
 
 def test_clean_model_passes() -> None:
-    from tinysal.checks import check_ops
+    from tinysal.model.checks import check_ops
 
     assert check_ops(_tiny_model("Sigmoid"))["ok"]
 
@@ -238,7 +238,7 @@ def test_external_data_outside_folder_is_refused(location: str, tmp_path: Path, 
 
 
 def test_pickled_checkpoint_is_refused(tmp_path: Path) -> None:
-    from tinysal.model import create_model
+    from tinysal.model.nets import create_model
 
     evil = tmp_path / "evil.pt"
     torch.save(create_model("saliency_student_v2"), evil)  # a whole pickled module, not weights

@@ -44,7 +44,7 @@ def _header() -> st.SearchStrategy[bytes]:
 @FUZZ
 @given(header=_header(), body=st.binary(max_size=2000), frame_hdr=st.sampled_from([b"FRAME\n", b"FRAME Ix\n", b"FR"]))
 def test_y4m_reader_never_crashes(header: bytes, body: bytes, frame_hdr: bytes) -> None:
-    from tinysal.video import Y4mReader
+    from tinysal.video.readers import Y4mReader
 
     p = _TMP / "f.y4m"
     p.write_bytes(header + frame_hdr + body)
@@ -64,7 +64,7 @@ def test_y4m_reader_never_crashes(header: bytes, body: bytes, frame_hdr: bytes) 
     bits=st.sampled_from([8, 10, 12, 0]),
 )
 def test_raw_yuv_reader_never_crashes(data: bytes, w: int, h: int, fmt: str, bits: int) -> None:
-    from tinysal.video import RawYuvReader, parse_pix_fmt
+    from tinysal.video.readers import RawYuvReader, parse_pix_fmt
 
     p = _TMP / "f.yuv"
     p.write_bytes(data)
@@ -78,7 +78,7 @@ def test_raw_yuv_reader_never_crashes(data: bytes, w: int, h: int, fmt: str, bit
 @FUZZ
 @given(items=st.lists(st.text(max_size=40), max_size=4))
 def test_feature_params_parsing_never_crashes(items: list[str]) -> None:
-    from tinysal.mobilesal import FEATURE_PARAMS, parse_feature_params
+    from tinysal.features.mobilesal import FEATURE_PARAMS, parse_feature_params
 
     try:
         out = parse_feature_params(items)
@@ -88,7 +88,7 @@ def test_feature_params_parsing_never_crashes(items: list[str]) -> None:
     assert all(isinstance(k, str) and isinstance(v, dict) for k, v in out.items())
     # and the values, given to the feature, are either accepted or refused in one line (no model loading:
     # only the parsing of numbers and switches is exercised here)
-    from tinysal.mobilesal import parse_bool
+    from tinysal.features.mobilesal import parse_bool
 
     for params in out.values():
         for k, v in params.items():
@@ -113,7 +113,7 @@ def test_output_writers_never_crash(names: list[str], values: list[float], fmt: 
     import json
     import xml.etree.ElementTree as ET
 
-    from tinysal.output import POOL_METHODS, RENDERERS, pool
+    from tinysal.features.output import POOL_METHODS, RENDERERS, pool
 
     frames = [{"frameNum": i, "metrics": {n: v for n in names}} for i, v in enumerate(values)]
     pooled = {}

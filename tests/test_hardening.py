@@ -87,13 +87,13 @@ def test_full_disk_and_failing_stdout_are_one_line(tmp_path: Path) -> None:
         assert_clean_error(_score(clip, "-o", "/dev/full"), "no space")
         # stdout itself on a full device
         with open("/dev/full", "w") as full:
-            p = subprocess.run([sys.executable, "-m", "tinysal.vmaf_cli", "-r", str(clip), "-d", str(clip), "-w", "64",
+            p = subprocess.run([sys.executable, "-m", "tinysal.cli.vmaf", "-r", str(clip), "-d", str(clip), "-w", "64",
                                 "-h", "48", "--feature", "mobilesal", "--no_prediction", "-q"],
                                stdout=full, stderr=subprocess.PIPE, text=True)  # fmt: skip
         assert p.returncode != 0 and "Traceback" not in p.stderr and "No space" in p.stderr
         assert "Exception ignored" not in p.stderr
     # stdout closed
-    p = subprocess.run([sys.executable, "-m", "tinysal.vmaf_cli", "-r", str(clip), "-d", str(clip), "-w", "64", "-h",
+    p = subprocess.run([sys.executable, "-m", "tinysal.cli.vmaf", "-r", str(clip), "-d", str(clip), "-w", "64", "-h",
                         "48", "--feature", "mobilesal", "--no_prediction", "-q"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, close_fds=True)  # fmt: skip
     assert p.returncode == 0
@@ -181,7 +181,7 @@ def test_interrupted_run_leaves_no_partial_maps_or_temp_files(tmp_path: Path, si
     clip = write_yuv_clip(tmp_path / "long.yuv", [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)] * 2)
     clip.write_bytes(clip.read_bytes() * 300)  # 600 frames
     maps, out = tmp_path / "maps", tmp_path / "s.json"
-    proc = subprocess.Popen([sys.executable, "-m", "tinysal.vmaf_cli", "-r", str(clip), "-d", str(clip), "-w", "320",
+    proc = subprocess.Popen([sys.executable, "-m", "tinysal.cli.vmaf", "-r", str(clip), "-d", str(clip), "-w", "320",
                              "-h", "240", "--feature", "mobilesal", "--saliency-out", str(maps), "-o", str(out)],
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.time() + 60
@@ -236,7 +236,7 @@ def test_non_root_permissions(shared_tmp: Path) -> None:
     from conftest import assert_clean_error
 
     clip = _clip(shared_tmp)
-    base = ["tinysal.vmaf_cli", "-r", str(clip), "-d", str(clip), "-w", "64", "-h", "48", "--feature", "mobilesal",
+    base = ["tinysal.cli.vmaf", "-r", str(clip), "-d", str(clip), "-w", "64", "-h", "48", "--feature", "mobilesal",
             "--no_prediction", "-q"]  # fmt: skip
     p = _as_nobody(*base, "-o", "/dev/stdout")  # the libvmaf idiom works without privileges
     assert p.returncode == 0 and '"saliency_mean"' in p.stdout, p.stderr
@@ -247,7 +247,7 @@ def test_non_root_permissions(shared_tmp: Path) -> None:
     secret = shared_tmp / "secret.yuv"
     secret.write_bytes(clip.read_bytes())
     secret.chmod(0o000)
-    p = _as_nobody("tinysal.vmaf_cli", "-r", str(secret), "-d", str(secret), "-w", "64", "-h", "48", "--feature",
+    p = _as_nobody("tinysal.cli.vmaf", "-r", str(secret), "-d", str(secret), "-w", "64", "-h", "48", "--feature",
                    "mobilesal", "--no_prediction", "-o", str(shared_tmp / "s.json"))  # fmt: skip
     assert_clean_error(p, "permission denied", "secret.yuv")
     assert not (shared_tmp / "s.json").exists()

@@ -4,7 +4,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tinysal.model import count_params, create_model  # noqa: E402
+from tinysal.model.nets import count_params, create_model  # noqa: E402
 
 
 @pytest.mark.parametrize("arch,expected", [("saliency_student_v2", 123_721), ("saliency_student_v1", 112_841)])

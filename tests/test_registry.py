@@ -28,7 +28,7 @@ def test_shipped_registry_validates(tmp_path: Path) -> None:
 
 
 def test_registry_schema_and_production_model() -> None:
-    from tinysal.registry import default_model_path, load_registry, production_model
+    from tinysal.model.registry import default_model_path, load_registry, production_model
 
     reg = load_registry()
     prod = production_model(reg)
@@ -114,7 +114,7 @@ def test_validate_model_reports_status(tmp_path: Path, smoke_model: Path) -> Non
     assert "smoke" in p.stdout
     rep = json.loads(out.read_text())
     assert rep["registry_status"] == "smoke" and rep["ok"]
-    from tinysal.registry import default_model_path
+    from tinysal.model.registry import default_model_path
 
     p = run_cli("tinysal", "validate-model", str(default_model_path()))
     assert p.returncode == 0 and "registry status: production" in p.stdout
@@ -122,7 +122,7 @@ def test_validate_model_reports_status(tmp_path: Path, smoke_model: Path) -> Non
 
 def test_validate_model_with_checkpoint_runs_parity(tmp_path: Path, smoke_model: Path) -> None:
     torch = pytest.importorskip("torch")
-    from tinysal.model import create_model, save_checkpoint
+    from tinysal.model.nets import create_model, save_checkpoint
 
     torch.manual_seed(0)
     ck = tmp_path / "smoke.pt"

@@ -12,8 +12,8 @@ from conftest import assert_clean_error, run_cli
 
 
 def test_bd_rate() -> None:
+    from tinysal.encode.roi_eval import bd_rate, pchip
     from tinysal.errors import TinysalError
-    from tinysal.roi_eval import bd_rate, pchip
 
     r, q = [100, 200, 400, 800], [30.0, 33.0, 35.5, 37.0]
     assert bd_rate(r, q, r, q) == pytest.approx(0.0, abs=1e-9)

@@ -40,7 +40,7 @@ def _trace(metrics: dict) -> list[tuple]:
 
 
 def test_layouts_and_pairing(tmp_path: Path) -> None:
-    from tinysal.data import find_all_pairs, find_pairs, split_by_group
+    from tinysal.train.data import find_all_pairs, find_pairs, split_by_group
 
     g = make_blob_dataset(tmp_path / "generic", n_groups=3, per_group=2)
     d = make_blob_dataset(tmp_path / "duts", n_groups=2, per_group=3, layout="duts")
@@ -162,7 +162,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     run_dir = tmp_path / "killed"
     env = dict(os.environ)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tinysal.cli", "train", str(root), *args, "--out-dir", str(run_dir)],
+        [sys.executable, "-m", "tinysal.cli.main", "train", str(root), *args, "--out-dir", str(run_dir)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
@@ -216,7 +216,7 @@ def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
 def test_cache_is_built_once_and_memory_mapped(tmp_path: Path) -> None:
     import numpy as np
 
-    from tinysal.data import PairCache, find_pairs, load_pair
+    from tinysal.train.data import PairCache, find_pairs, load_pair
 
     root = make_blob_dataset(tmp_path / "ds", n_groups=2, per_group=2)
     pairs = find_pairs(root)
@@ -234,7 +234,7 @@ def test_cache_is_built_once_and_memory_mapped(tmp_path: Path) -> None:
 def test_iou_per_image() -> None:
     import numpy as np
 
-    from tinysal.train import iou_per_image
+    from tinysal.train.trainer import iou_per_image
 
     gt = np.zeros((3, 4, 4), np.float32)
     gt[:, :2] = 1

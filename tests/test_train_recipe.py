@@ -43,7 +43,7 @@ def _backgrounds(folder: Path, n: int = 3) -> Path:
 
 
 def test_balanced_sampling_weights_sources_then_groups() -> None:
-    from tinysal.train import epoch_order
+    from tinysal.train.trainer import epoch_order
 
     # source A: one sequence of 100 frames; source B: 100 single-image groups. Weights 1:3.
     a = [list(range(100))]
@@ -60,8 +60,8 @@ def test_balanced_sampling_weights_sources_then_groups() -> None:
 
 
 def test_random_resized_crop_keeps_the_scene_and_composites_replace_background(tmp_path: Path) -> None:
-    from tinysal.data import PairCache, find_pairs
-    from tinysal.train import _rrc_window, make_train_batch
+    from tinysal.train.data import PairCache, find_pairs
+    from tinysal.train.trainer import _rrc_window, make_train_batch
 
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -84,7 +84,7 @@ def test_random_resized_crop_keeps_the_scene_and_composites_replace_background(t
 
 
 def test_structure_loss_rewards_confident_correct_maps() -> None:
-    from tinysal.train import _loss
+    from tinysal.train.trainer import _loss
 
     t = torch.zeros(2, 1, 40, 40)
     t[:, :, 10:30, 10:30] = 1
@@ -187,8 +187,8 @@ def test_bad_training_data_names_the_file_or_is_skipped(tmp_path: Path, kind: st
 
 
 def test_decompression_bomb_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tinysal import data as D
     from tinysal.errors import TinysalError
+    from tinysal.train import data as D
 
     root = make_blob_dataset(tmp_path / "ds", n_groups=1, per_group=1)
     monkeypatch.setattr(D, "MAX_IMAGE_PIXELS", 1000)  # the blob images are 96x72 = 6912 pixels
@@ -233,8 +233,8 @@ def test_corrupt_state_on_resume_is_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_calibration_folds_a_logit_scale_into_the_head(tmp_path: Path) -> None:
-    from tinysal.calibrate import fold_into_head
-    from tinysal.model import create_model, load_checkpoint
+    from tinysal.model.nets import create_model, load_checkpoint
+    from tinysal.train.calibrate import fold_into_head
 
     # the fold is exact for both head layouts (v3 resizes after its head: linear, so it commutes)
     for arch in ("saliency_student_v2", "saliency_student_v3"):

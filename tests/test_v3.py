@@ -16,8 +16,8 @@ V3 = "saliency_student_v3"
 
 
 def test_v3_size_and_shapes() -> None:
-    from tinysal.arch import ARCHITECTURES, input_multiple
-    from tinysal.model import count_params, create_model
+    from tinysal.model.arch import ARCHITECTURES, input_multiple
+    from tinysal.model.nets import count_params, create_model
 
     m = create_model(V3).eval()
     assert count_params(m) == ARCHITECTURES[V3]["params"] <= 130_000
@@ -31,7 +31,7 @@ def test_v3_size_and_shapes() -> None:
 def test_v3_sees_the_whole_image() -> None:
     """The output's bottom-right pixel depends on the input's top-left corner for v3 (non-zero gradient through the
     global context path and the 1/32 stage) but not for v2, whose receptive field is ~60 pixels."""
-    from tinysal.model import create_model
+    from tinysal.model.nets import create_model
 
     torch.manual_seed(0)
     for arch, reaches in ((V3, True), ("saliency_student_v2", False)):
@@ -44,7 +44,7 @@ def test_v3_sees_the_whole_image() -> None:
 
 @pytest.fixture(scope="module")
 def v3_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from tinysal.model import create_model, save_checkpoint
+    from tinysal.model.nets import create_model, save_checkpoint
 
     d = tmp_path_factory.mktemp("v3")
     torch.manual_seed(1)
@@ -57,8 +57,8 @@ def v3_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def test_v3_export_contract_parity_and_metadata(v3_onnx: tuple[Path, Path]) -> None:
-    from tinysal.checks import check_ops
-    from tinysal.session import create_session
+    from tinysal.model.checks import check_ops
+    from tinysal.model.session import create_session
 
     ckpt, onnx_path = v3_onnx
     rep = check_ops(onnx_path)
@@ -72,9 +72,9 @@ def test_v3_export_contract_parity_and_metadata(v3_onnx: tuple[Path, Path]) -> N
 
 def test_padding_path_follows_the_model(v3_onnx: tuple[Path, Path], tmp_path: Path) -> None:
     """A 200x120 frame becomes a 427x256 map at short side 256: padded to 448x256 for v3, 432x256 for v2."""
-    from tinysal.mobilesal import MobileSal, target_size
-    from tinysal.registry import default_model_path
-    from tinysal.video import YuvFrame
+    from tinysal.features.mobilesal import MobileSal, target_size
+    from tinysal.model.registry import default_model_path
+    from tinysal.video.readers import YuvFrame
 
     _, onnx_path = v3_onnx
     rng = np.random.default_rng(0)

@@ -70,7 +70,7 @@ def _check_libvmaf_json(doc: dict, n_frames: int) -> None:
 
 
 def test_documented_command_with_feature_params(cisco: Path, tmp_path: Path) -> None:
-    from tinysal.registry import default_model_path
+    from tinysal.model.registry import default_model_path
 
     model = default_model_path()
     out = tmp_path / "score.json"
@@ -87,7 +87,7 @@ def test_documented_command_with_feature_params(cisco: Path, tmp_path: Path) -> 
 
 
 def test_model_resolution_order(synth_clip: Path, smoke_model: Path, tmp_path: Path) -> None:
-    from tinysal.registry import default_model_path
+    from tinysal.model.registry import default_model_path
 
     def mean(out: Path, env: dict | None = None, *extra: str) -> float:
         p = run_cli("vmaf", *_score_args(synth_clip, synth_clip, 64, 48, out, *extra), env=env)
@@ -386,7 +386,7 @@ def test_davis_clip_default_path_tracks_the_object(davis_clip, tmp_path: Path) -
     out = tmp_path / "d.json"
     p = run_cli("vmaf", *_score_args(clip, clip, w, h, out, "--saliency-out", str(maps), "--saliency-format", "npy"))
     assert p.returncode == 0, p.stderr
-    from tinysal.mobilesal import bilinear_matrix
+    from tinysal.features.mobilesal import bilinear_matrix
 
     fg_vals, bg_vals = [], []
     for k, mask in enumerate(masks):

@@ -162,7 +162,7 @@ def test_roi_score_with_the_model_lies_between(pair: tuple[Path, Path], tmp_path
 
 
 def test_weighted_psnr() -> None:
-    from tinysal.mobilesal import weighted_psnr_y
+    from tinysal.features.mobilesal import weighted_psnr_y
 
     rng = np.random.default_rng(0)
     ref = rng.integers(0, 256, (32, 48)).astype(np.uint8)
@@ -250,7 +250,7 @@ def test_sigint_mid_run_stops_ffmpeg_and_writes_nothing(pair: tuple[Path, Path],
     out = tmp_path / "s.json"
     env = dict(os.environ, TMPDIR=str(tmp_path))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tinysal.vmaf_cli", "-r", str(long_ref), "-d", str(long_dist), "-w", "352", "-h",
+        [sys.executable, "-m", "tinysal.cli.vmaf", "-r", str(long_ref), "-d", str(long_dist), "-w", "352", "-h",
          "288", "--feature", "mobilesal", "-o", str(out)],
         stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
@@ -269,7 +269,7 @@ def test_sigint_mid_run_stops_ffmpeg_and_writes_nothing(pair: tuple[Path, Path],
 
 def test_python_api_returns_the_same_numbers(pair: tuple[Path, Path], tmp_path: Path) -> None:
     import tinysal
-    from tinysal.scoring import VmafContext, score_files
+    from tinysal.features.scoring import VmafContext, score_files
 
     ref, dist = pair
     out = tmp_path / "cli.json"

@@ -6,7 +6,7 @@ PyTorch is needed only to train and export (``pip install tinysal[train]``).
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["__version__", "TinysalError", "VmafContext", "score_video"]
 
@@ -15,7 +15,7 @@ from tinysal.errors import TinysalError
 
 def __getattr__(name: str):  # lazy: keep `import tinysal` cheap and torch-free
     if name in ("VmafContext", "score_video"):
-        from tinysal import scoring
+        from tinysal.features import scoring
 
         return getattr(scoring, name)
     raise AttributeError(name)

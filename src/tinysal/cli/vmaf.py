@@ -126,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _features(args: argparse.Namespace) -> tuple[dict[str, dict[str, str]], list[tuple[str, dict[str, str]]]]:
     """(mobilesal params by name, libvmaf features as (name, params)) from --feature / --feature_params."""
-    from tinysal.mobilesal import parse_feature_params
-    from tinysal.vmaf import LIBVMAF_FEATURES
+    from tinysal.features.mobilesal import parse_feature_params
+    from tinysal.features.vmaf import LIBVMAF_FEATURES
 
     feats: dict[str, dict[str, str]] = {}
     for spec in args.feature:
@@ -148,14 +148,14 @@ def _features(args: argparse.Namespace) -> tuple[dict[str, dict[str, str]], list
 
 
 def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
+    from tinysal.features.scoring import VmafContext, score_files
     from tinysal.fileio import check_writable_target
-    from tinysal.scoring import VmafContext, score_files
-    from tinysal.video import parse_pix_fmt
+    from tinysal.video.readers import parse_pix_fmt
 
     def warn(msg: str) -> None:
         print(f"{prog}: warning: {msg}", file=sys.stderr)
 
-    from tinysal.video import resolve_bitdepth
+    from tinysal.video.readers import resolve_bitdepth
 
     args.bitdepth = resolve_bitdepth(args.pixel_format, args.bitdepth)
     fmt = args.fmt or "json"
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
         raise TinysalError("--no_prediction without --feature leaves nothing to compute")
     sink = None
     if args.saliency_out or args.contact_sheet:
-        from tinysal.visual import MapSink
+        from tinysal.features.visual import MapSink
 
         sink = MapSink(args.saliency_out, args.saliency_format, args.contact_sheet is not None)
         ctx.map_sink = sink
@@ -219,7 +219,7 @@ def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
         # end, files are written atomically). A failing side output is one error line and a non-zero exit; the
         # outputs finished before it stay.
         if args.output:
-            from tinysal.output import write_result
+            from tinysal.features.output import write_result
 
             write_result(args.output, result, fmt)
         if sink is not None:
@@ -227,7 +227,7 @@ def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
             if args.contact_sheet:
                 sink.write_contact_sheet(args.contact_sheet)
         if args.plot:
-            from tinysal.visual import plot_scores
+            from tinysal.features.visual import plot_scores
 
             plot_scores(result, args.plot)
     finally:
@@ -244,7 +244,7 @@ def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
             file=sys.stderr,
         )
     if not args.output:
-        from tinysal.output import RENDERERS
+        from tinysal.features.output import RENDERERS
 
         sys.stdout.write(RENDERERS[fmt](result))
         sys.stdout.flush()  # a full disk or closed stdout fails here, inside the guard
@@ -252,7 +252,7 @@ def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "vmaf") -> int:
-    from tinysal.cli import guarded
+    from tinysal.cli.main import guarded
 
     args = build_parser().parse_args(argv)
     return guarded(prog, lambda: run(args, prog))

@@ -23,7 +23,7 @@ from tinysal.errors import TinysalError
 
 def predict_image(sess: Any, rgb_u8: np.ndarray, short_side: int) -> np.ndarray:
     """Saliency map (float32, mask-size) for one uint8 RGB image."""
-    from tinysal.mobilesal import bilinear_matrix, normalise_and_pad, target_size
+    from tinysal.features.mobilesal import bilinear_matrix, normalise_and_pad, target_size
 
     h, w = rgb_u8.shape[:2]
     tw, th = target_size(w, h, short_side)
@@ -50,9 +50,9 @@ def evaluate(
     """Metrics per dataset root (optionally restricted to some groups, e.g. held-out sequences)."""
     import py_sod_metrics as M
 
-    from tinysal.data import filter_groups, find_pairs, load_pair
-    from tinysal.session import create_session
-    from tinysal.train import iou_per_image
+    from tinysal.model.session import create_session
+    from tinysal.train.data import filter_groups, find_pairs, load_pair
+    from tinysal.train.trainer import iou_per_image
 
     sess = create_session(model, threads=threads)
     out: dict[str, Any] = {"model": os.fspath(model), "short_side": short_side, "groups": list(groups), "datasets": []}

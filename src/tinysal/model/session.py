@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 
-from tinysal.arch import INPUT_NAME, OUTPUT_NAME
 from tinysal.errors import TinysalError
+from tinysal.model.arch import INPUT_NAME, OUTPUT_NAME
 
 
 class ModelSession:
@@ -16,7 +16,7 @@ class ModelSession:
     def __init__(self, path: str | os.PathLike[str], threads: int = 0) -> None:
         import onnxruntime as ort
 
-        from tinysal.checks import check_ops, describe_failures, load_onnx
+        from tinysal.model.checks import check_ops, describe_failures, load_onnx
 
         self.path = os.fspath(path)
         model = load_onnx(self.path)
@@ -63,7 +63,7 @@ class ModelSession:
 
 def model_input_multiple(model: object, path: str = "") -> int:
     """The multiple a model's input H and W must be: its ``tinysal.input_multiple`` metadata, else 8."""
-    from tinysal.arch import INPUT_MULTIPLE_KEY, STRIDE
+    from tinysal.model.arch import INPUT_MULTIPLE_KEY, STRIDE
 
     for p in getattr(model, "metadata_props", []):
         if p.key == INPUT_MULTIPLE_KEY:

@@ -28,7 +28,7 @@ def fold_into_head(model: Any, a: float, b: float) -> None:
 
 
 def _val_logits(torch: Any, model: Any, cache: Any, multiple: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    from tinysal.train import _to_tensor
+    from tinysal.train.trainer import _to_tensor
 
     F = torch.nn.functional
     out = []
@@ -69,9 +69,9 @@ def calibrate(
     checkpoint, report per-source IoU@0.5 and MAE before and after."""
     import torch
 
-    from tinysal import data as D
-    from tinysal.arch import input_multiple
-    from tinysal.model import load_checkpoint, save_checkpoint
+    from tinysal.model.arch import input_multiple
+    from tinysal.model.nets import load_checkpoint, save_checkpoint
+    from tinysal.train import data as D
 
     model, arch, meta = load_checkpoint(checkpoint)
     held = set(val_groups)

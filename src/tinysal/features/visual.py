@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from tinysal.errors import TinysalError
 from tinysal.fileio import atomic_open
-from tinysal.video import YuvFrame
+from tinysal.video.readers import YuvFrame
 
 THUMB_W = 320
 MAX_THUMBS = 48
@@ -26,8 +26,8 @@ def _save_png(img: Image.Image, path: str | os.PathLike[str]) -> None:
 
 def frame_rgb(frame: YuvFrame, width: int | None = None) -> np.ndarray:
     """uint8 RGB of a frame (BT.709 limited), optionally downscaled to ``width``."""
-    from tinysal.colour import upsample_chroma, yuv444_to_rgb
-    from tinysal.video import SUBSAMPLING
+    from tinysal.video.colour import upsample_chroma, yuv444_to_rgb
+    from tinysal.video.readers import SUBSAMPLING
 
     sx, sy = SUBSAMPLING[frame.pix_fmt]
     rgb = yuv444_to_rgb(

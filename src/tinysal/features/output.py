@@ -28,9 +28,19 @@ def pool(values: Sequence[float], method: str) -> float:
     if method == "max":
         return float(max(values))
     if method == "mean":
-        return float(math.fsum(values) / len(values))
+        n = len(values)
+        try:  # divide first: no overflow for values near the largest float
+            return float(math.fsum(v / n for v in values))
+        except (ValueError, OverflowError):  # inf and -inf together
+            return float("nan")
     if method == "harmonic_mean":
-        return float(len(values) / math.fsum(1.0 / (v + 1.0) for v in values) - 1.0)
+        if any(v + 1.0 == 0 for v in values):
+            return float("nan")  # 1 / (x + 1) is undefined at x = -1
+        try:
+            total = math.fsum(1.0 / (v + 1.0) for v in values)
+        except (ValueError, OverflowError):
+            return float("nan")
+        return float(len(values) / total - 1.0) if total else float("nan")
     raise ValueError(f"unknown pool method {method!r}; use one of {POOL_METHODS}")
 
 

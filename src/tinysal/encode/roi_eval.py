@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from tinysal.errors import TinysalError
-from tinysal.video import YuvFrame
+from tinysal.video.readers import YuvFrame
 
 MIN_OVERLAP_DB = 0.5  # BD-rate refuses curves whose quality ranges overlap less than this (VMAF: points)
 
@@ -108,7 +108,7 @@ def load_sequence(root: Path, seq: str, limit: int = 0) -> tuple[FrameList, list
     cropped to even sizes."""
     from PIL import Image
 
-    from tinysal.colour import rgb_to_yuv444
+    from tinysal.video.colour import rgb_to_yuv444
 
     idir, mdir = root / "images" / seq, root / "masks" / seq
     if not idir.is_dir() or not mdir.is_dir():
@@ -156,7 +156,7 @@ def _psnr(mse: float) -> float:
 
 def measure(src: FrameList, masks: list[np.ndarray], encoded: Path, raw_ref: Path, threads: int = 0) -> dict:
     """Per-frame-averaged PSNR-Y (whole, object, background) and pooled VMAF of a decoded encode."""
-    from tinysal.vmaf import Source, VmafJob, frame_scores
+    from tinysal.features.vmaf import Source, VmafJob, frame_scores
 
     dec = _decode_y(encoded)
     if len(dec) != src.frame_count:
@@ -194,7 +194,7 @@ def run_roi_eval(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """The A/B experiment; returns every rate point and the BD-rates (see the module docstring)."""
-    from tinysal.encode import EncodeSettings, SaliencyBlocks, encode_video
+    from tinysal.encode.roi import EncodeSettings, SaliencyBlocks, encode_video
 
     if len(bitrates) < 4:
         raise TinysalError("roi-eval needs at least 4 bitrates for a BD-rate")

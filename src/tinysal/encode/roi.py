@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from tinysal.errors import TinysalError
-from tinysal.video import YuvFrame
+from tinysal.video.readers import YuvFrame
 
 MAX_OFFSET = 12
 #: encoder -> default block (CTU / macroblock) size, as in the reference system
@@ -137,12 +137,12 @@ class SaliencyBlocks:
     """Saliency of a frame at frame size (bilinear from the model's inference size), for block maps."""
 
     def __init__(self, model_path: str | None = None, short_side: int = 256, threads: int = 0) -> None:
-        from tinysal.mobilesal import MobileSal
+        from tinysal.features.mobilesal import MobileSal
 
         self.feature = MobileSal(model_path, short_side=short_side, threads=threads)
 
     def frame_map(self, frame: YuvFrame, colorspace: str = "bt709", color_range: str = "limited") -> np.ndarray:
-        from tinysal.mobilesal import upsampled_map
+        from tinysal.features.mobilesal import upsampled_map
 
         m = self.feature.infer(self.feature.preprocess(frame, colorspace, color_range), frame.width, frame.height)
         return upsampled_map(m, frame.width, frame.height)

@@ -7,7 +7,7 @@ import os
 import warnings
 from typing import Any
 
-from tinysal.arch import INPUT_NAME, OPSET, OUTPUT_NAME
+from tinysal.model.arch import INPUT_NAME, OPSET, OUTPUT_NAME
 
 
 def export_model_bytes(model: Any, arch: str | None = None) -> bytes:
@@ -41,7 +41,7 @@ def export_model_bytes(model: Any, arch: str | None = None) -> bytes:
     m.producer_version = __version__
     m.doc_string = ""
     if arch is not None:
-        from tinysal.arch import INPUT_MULTIPLE_KEY, input_multiple
+        from tinysal.model.arch import INPUT_MULTIPLE_KEY, input_multiple
 
         entry = m.metadata_props.add()
         entry.key, entry.value = INPUT_MULTIPLE_KEY, str(input_multiple(arch))
@@ -57,7 +57,7 @@ def export_model_bytes(model: Any, arch: str | None = None) -> bytes:
 
 def _write(model: Any, arch: str, output: str | os.PathLike[str], meta: dict[str, Any]) -> dict[str, Any]:
     from tinysal.fileio import sha256_file, write_bytes
-    from tinysal.model import count_params
+    from tinysal.model.nets import count_params
 
     write_bytes(output, export_model_bytes(model, arch))
     return {
@@ -73,7 +73,7 @@ def _write(model: Any, arch: str, output: str | os.PathLike[str], meta: dict[str
 def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str]) -> dict[str, Any]:
     """Export a tinysal checkpoint to ``output`` atomically; return facts about the file."""
     from tinysal.fileio import check_writable_target
-    from tinysal.model import load_checkpoint
+    from tinysal.model.nets import load_checkpoint
 
     check_writable_target(output)
     model, arch, meta = load_checkpoint(checkpoint)
@@ -85,7 +85,7 @@ def export_random_init(arch: str, seed: int, output: str | os.PathLike[str]) -> 
     import torch
 
     from tinysal.fileio import check_writable_target
-    from tinysal.model import create_model
+    from tinysal.model.nets import create_model
 
     check_writable_target(output)
     torch.manual_seed(seed)

@@ -9,9 +9,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tinysal.arch import ARCHITECTURES, INPUT_NAME, OPSET, OUTPUT_NAME
 from tinysal.errors import TinysalError
 from tinysal.fileio import read_json, sha256_file
+from tinysal.model.arch import ARCHITECTURES, INPUT_NAME, OPSET, OUTPUT_NAME
 
 FEATURE = "mobilesal"
 
@@ -76,7 +76,7 @@ def find_by_sha(sha: str, reg: dict[str, Any] | None = None) -> dict[str, Any] |
 
 
 def _validate_entry(entry: dict[str, Any], reg: dict[str, Any]) -> dict[str, Any]:
-    from tinysal.checks import check_ops, describe_failures, load_onnx
+    from tinysal.model.checks import check_ops, describe_failures, load_onnx
 
     checks: dict[str, Any] = {}
     problems: list[str] = []
@@ -99,7 +99,7 @@ def _validate_entry(entry: dict[str, Any], reg: dict[str, Any]) -> dict[str, Any
             checks["opset_match"] = rep["opset"] == entry["opset"] == OPSET
             checks["op_types"] = rep["op_types"]
             problems += describe_failures(rep)
-            from tinysal.session import model_input_multiple
+            from tinysal.model.session import model_input_multiple
 
             want = entry.get("input_multiple", ARCHITECTURES[entry["arch"]]["input_multiple"])
             got = model_input_multiple(model, str(path))
@@ -187,13 +187,13 @@ def validate_model(
     registry: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Allowlist + I/O contract + (parity with ``checkpoint``) + the file's registry status."""
-    from tinysal.checks import check_ops, describe_failures
+    from tinysal.model.checks import check_ops, describe_failures
 
     rep = check_ops(onnx_path)
     problems = describe_failures(rep)
     out: dict[str, Any] = {"model": os.fspath(onnx_path), "sha256": sha256_file(onnx_path), "checks": rep}
     if checkpoint:
-        from tinysal.parity import parity
+        from tinysal.model.parity import parity
 
         par = parity(checkpoint, onnx_path)
         out["parity"] = par

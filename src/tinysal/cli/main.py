@@ -100,7 +100,7 @@ def _weights(text: str) -> dict[str, float]:
 
 
 def _stages(text: str) -> list[list[int]]:
-    from tinysal.train import parse_stages
+    from tinysal.train.trainer import parse_stages
 
     try:
         return parse_stages(text)
@@ -114,7 +114,7 @@ def vars_clean(args: argparse.Namespace) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------- commands
 def cmd_export(args: argparse.Namespace) -> int:
-    from tinysal.export import export_checkpoint, export_random_init
+    from tinysal.model.export import export_checkpoint, export_random_init
 
     if bool(args.checkpoint) == bool(args.random_init):
         raise TinysalError("give either a CHECKPOINT or --random-init ARCH (a smoke model), not both or neither")
@@ -128,7 +128,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_check_ops(args: argparse.Namespace) -> int:
-    from tinysal.checks import check_ops, describe_failures
+    from tinysal.model.checks import check_ops, describe_failures
 
     _precheck(args.out_json)
     report = check_ops(args.model)
@@ -142,7 +142,7 @@ def cmd_check_ops(args: argparse.Namespace) -> int:
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
-    from tinysal.parity import parity
+    from tinysal.model.parity import parity
 
     _precheck(args.out_json)
     rep = parity(args.checkpoint, args.model, tol=args.tolerance)
@@ -158,7 +158,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from tinysal.train import PRESETS, TrainConfig
+    from tinysal.train.trainer import PRESETS, TrainConfig
 
     preset = dict(PRESETS[args.preset])
     cfg = TrainConfig(arch=args.arch, roots=list(args.roots), out_dir=args.out_dir, preset=args.preset, **preset)
@@ -205,7 +205,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg.skip_bad = args.skip_bad
     if args.no_calibrate:
         cfg.calibrate = False
-    from tinysal.train import train
+    from tinysal.train.trainer import train
 
     print(f"training {cfg.arch}: {json.dumps(dataclasses.asdict(cfg))}", file=sys.stderr)
     m = train(cfg, resume=args.resume, metrics_out=args.metrics_out, progress=not args.quiet)
@@ -217,8 +217,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from tinysal.calibrate import calibrate
     from tinysal.fileio import check_writable_target, read_json
+    from tinysal.train.calibrate import calibrate
 
     check_writable_target(args.output)
     _precheck(args.out_json)
@@ -233,7 +233,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_validate_registry(args: argparse.Namespace) -> int:
-    from tinysal.registry import validate_registry
+    from tinysal.model.registry import validate_registry
 
     _precheck(args.out_json)
     rep = validate_registry(args.registry)
@@ -251,7 +251,7 @@ def cmd_validate_registry(args: argparse.Namespace) -> int:
 
 
 def cmd_validate_model(args: argparse.Namespace) -> int:
-    from tinysal.registry import validate_model
+    from tinysal.model.registry import validate_model
 
     _precheck(args.out_json)
     rep = validate_model(args.model, args.checkpoint, args.registry)
@@ -270,7 +270,7 @@ def cmd_validate_model(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tinysal.evaluate import evaluate
+    from tinysal.train.evaluate import evaluate
 
     if args.short_side < 0:
         raise TinysalError("--short-side must be >= 0 (0 = native resolution)")
@@ -288,14 +288,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _open_input(args: argparse.Namespace) -> Any:
-    from tinysal.video import open_video, parse_pix_fmt, resolve_bitdepth
+    from tinysal.video.readers import open_video, parse_pix_fmt, resolve_bitdepth
 
     args.bitdepth = resolve_bitdepth(args.pixel_format, args.bitdepth)
     return open_video(args.input, args.width, args.height, parse_pix_fmt(args.pixel_format), args.bitdepth)
 
 
 def cmd_roi_maps(args: argparse.Namespace) -> int:
-    from tinysal.encode import iter_progress, roi_maps
+    from tinysal.encode.roi import iter_progress, roi_maps
 
     reader = _open_input(args)
     cb, close = iter_progress(reader.frame_count, "roi-maps", args.quiet)
@@ -310,7 +310,7 @@ def cmd_roi_maps(args: argparse.Namespace) -> int:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from tinysal.encode import EncodeSettings, encode_video, iter_progress
+    from tinysal.encode.roi import EncodeSettings, encode_video, iter_progress
 
     if args.bitrate and args.crf is not None:
         raise TinysalError("give --bitrate or --crf, not both")
@@ -331,7 +331,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_roi_eval(args: argparse.Namespace) -> int:
-    from tinysal.roi_eval import plot_rd, run_roi_eval
+    from tinysal.encode.roi_eval import plot_rd, run_roi_eval
 
     _precheck(args.out_json)
     if args.plot:
@@ -383,15 +383,15 @@ def _input_arguments(sp: argparse.ArgumentParser) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from tinysal.vmaf_cli import run
+    from tinysal.cli.vmaf import run
 
     return run(args, prog="tinysal score")
 
 
 # ------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    from tinysal.arch import ARCHITECTURES
-    from tinysal.train import PRESETS
+    from tinysal.model.arch import ARCHITECTURES
+    from tinysal.train.trainer import PRESETS
 
     p = OneLineParser(
         prog="tinysal",
@@ -560,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=int, default=0)
     sp.add_argument("--out-json")
 
-    from tinysal.vmaf_cli import add_score_arguments
+    from tinysal.cli.vmaf import add_score_arguments
 
     sp = sub.add_parser(
         "score",

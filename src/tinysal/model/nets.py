@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tinysal.arch import ARCHITECTURES
 from tinysal.errors import TinysalError
+from tinysal.model.arch import ARCHITECTURES
 
 ENC = (16, 32, 48)
 BOTTLENECK = 48

@@ -10,8 +10,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tinysal.arch import INPUT_NAME, OUTPUT_NAME
 from tinysal.errors import TinysalError
+from tinysal.model.arch import INPUT_NAME, OUTPUT_NAME
 
 RESIZE_EXPECTED = {"mode": "linear", "coordinate_transformation_mode": "half_pixel", "antialias": 0}
 

@@ -21,8 +21,8 @@ def parity(
     """Max-abs-diff per size and overall; ``ok`` is whether every size is within ``tol``."""
     import torch
 
-    from tinysal.model import load_checkpoint
-    from tinysal.session import create_session
+    from tinysal.model.nets import load_checkpoint
+    from tinysal.model.session import create_session
 
     model, arch, _ = load_checkpoint(checkpoint)
     sess = create_session(onnx_path, threads=1)

@@ -23,10 +23,9 @@ from typing import Any
 import numpy as np
 
 from tinysal.errors import TinysalError
-from tinysal.mobilesal import MobileSal, feature_from_params
-from tinysal.output import POOL_METHODS, pool, write_result
-from tinysal.video import YuvFrame, open_video
-from tinysal.vmaf import (
+from tinysal.features.mobilesal import MobileSal, feature_from_params
+from tinysal.features.output import POOL_METHODS, pool, write_result
+from tinysal.features.vmaf import (
     DEFAULT_MODEL,
     RAW_PIX_FMTS,
     Source,
@@ -36,6 +35,7 @@ from tinysal.vmaf import (
     frame_scores,
     model_names,
 )
+from tinysal.video.readers import YuvFrame, open_video
 
 FEATURES = ("mobilesal",)
 
@@ -211,7 +211,7 @@ class VmafContext:
 
 def _source(reader: Any, path: str | os.PathLike[str]) -> Source:
     """How FFmpeg should read a file that a tinysal reader opened."""
-    from tinysal.video import RawYuvReader
+    from tinysal.video.readers import RawYuvReader
 
     if isinstance(reader, RawYuvReader):
         return Source(os.fspath(path), (reader.width, reader.height, reader.pix_fmt, reader.bitdepth))
@@ -309,7 +309,7 @@ def score_files(
             maps = ctx._compute(fr, cs, cr) if scored else []
             extra: dict[str, Any] = {}
             if rf is not None and roi is not None:
-                from tinysal.mobilesal import (
+                from tinysal.features.mobilesal import (
                     frame_bytes_of,
                     masked_frame,
                     roi_alpha,

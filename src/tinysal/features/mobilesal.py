@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from tinysal.arch import IMAGENET_MEAN, IMAGENET_STD, STRIDE
-from tinysal.colour import upsample_chroma, yuv444_to_planar_rgb
 from tinysal.errors import TinysalError
-from tinysal.video import SUBSAMPLING, YuvFrame
+from tinysal.model.arch import IMAGENET_MEAN, IMAGENET_STD, STRIDE
+from tinysal.video.colour import upsample_chroma, yuv444_to_planar_rgb
+from tinysal.video.readers import SUBSAMPLING, YuvFrame
 
 METRIC = "saliency_mean"
 EXTRA_METRICS = ("saliency_centroid_x", "saliency_centroid_y", "saliency_coverage")
@@ -119,10 +119,10 @@ class MobileSal:
         roi_weight: float = 0.5,
         psnr_saliency: bool = False,
     ) -> None:
-        from tinysal.session import create_session
+        from tinysal.model.session import create_session
 
         if model_path is None:
-            from tinysal.registry import default_model_path
+            from tinysal.model.registry import default_model_path
 
             model_path = default_model_path()
         if short_side < 0:

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from tinysal.arch import IMAGENET_MEAN, IMAGENET_STD, input_multiple
 from tinysal.errors import TinysalError
+from tinysal.model.arch import IMAGENET_MEAN, IMAGENET_STD, input_multiple
 
 #: Named recipes. ``reference`` is the published recipe (50 epochs at crop 256); ``cpu`` reaches a useful model
 #: on 2 CPU cores by spending most epochs on cheap 128-pixel crops (same object scale: crops are cut from the
@@ -387,7 +387,7 @@ def _pick_device(torch: Any, name: str) -> Any:
 
 def validate_config(cfg: TrainConfig) -> None:
     """Refuse a configuration that cannot train, before any work (the CLI's argparse types check most of it)."""
-    from tinysal.arch import ARCHITECTURES
+    from tinysal.model.arch import ARCHITECTURES
 
     choices = {
         "select": ("best", "last"),
@@ -455,10 +455,10 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
         raise TinysalError("training needs PyTorch: pip install 'tinysal[train]'") from None
     from tqdm import tqdm
 
-    from tinysal import data as D
     from tinysal.fileio import write_json
-    from tinysal.model import count_params, create_model, save_checkpoint
+    from tinysal.model.nets import count_params, create_model, save_checkpoint
     from tinysal.provenance import run_provenance
+    from tinysal.train import data as D
 
     out = Path(cfg.out_dir)
     state_path = out / "last.pt"
@@ -703,7 +703,7 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
         },
     }
     if cfg.calibrate:
-        from tinysal.calibrate import calibrate
+        from tinysal.train.calibrate import calibrate
 
         rep = calibrate(chosen, metrics["val_groups"], cfg.roots, out / "calibrated.pt", cache_root,
                         short_side=cfg.val_crop if cfg.val_mode == "whole" else 256)  # fmt: skip
@@ -718,9 +718,9 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
                   f"{pooled['mae_after']:.4f}, IoU {pooled['iou_before']:.4f} -> {pooled['iou_after']:.4f}; "
                   + ("kept" if rep["kept"] else "not kept"), file=sys.stderr)  # fmt: skip
     if cfg.export:
-        from tinysal.checks import check_ops
-        from tinysal.export import export_checkpoint
-        from tinysal.parity import parity
+        from tinysal.model.checks import check_ops
+        from tinysal.model.export import export_checkpoint
+        from tinysal.model.parity import parity
 
         onnx_path = out / f"{cfg.arch}.onnx"
         export_checkpoint(chosen, onnx_path)

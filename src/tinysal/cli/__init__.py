@@ -1,0 +1,1 @@
+"""Command lines: ``tinysal`` (``main``) and ``vmaf`` (``vmaf``), thin layers over the package's functions."""

@@ -1,0 +1,5 @@
+import sys
+
+from tinysal.cli.main import main
+
+sys.exit(main())

@@ -31,7 +31,8 @@ def main() -> int:
     ap.add_argument("--checkpoint", required=True, help="the checkpoint that was exported (e.g. runs/v2/last.pt)")
     ap.add_argument("--onnx", required=True, help="the shipped ONNX file")
     ap.add_argument("--selected", choices=["best", "last"], default="best")
-    ap.add_argument("--eval-json", help="rows written by scripts/eval_table.py --json (held-out test metrics)")
+    ap.add_argument("--eval-json", action="append", default=[],
+                    help="rows written by scripts/eval_table.py --json (held-out test metrics; repeatable)")
     ap.add_argument("--eval-name", help="the row of --eval-json that is this model")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
@@ -65,9 +66,27 @@ def main() -> int:
                     "scale_range",
                     "copy_paste",
                     "seed",
+                    "sampling",
+                    "epoch_samples",
+                    "source_weights",
+                    "crop_mode",
+                    "rrc_area",
+                    "composite",
+                    "color_jitter",
+                    "loss",
+                    "ema",
+                    "val_mode",
+                    "amp",
                 )
+                if k in args
             },
-            "loss": "BCE + Dice",
+            "sources": m.get("sources"),
+            "calibration": {k: m["calibration"][k] for k in ("a", "b", "pooled", "kept")}
+            if m.get("calibration")
+            else None,
+            "loss": {"structure": "boundary-weighted BCE + weighted IoU", "bce_dice": "BCE + Dice"}[
+                args.get("loss", "bce_dice")
+            ],
             "optimizer": f"Adam lr={args['lr']}, CosineAnnealingLR(T_max={m['epochs']})",
             "epochs": m["epochs"],
             "seed": args["seed"],
@@ -81,7 +100,10 @@ def main() -> int:
             "selected_checkpoint": {
                 "rule": a.selected,
                 "epoch": m["best_epoch"] if a.selected == "best" else m["trace"][-1]["epoch"],
-                "val_iou_centre_crop": m["best_val_iou"] if a.selected == "best" else m["trace"][-1]["val_iou"],
+                "val_score": m["best_val_iou"] if a.selected == "best" else m["trace"][-1]["val_iou"],
+                "val_per_source": (m["trace"][m["best_epoch"]] if a.selected == "best" else m["trace"][-1]).get(
+                    "val_per_source"
+                ),
                 "export_command": f"tinysal export {a.checkpoint} --output {a.onnx}",
             },
             "pt_onnx_max_abs_diff": None,
@@ -100,12 +122,13 @@ def main() -> int:
     side["training"]["onnx_op_set"] = check_ops(a.onnx)["op_types"]
     side["training"]["pt_onnx_max_abs_diff"] = parity(a.checkpoint, a.onnx)["max_abs_diff"]
     if a.eval_json:
-        rows = json.loads(Path(a.eval_json).read_text())
-        row = next(r for r in rows if r["model"] == a.eval_name)
-        side["heldout_eval"] = {
-            k: row[k] for k in ("n_images", "groups", "iou", "mae", "max_f", "mean_f", "s_measure", "e_measure")
-        }
-        side["heldout_eval"]["short_side"] = 256
+        rows = [r for f in a.eval_json for r in json.loads(Path(f).read_text())]
+        side["heldout_eval"] = [
+            {"data": r.get("data", ""), "short_side": 256}
+            | {k: r.get(k) for k in ("n_images", "iou", "mae", "max_f", "mean_f", "s_measure", "e_measure")}
+            for r in rows
+            if r["model"] == a.eval_name
+        ]
     write_json(a.out, side)
     print(f"wrote {a.out}")
     return 0

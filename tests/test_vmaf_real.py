@@ -298,3 +298,20 @@ def test_plot_shows_vmaf_and_saliency(pair: tuple[Path, Path], tmp_path: Path) -
     # matplotlib's C0 (vmaf) and C3 (saliency_mean) lines are drawn
     for colour in ((31, 119, 180), (214, 39, 40)):
         assert np.any(np.all(np.abs(px.astype(int) - colour) < 8, axis=1)), colour
+
+
+def test_vmaf_job_reports_progress(pair: tuple[Path, Path]) -> None:
+    from tinysal.features.vmaf import Source, VmafJob
+
+    ref, dist = pair
+    raw = (352, 288, "420", 8)
+    with VmafJob(Source(str(dist), raw), Source(str(ref), raw), 12) as job:
+        log = job.wait()
+        assert job.frames_done() == 12 == len(log["frames"])
+    seen: list[tuple[int, int]] = []
+    from tinysal.features.scoring import VmafContext, score_files
+
+    ctx = VmafContext()
+    ctx.use_vmaf()
+    score_files(ctx, ref, dist, 352, 288, "420", 8, progress=lambda i, n: seen.append((i, n)))
+    assert seen[-1] == (12, 12) and all(a <= b for (a, _), (b, _) in zip(seen, seen[1:]))

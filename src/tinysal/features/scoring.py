@@ -348,6 +348,9 @@ def score_files(
                     progress(i + 1, n)
 
             analyse = bool(ctx.features)
+            if not analyse and plain is not None and progress:  # VMAF alone: follow FFmpeg's progress reports
+                while not plain.poll(0.5):
+                    progress(min(plain.frames_done(), n), n)
             if analyse:
                 dframes = dist.frames(frame_skip_dist)
                 rframes = ref.frames(frame_skip_ref) if roi is not None else None
@@ -390,6 +393,8 @@ def score_files(
                     ctx.vmaf_pooled[m] = {k: float(v) for k, v in pooled[m].items()}
             if not analyse:
                 done = len(next(iter(scores.values()), {}))
+                if progress and not suffix:
+                    progress(n, n)
         if masked is not None and plain is not None:
             first = plain.names[0]
             w = roi.roi_weight

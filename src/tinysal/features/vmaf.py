@@ -225,7 +225,8 @@ class VmafJob:
         cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostats", "-y"]
         if self.distorted.path != "-":
             cmd.append("-nostdin")
-        return cmd + self.distorted.args() + self.reference.args() + ["-lavfi", graph, "-f", "null", "-"]
+        progress = ["-progress", os.path.join(model_dir, "progress.txt"), "-stats_period", "0.5"]
+        return cmd + progress + self.distorted.args() + self.reference.args() + ["-lavfi", graph, "-f", "null", "-"]
 
     def start(self) -> VmafJob:
         self.tmp = tempfile.mkdtemp(prefix="tinysal-vmaf-")
@@ -253,6 +254,26 @@ class VmafJob:
         except OSError:
             lines = []
         return lines[-1] if lines else "no message"
+
+    def frames_done(self) -> int:
+        """Frames FFmpeg has passed through libvmaf so far (from its -progress file; 0 before the first report)."""
+        try:
+            with open(os.path.join(self.tmp or "", "progress.txt"), "rb") as f:
+                f.seek(max(0, os.path.getsize(f.name) - 4096))
+                tail = f.read().decode("ascii", "replace")
+        except OSError:
+            return 0
+        found = re.findall(r"^frame=(\d+)", tail, re.M)
+        return int(found[-1]) if found else 0
+
+    def poll(self, interval: float) -> bool:
+        """Wait up to ``interval`` seconds; True once the child has exited."""
+        assert self.proc is not None
+        try:
+            self.proc.wait(timeout=interval)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
 
     def write(self, data: bytes | memoryview) -> None:
         """Feed raw distorted frames to the child (``-`` source)."""

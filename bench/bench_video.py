@@ -57,7 +57,7 @@ def make_1080p_clip(path: Path, n: int) -> Path:
     return path
 
 
-def time_path(clip: Path, short_side: int, frames: int, threads: int) -> dict:
+def time_path(clip: Path, short_side: int, frames: int, threads: int, model_path: str | None = None) -> dict:
     """End-to-end fps through score_files, and bare model time per frame in the same execution mode (the same
     number of frames in flight on the same session), so the difference is the pipeline's own cost."""
     from concurrent.futures import ThreadPoolExecutor
@@ -66,7 +66,10 @@ def time_path(clip: Path, short_side: int, frames: int, threads: int) -> dict:
     from tinysal.video.readers import open_video
 
     ctx = VmafContext(threads=threads)
-    feat = ctx.use_feature("mobilesal", {"short_side": short_side})
+    params: dict = {"short_side": short_side}
+    if model_path:
+        params["model_path"] = model_path
+    feat = ctx.use_feature("mobilesal", params)
     first = next(iter(open_video(clip, 1920, 1080).frames()))
     # warm-up outside the timed run, in the same mode (ONNX Runtime sizes its buffers for each concurrent run)
     score_files(ctx, None, clip, 1920, 1080, "420", 8, frame_cnt=2 * ctx.threads)
@@ -90,6 +93,18 @@ def time_path(clip: Path, short_side: int, frames: int, threads: int) -> dict:
         "model_ms": model_s * 1e3,
         "overhead_pct": (per_frame - model_s) / model_s * 100,
     }
+
+
+def _random_v3(tmp: Path) -> str | None:
+    """A random-init saliency_student_v3 ONNX for timing (needs torch; None without it)."""
+    try:
+        from tinysal.model.export import export_random_init
+    except ImportError:
+        return None
+    try:
+        return export_random_init("saliency_student_v3", 0, tmp / "v3_random.onnx")["output"]
+    except ImportError:
+        return None
 
 
 def peak_rss_mb(clip: Path, frames: int, threads: int) -> float:
@@ -169,6 +184,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--davis-frames", type=int, default=12, help="frames per held-out sequence for accuracy")
     ap.add_argument("--json")
+    ap.add_argument("--v3-model", help="a saliency_student_v3 ONNX to time (default: random weights, exported here)")
     a = ap.parse_args()
     if not (SHARED / "data" / "video" / "bigbuckbunny.mp4").is_file():
         print("bench needs ../shared/data/video/bigbuckbunny.mp4", file=sys.stderr)
@@ -200,6 +216,16 @@ def main() -> int:
     speedup = d["fps"] / n["fps"]
     print(f"speed-up default vs native: {speedup:.1f}x   (targets: >= 25 fps default, >= 30x native, overhead <= 15%)")
 
+    v3 = None
+    v3_path = a.v3_model or _random_v3(tmp)
+    if v3_path:
+        v3 = time_path(clip, 256, a.frames, a.threads, v3_path)
+        print(
+            f"v3 (saliency_student_v3, input {v3['input'][1]}x{v3['input'][0]}): {v3['fps']:.1f} fps, bare model "
+            f"{v3['model_ms']:.1f} ms/frame -> {v3['fps'] / d['fps']:.2f}x the fps of v2 (target >= 2x)"
+            + ("" if a.v3_model else " [random-init weights: speed does not depend on them]")
+        )
+
     short_n, long_n2 = 30, long_n
     rss_short = peak_rss_mb(clip, short_n, a.threads)
     rss_long = peak_rss_mb(clip, long_n2, a.threads)
@@ -226,6 +252,7 @@ def main() -> int:
                 {
                     "default": d,
                     "default_one_frame_at_a_time": d1,
+                    "v3": v3,
                     "native": n,
                     "speedup": speedup,
                     "rss_mb": {str(short_n): rss_short, str(long_n2): rss_long},

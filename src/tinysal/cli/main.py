@@ -510,7 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--crf", type=_float)
     sp.add_argument("--preset", default="medium")
     sp.add_argument("--roi", action="store_true", help="regions of interest from the saliency of the frames")
-    sp.add_argument("--roi-strength", type=_float, default=6.0, help="QP offset at full/no saliency (default 6)")
+    sp.add_argument("--roi-strength", type=_float, default=4.0,
+                    help="QP offset at full/no saliency (default 4, chosen by the roi-eval sweep)")
     sp.add_argument("--roi-every", type=_int_at_least(0), default=0,
                     help="frames per saliency update (default ~1/3 s; at most 1 s)")
     sp.add_argument("--roi-maps", help="folder of x264 maps from `roi-maps --encoder x264` instead of the model")
@@ -523,8 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--bitrates", type=lambda t: [_bitrate(x) for x in t.split(",")],
                     default=[_bitrate(x) for x in ("250k", "500k", "1000k", "2000k")],
                     help="comma-separated target bitrates, at least 4 (default 250k,500k,1000k,2000k)")
-    sp.add_argument("--strengths", type=lambda t: [_float(x) for x in t.split(",")], default=[6.0],
-                    help="ROI strengths to sweep (default 6)")
+    sp.add_argument("--strengths", type=lambda t: [_float(x) for x in t.split(",")], default=[4.0],
+                    help="ROI strengths to sweep (default 4, the encode default)")
     sp.add_argument("--model", action="append", metavar="NAME=PATH.onnx",
                     help="saliency model(s) to compare (default: the production model)")
     sp.add_argument("--no-oracle", action="store_true", help="skip the ground-truth-mask oracle")

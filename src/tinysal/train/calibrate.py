@@ -37,7 +37,7 @@ def _val_logits(torch: Any, model: Any, cache: Any, multiple: int) -> list[tuple
         for i in range(len(cache)):
             img, mask = cache.get(i)
             h, w = mask.shape
-            x, y = _to_tensor(torch, img[None], mask[None], torch.device("cpu"), False)
+            x, y = _to_tensor(torch, np.array(img[None]), np.array(mask[None]), torch.device("cpu"), False)
             x = F.pad(x, (0, -w % multiple, 0, -h % multiple), mode="replicate")
             z = model.logits(x)[0, 0, :h, :w].numpy()
             out.append((z, y[0, 0].numpy()))

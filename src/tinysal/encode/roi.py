@@ -384,6 +384,8 @@ def encode_video(
             container.close()
         if done == 0:
             raise TinysalError("no frames to encode")
+        from tinysal.fileio import _umask
+
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, out)
     except BaseException:
@@ -411,12 +413,6 @@ def _copy_plane(plane: Any, arr: np.ndarray) -> None:
     h, w = arr.shape
     buf = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
     buf[:h, :w] = arr
-
-
-def _umask() -> int:
-    from tinysal.fileio import _umask as um
-
-    return um()
 
 
 def iter_progress(total: int, desc: str, quiet: bool) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:

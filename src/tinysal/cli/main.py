@@ -141,6 +141,25 @@ def cmd_check_ops(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cost(args: argparse.Namespace) -> int:
+    from tinysal.model.cost import inference_size, model_macs
+    from tinysal.model.session import create_session
+
+    _precheck(args.out_json)
+    multiple = create_session(args.model, threads=1).input_multiple
+    fw, fh = args.frame
+    w, h = inference_size(fw, fh, args.short_side, multiple)
+    if w * h > 7680 * 4320:
+        raise TinysalError(f"a {w}x{h} model input is beyond 8K UHD (7680x4320): lower --frame or --short-side")
+    rep = model_macs(args.model, w, h)
+    rep.update(frame=f"{fw}x{fh}", short_side=args.short_side, input_multiple=multiple)
+    _report(args.out_json, rep, args, [args.model])
+    parts = ", ".join(f"{k} {v / 1e6:,.1f} M" for k, v in sorted(rep["by_op"].items()))
+    print(f"{args.model}: {fw}x{fh} frame -> {w}x{h} input (short side {args.short_side or 'native'}, padded to "
+          f"x{multiple}): {rep['macs'] / 1e9:.3f} GMACs ({parts})")  # fmt: skip
+    return 0
+
+
 def cmd_parity(args: argparse.Namespace) -> int:
     from tinysal.model.parity import parity
 
@@ -359,6 +378,16 @@ def cmd_roi_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _frame_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT like 1920x1080, got {text!r}") from None
+    if not (1 <= w <= 16384 and 1 <= h <= 16384):
+        raise argparse.ArgumentTypeError(f"frame size must be 1..16384 on each side, got {text!r}")
+    return w, h
+
+
 def _bitrate(text: str) -> int:
     t = text.strip().lower()
     mult = {"k": 1_000, "m": 1_000_000}.get(t[-1:], 1)
@@ -419,6 +448,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("check-ops", cmd_check_ops, "check an ONNX model against the op allowlist and the I/O contract")
     sp.add_argument("model")
+    sp.add_argument("--out-json")
+
+    sp = add("cost", cmd_cost, "multiply-accumulates of one inference at the size the vmaf feature uses")
+    sp.add_argument("model")
+    sp.add_argument("--frame", type=_frame_size, default=(1920, 1080), metavar="WxH",
+                    help="frame size before the inference resize (default 1920x1080)")
+    sp.add_argument("--short-side", type=_int_at_least(0), default=256, help="inference short side (0 = native)")
     sp.add_argument("--out-json")
 
     sp = add("parity", cmd_parity, "compare PyTorch and ONNX Runtime outputs on fixed-seed inputs")

@@ -13,7 +13,7 @@ from pathlib import Path
 from tinysal.fileio import sha256_file, write_json
 from tinysal.model.arch import input_multiple
 
-ORDER = {"production": 0, "superseded": 1, "smoke": 2}
+ORDER = {"production": 0, "candidate": 1, "superseded": 2, "smoke": 3}
 
 
 def main() -> int:

@@ -20,7 +20,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("metrics")
     ap.add_argument("--id", required=True)
-    ap.add_argument("--status", required=True, choices=["production", "superseded"])
+    ap.add_argument("--status", required=True, choices=["production", "candidate", "superseded"])
     ap.add_argument("--display-name")
     ap.add_argument("--command", required=True)
     ap.add_argument("--hardware", required=True)

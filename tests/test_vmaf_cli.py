@@ -104,8 +104,31 @@ def test_model_resolution_order(synth_clip: Path, smoke_model: Path, tmp_path: P
         "--feature_params",
         f"mobilesal:model_path={prod}",
     )
-    assert m_default == m_prod == m_param_over_env
+    m_by_id = mean(tmp_path / "e.json", None, "--feature_params", "mobilesal:model=saliency_student_v2_smoke")
+    m_id_over_env = mean(
+        tmp_path / "f.json",
+        {"VMAF_MOBILESAL_MODEL_PATH": str(smoke_model)},
+        "--feature_params",
+        f"mobilesal:model={prod.stem}",
+    )
+    assert m_default == m_prod == m_param_over_env == m_id_over_env
     assert m_smoke_env != m_prod
+    # the smoke fixture is the registry's smoke entry: by id or by environment, the same model
+    assert m_by_id == m_smoke_env
+
+
+@pytest.mark.parametrize(
+    "params, msg",
+    [
+        ("mobilesal:model=saliency_student_v9", "no model 'saliency_student_v9' in the registry; known: saliency_"),
+        ("mobilesal:model=saliency_student_v2:model_path=x.onnx", "not both"),
+    ],
+)
+def test_model_by_registry_id_errors(synth_clip: Path, tmp_path: Path, params: str, msg: str) -> None:
+    out = tmp_path / "s.json"
+    p = run_cli("vmaf", *_score_args(synth_clip, synth_clip, 64, 48, out, "--feature_params", params))
+    assert_clean_error(p, msg)
+    assert not out.exists()
 
 
 def test_xml_and_csv_and_stdout(synth_clip: Path, tmp_path: Path) -> None:

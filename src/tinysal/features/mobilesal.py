@@ -305,6 +305,7 @@ def parse_feature_params(items: list[str] | None) -> dict[str, dict[str, str]]:
 
 
 FEATURE_PARAMS = {
+    "model",
     "model_path",
     "short_side",
     "threads",
@@ -322,12 +323,20 @@ MAX_SHORT_SIDE = 4320
 
 
 def feature_from_params(params: dict[str, Any], threads: int = 0) -> MobileSal:
-    """Build the feature from string params (CLI/API); the model path falls back to the environment, then the
-    registry's production model."""
+    """Build the feature from string params (CLI/API): ``model`` names a registry model by id, ``model_path`` an
+    ONNX file; without either, the environment's ``VMAF_MOBILESAL_MODEL_PATH``, then the registry's production
+    model."""
     unknown = set(params) - FEATURE_PARAMS
     if unknown:
         raise TinysalError(f"unknown mobilesal parameter(s) {sorted(unknown)}; known: {sorted(FEATURE_PARAMS)}")
-    model = params.get("model_path") or os.environ.get("VMAF_MOBILESAL_MODEL_PATH") or None
+    if params.get("model") and params.get("model_path"):
+        raise TinysalError("mobilesal: give model (a registry id) or model_path (a file), not both")
+    if params.get("model"):
+        from tinysal.model.registry import registry_model_path
+
+        model: str | None = str(registry_model_path(str(params["model"])))
+    else:
+        model = params.get("model_path") or os.environ.get("VMAF_MOBILESAL_MODEL_PATH") or None
     try:
         short = int(params.get("short_side", DEFAULT_SHORT_SIDE))
         th = int(params.get("threads", threads))

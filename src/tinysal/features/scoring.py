@@ -91,6 +91,12 @@ class VmafContext:
         #: libvmaf's own pooled values for its metrics (computed at full precision, as libvmaf reports them)
         self.vmaf_pooled: dict[str, dict[str, float]] = {}
         self.vmaf_metrics: list[str] = []
+        #: libvmaf's own thread count (its ``n_threads``); None = ``threads``
+        self.vmaf_threads: int | None = None
+
+    @property
+    def libvmaf_threads(self) -> int:
+        return self.threads if self.vmaf_threads is None else self.vmaf_threads
 
     # -- set-up ---------------------------------------------------------------------------------------
     def use_feature(self, name: str, params: dict[str, Any] | None = None) -> MobileSal:
@@ -294,14 +300,14 @@ def score_files(
         if ctx.wants_vmaf:
             plain = VmafJob(
                 _source(dist, distorted), _source(ref, reference), n, frame_skip_dist, frame_skip_ref,
-                ctx.vmaf_models, ctx.vmaf_features, ctx.threads, ctx.subsample,
+                ctx.vmaf_models, ctx.vmaf_features, ctx.libvmaf_threads, ctx.subsample,
             )  # fmt: skip
             jobs.append(plain.start())
         if roi and roi.roi_score:
             raw = (dist.width, dist.height, dist.pix_fmt, dist.bitdepth)
             masked = VmafJob(
                 Source("-", raw), _source(ref, reference), n, 0, frame_skip_ref, ctx.vmaf_models[:1] or (),
-                (), ctx.threads, ctx.subsample, label="VMAF of the saliency-masked copy",
+                (), ctx.libvmaf_threads, ctx.subsample, label="VMAF of the saliency-masked copy",
             )  # fmt: skip
             jobs.append(masked.start())
 

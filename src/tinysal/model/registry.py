@@ -70,6 +70,16 @@ def default_model_path(feature: str = FEATURE) -> Path:
     return model_path(production_model(reg, feature), reg)
 
 
+def registry_model_path(model_id: str, feature: str = FEATURE) -> Path:
+    """The ONNX file of the packaged registry's model ``model_id`` (e.g. ``saliency_student_v3``)."""
+    reg = load_registry()
+    entry = next((m for m in reg["models"] if m["id"] == model_id and m["feature"] == feature), None)
+    if entry is None:
+        known = ", ".join(f"{m['id']} ({m['status']})" for m in reg["models"] if m["feature"] == feature)
+        raise TinysalError(f"no model {model_id!r} in the registry; known: {known}")
+    return model_path(entry, reg)
+
+
 def find_by_sha(sha: str, reg: dict[str, Any] | None = None) -> dict[str, Any] | None:
     reg = reg or load_registry()
     return next((m for m in reg["models"] if m["sha256"] == sha), None)

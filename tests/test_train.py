@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import assert_clean_error, make_blob_dataset, run_cli
 
@@ -250,3 +251,45 @@ def test_bf16_autocast_trains(tmp_path: Path) -> None:
     assert m["run_provenance"]["args"]["amp"] == "bf16"
     assert all(r["train_loss"] == r["train_loss"] and r["train_loss"] < 5 for r in m["trace"])  # finite, sane
     assert m["parity_max_abs_diff"] <= 1e-5  # the export is float32 whatever the training precision
+
+
+def _poisoned_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad_batches: set[int]) -> dict:
+    """Train in-process with the given batch numbers (counted over the run) turned into NaN images."""
+    import numpy as np
+
+    from tinysal.train import trainer
+
+    real = trainer.make_train_batch
+    calls = {"n": 0}
+
+    def poisoned(*a, **k):
+        imgs, masks = real(*a, **k)
+        calls["n"] += 1
+        if calls["n"] in bad_batches:
+            imgs = np.full(np.shape(imgs), np.nan, np.float32)
+        return imgs, masks
+
+    monkeypatch.setattr(trainer, "make_train_batch", poisoned)
+    root = make_blob_dataset(tmp_path / "ds", n_groups=2, per_group=4)
+    cfg = trainer.TrainConfig(
+        roots=[str(root)], out_dir=str(tmp_path / "r"), preset="cpu", stages=[[32, 2]], batch_size=2, resize=56,
+        val_crop=48, val_fraction=0.25, seed=7, export=False,
+    )  # fmt: skip
+    return trainer.train(cfg, progress=False)
+
+
+def test_a_non_finite_batch_is_skipped_not_fatal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    m = _poisoned_run(tmp_path, monkeypatch, {2})
+    assert [r.get("skipped_steps", 0) for r in m["trace"]] == [1, 0]
+    assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["val_loss"]) for r in m["trace"])
+    state = torch.load(tmp_path / "r" / "last.pt", weights_only=True)["state_dict"]
+    assert all(bool(torch.isfinite(v).all()) for v in state.values())  # weights and BatchNorm statistics
+
+
+def test_many_non_finite_batches_in_a_row_stop_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tinysal.errors import TinysalError
+
+    with pytest.raises(TinysalError, match="diverged at epoch 1 .*non-finite loss or gradient.*last.pt"):
+        _poisoned_run(tmp_path, monkeypatch, set(range(1, 1000)))

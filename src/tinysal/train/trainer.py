@@ -332,6 +332,10 @@ def _to_tensor(torch: Any, imgs: np.ndarray, masks: np.ndarray, device: Any, cha
     return x, y
 
 
+#: consecutive optimizer steps with a non-finite loss or gradient (each skipped) that count as divergence
+MAX_BAD_STEPS_IN_A_ROW = 20
+
+
 def _loss(torch: Any, logits: Any, target: Any, kind: str = "bce_dice") -> Any:
     """``bce_dice``: BCE + Dice (per image, smoothed by 1). ``structure``: BCE and IoU both weighted per pixel by
     1 + 5·|local mean of the mask − mask| (a 31×31 box), so pixels near object boundaries count up to 6×; the
@@ -552,6 +556,7 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
             tot = sum(weights)
             print("sampling: " + ", ".join(f"{n} {w / tot:.0%}" for n, w in zip(names, weights)), file=sys.stderr)
     run_t0 = time.time()
+    run_of_bad = 0  # consecutive skipped steps, across epochs
     for epoch in range(start_epoch, cfg.epochs):
         crop = cfg.crop_for_epoch(epoch)
         rng = np.random.default_rng([cfg.seed, epoch])
@@ -562,6 +567,7 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
         model.train()
         t0 = time.time()
         total_loss, seen = 0.0, 0
+        skipped, stepped = 0, False
         bar = tqdm(
             range(nb),
             desc=f"epoch {epoch + 1}/{cfg.epochs} crop {crop}",
@@ -589,15 +595,30 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
             )
             x, y = _to_tensor(torch, imgs, masks, device, channels_last)
             opt.zero_grad(set_to_none=True)
+            saved_buffers = [b.detach().clone() for b in model.buffers()]  # BatchNorm statistics: a few KB
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
                 logits = model.logits(x)
             loss = _loss(torch, logits.float(), y, cfg.loss)
-            if not torch.isfinite(loss):
-                raise TinysalError(
-                    f"training diverged at epoch {epoch + 1} (loss is {float(loss)}); last.pt holds the previous "
-                    "epoch: lower --lr"
-                )
-            loss.backward()
+            finite = bool(torch.isfinite(loss))
+            if finite:
+                loss.backward()
+                finite = all(bool(torch.isfinite(q.grad).all()) for q in model.parameters() if q.grad is not None)
+            if not finite:
+                # a non-finite loss or gradient (a rare overflow): skip the step, as AMP loss scalers do, and undo
+                # its BatchNorm statistics, so one bad batch cannot poison the weights; many in a row is divergence
+                with torch.no_grad():
+                    for b, v in zip(model.buffers(), saved_buffers):
+                        b.copy_(v)
+                skipped += 1
+                run_of_bad += 1
+                if run_of_bad >= MAX_BAD_STEPS_IN_A_ROW:
+                    raise TinysalError(
+                        f"training diverged at epoch {epoch + 1} ({run_of_bad} steps in a row with a non-finite loss "
+                        "or gradient); last.pt holds the previous epoch: lower --lr"
+                    )
+                continue
+            run_of_bad = 0
+            stepped = True
             opt.step()
             if ema:
                 ema.update(model)
@@ -605,6 +626,11 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
             seen += len(idx)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", img_s=f"{seen / (time.time() - t0):.1f}")
         bar.close()
+        if skipped and not stepped:
+            raise TinysalError(
+                f"training diverged at epoch {epoch + 1} (every step: a non-finite loss or gradient); last.pt "
+                "holds the previous epoch: lower --lr"
+            )
         train_secs = time.time() - t0
         lr_used = opt.param_groups[0]["lr"]
         sched.step()
@@ -631,6 +657,8 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
             "seconds": round(secs, 2),
             "images_per_s": round(seen / max(train_secs, 1e-9), 2),
         }
+        if skipped:
+            rec["skipped_steps"] = skipped
         if val:
             rec["val_per_source"] = val["per_source"]
         trace.append(rec)
@@ -669,7 +697,8 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
             print(
                 f"epoch {epoch + 1}/{cfg.epochs} crop {crop}: train_loss {rec['train_loss']:.4f} "
                 f"val_loss {val_loss:.4f} val_iou {val_iou:.4f}{per} ({rec['images_per_s']:.1f} img/s, "
-                f"{secs:.0f}s; ETA {eta / 60:.1f} min)",
+                f"{secs:.0f}s; ETA {eta / 60:.1f} min)"
+                + (f"; skipped {skipped} step(s) with a non-finite loss or gradient" if skipped else ""),
                 file=sys.stderr,
                 flush=True,
             )

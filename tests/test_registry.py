@@ -28,13 +28,18 @@ def test_shipped_registry_validates(tmp_path: Path) -> None:
 
 
 def test_registry_schema_and_production_model() -> None:
+    from tinysal.model.arch import ARCHITECTURES
     from tinysal.model.registry import default_model_path, load_registry, production_model
 
     reg = load_registry()
     prod = production_model(reg)
-    assert prod["status"] == "production" and prod["arch"] == "saliency_student_v2"
-    assert default_model_path().is_file()
-    assert prod["param_count"] == 123_721
+    assert prod["status"] == "production" and prod["arch"] == "saliency_student_v3"  # won the pooled validation
+    assert default_model_path().is_file() and default_model_path().name == prod["file"]
+    assert prod["param_count"] == ARCHITECTURES[prod["arch"]]["params"] == 118_553
+    # the architectures the brief fixes keep their exact sizes
+    by_id = {m["id"]: m for m in reg["models"]}
+    assert by_id["saliency_student_v2"]["param_count"] == 123_721
+    assert by_id["saliency_student_v1"]["param_count"] == 112_841
 
 
 @pytest.fixture

@@ -283,6 +283,7 @@ def test_a_non_finite_batch_is_skipped_not_fatal(tmp_path: Path, monkeypatch: py
 
     m = _poisoned_run(tmp_path, monkeypatch, {2})
     assert [r.get("skipped_steps", 0) for r in m["trace"]] == [1, 0]
+    assert m["trace"][0]["skipped_because"] == {"loss": 1, "gradient": 0}
     assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["val_loss"]) for r in m["trace"])
     state = torch.load(tmp_path / "r" / "last.pt", weights_only=True)["state_dict"]
     assert all(bool(torch.isfinite(v).all()) for v in state.values())  # weights and BatchNorm statistics

@@ -73,7 +73,7 @@ def test_v3_export_contract_parity_and_metadata(v3_onnx: tuple[Path, Path]) -> N
 def test_padding_path_follows_the_model(v3_onnx: tuple[Path, Path], tmp_path: Path) -> None:
     """A 200x120 frame becomes a 427x256 map at short side 256: padded to 448x256 for v3, 432x256 for v2."""
     from tinysal.features.mobilesal import MobileSal, target_size
-    from tinysal.model.registry import default_model_path
+    from tinysal.model.registry import registry_model_path
     from tinysal.video.readers import YuvFrame
 
     _, onnx_path = v3_onnx
@@ -81,7 +81,7 @@ def test_padding_path_follows_the_model(v3_onnx: tuple[Path, Path], tmp_path: Pa
     fr = YuvFrame(rng.integers(16, 235, (120, 200), dtype=np.uint8), np.full((60, 100), 128, np.uint8),
                   np.full((60, 100), 128, np.uint8), 8, "420")  # fmt: skip
     assert target_size(200, 120, 256) == (427, 256)
-    for model, padded in ((onnx_path, (256, 448)), (default_model_path(), (256, 432))):
+    for model, padded in ((onnx_path, (256, 448)), (registry_model_path("saliency_student_v2"), (256, 432))):
         feat = MobileSal(model)
         x = feat.preprocess(fr)
         assert x.shape[2:] == padded

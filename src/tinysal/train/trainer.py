@@ -568,6 +568,7 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
         t0 = time.time()
         total_loss, seen = 0.0, 0
         skipped, stepped = 0, False
+        skip_causes = {"loss": 0, "gradient": 0}
         bar = tqdm(
             range(nb),
             desc=f"epoch {epoch + 1}/{cfg.epochs} crop {crop}",
@@ -600,9 +601,13 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
                 logits = model.logits(x)
             loss = _loss(torch, logits.float(), y, cfg.loss)
             finite = bool(torch.isfinite(loss))
-            if finite:
+            if not finite:
+                skip_causes["loss"] += 1
+            else:
                 loss.backward()
                 finite = all(bool(torch.isfinite(q.grad).all()) for q in model.parameters() if q.grad is not None)
+                if not finite:
+                    skip_causes["gradient"] += 1
             if not finite:
                 # a non-finite loss or gradient (a rare overflow): skip the step, as AMP loss scalers do, and undo
                 # its BatchNorm statistics, so one bad batch cannot poison the weights; many in a row is divergence
@@ -659,6 +664,7 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
         }
         if skipped:
             rec["skipped_steps"] = skipped
+            rec["skipped_because"] = dict(skip_causes)
         if val:
             rec["val_per_source"] = val["per_source"]
         trace.append(rec)
@@ -698,7 +704,12 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
                 f"epoch {epoch + 1}/{cfg.epochs} crop {crop}: train_loss {rec['train_loss']:.4f} "
                 f"val_loss {val_loss:.4f} val_iou {val_iou:.4f}{per} ({rec['images_per_s']:.1f} img/s, "
                 f"{secs:.0f}s; ETA {eta / 60:.1f} min)"
-                + (f"; skipped {skipped} step(s) with a non-finite loss or gradient" if skipped else ""),
+                + (
+                    f"; skipped {skipped} step(s): non-finite loss {skip_causes['loss']}, gradient "
+                    f"{skip_causes['gradient']}"
+                    if skipped
+                    else ""
+                ),
                 file=sys.stderr,
                 flush=True,
             )

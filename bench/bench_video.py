@@ -127,6 +127,9 @@ def peak_rss_mb(clip: Path, frames: int, threads: int) -> float:
         str(frames),
         "--threads",
         str(threads),
+        "--feature",
+        "mobilesal",
+        "--no_prediction",  # the saliency path alone; bench_vmaf.py and bench_soak.py measure it with libvmaf
         "-q",
         "-o",
         str(out),
@@ -184,7 +187,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--davis-frames", type=int, default=12, help="frames per held-out sequence for accuracy")
     ap.add_argument("--json")
-    ap.add_argument("--v3-model", help="a saliency_student_v3 ONNX to time (default: random weights, exported here)")
+    ap.add_argument("--v3-model", help="a saliency_student_v3 ONNX to time (default: the registry's)")
     a = ap.parse_args()
     if not (SHARED / "data" / "video" / "bigbuckbunny.mp4").is_file():
         print("bench needs ../shared/data/video/bigbuckbunny.mp4", file=sys.stderr)
@@ -216,14 +219,20 @@ def main() -> int:
     speedup = d["fps"] / n["fps"]
     print(f"speed-up default vs native: {speedup:.1f}x   (targets: >= 25 fps default, >= 30x native, overhead <= 15%)")
 
+    from tinysal.model.registry import registry_model_path
+
+    v2 = time_path(clip, 256, a.frames, a.threads, str(registry_model_path("saliency_student_v2")))
+    try:
+        v3_path: str | None = a.v3_model or str(registry_model_path("saliency_student_v3"))
+    except Exception:
+        v3_path = _random_v3(tmp)
     v3 = None
-    v3_path = a.v3_model or _random_v3(tmp)
     if v3_path:
         v3 = time_path(clip, 256, a.frames, a.threads, v3_path)
         print(
-            f"v3 (saliency_student_v3, input {v3['input'][1]}x{v3['input'][0]}): {v3['fps']:.1f} fps, bare model "
-            f"{v3['model_ms']:.1f} ms/frame -> {v3['fps'] / d['fps']:.2f}x the fps of v2 (target >= 2x)"
-            + ("" if a.v3_model else " [random-init weights: speed does not depend on them]")
+            f"v2 (input {v2['input'][1]}x{v2['input'][0]}): {v2['fps']:.1f} fps, bare model {v2['model_ms']:.1f} "
+            f"ms/frame; v3 (input {v3['input'][1]}x{v3['input'][0]}): {v3['fps']:.1f} fps, bare model "
+            f"{v3['model_ms']:.1f} ms/frame -> v3 = {v3['fps'] / v2['fps']:.2f}x the fps of v2 (target >= 2x)"
         )
 
     short_n, long_n2 = 30, long_n
@@ -252,6 +261,7 @@ def main() -> int:
                 {
                     "default": d,
                     "default_one_frame_at_a_time": d1,
+                    "v2": v2,
                     "v3": v3,
                     "native": n,
                     "speedup": speedup,

@@ -315,3 +315,22 @@ def test_vmaf_job_reports_progress(pair: tuple[Path, Path]) -> None:
     ctx.use_vmaf()
     score_files(ctx, ref, dist, 352, 288, "420", 8, progress=lambda i, n: seen.append((i, n)))
     assert seen[-1] == (12, 12) and all(a <= b for (a, _), (b, _) in zip(seen, seen[1:]))
+
+
+def test_libvmaf_threads_split_between_the_two_roi_score_passes(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    """With roi_score, two libvmaf processes run side by side and share the threads (same speed, less memory)."""
+    import imageio_ffmpeg
+
+    ref, dist = pair
+    log = tmp_path / "args.txt"
+    env = _fake_ffmpeg(tmp_path, f'echo "$@" >> {log}; exec {imageio_ffmpeg.get_ffmpeg_exe()} "$@"')
+    p = _vmaf(ref, dist, tmp_path / "a.json", "--feature", "mobilesal:roi_score=1", "--frame_cnt", "2",
+              "--threads", "4", env=env)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    runs = [ln for ln in log.read_text().splitlines() if "libvmaf=" in ln]
+    assert len(runs) == 2 and all("n_threads=2:" in r for r in runs)
+    log.unlink()
+    p = _vmaf(ref, dist, tmp_path / "b.json", "--feature", "mobilesal", "--frame_cnt", "2", "--threads", "4", env=env)
+    assert p.returncode == 0, p.stderr
+    runs = [ln for ln in log.read_text().splitlines() if "libvmaf=" in ln]
+    assert len(runs) == 1 and "n_threads=4:" in runs[0]

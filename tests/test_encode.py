@@ -179,3 +179,16 @@ def test_encode_with_the_model_runs_and_refuses_bad_input(tmp_path: Path, video_
     write_map(bad / "frame_000000.qp", np.zeros((3, 4), np.int8), "x264", 0, 16, 6)
     assert_clean_error(run_cli("tinysal", "encode", str(src), str(tmp_path / "c.mp4"), "--roi-maps", str(bad)),
                        "the video needs")  # fmt: skip
+
+
+def test_default_roi_strength_is_per_codec_and_an_explicit_one_wins() -> None:
+    from tinysal.encode.roi import DEFAULT_ROI_STRENGTH, EncodeSettings, check_settings
+
+    for codec in ("libx264", "libx265"):
+        s = EncodeSettings(codec=codec, roi=True)
+        check_settings(s)
+        assert s.roi_strength == DEFAULT_ROI_STRENGTH[codec]
+    assert DEFAULT_ROI_STRENGTH == {"libx264": 3.0, "libx265": 2.0}  # the sweep in docs/benchmarks.md
+    s = EncodeSettings(codec="libx265", roi=True, roi_strength=5.0)
+    check_settings(s)
+    assert s.roi_strength == 5.0

@@ -366,7 +366,10 @@ def cmd_roi_eval(args: argparse.Namespace) -> int:
         if not quiet:
             print(msg, file=sys.stderr, flush=True)
 
-    res = run_roi_eval(args.root, seqs, args.bitrates, args.codec, args.strengths, models, not args.no_oracle,
+    from tinysal.encode.roi import DEFAULT_ROI_STRENGTH
+
+    strengths = args.strengths or [DEFAULT_ROI_STRENGTH[args.codec]]
+    res = run_roi_eval(args.root, seqs, args.bitrates, args.codec, strengths, models, not args.no_oracle,
                        args.preset, args.frames, say)  # fmt: skip
     _report(args.out_json, res, args, [args.root])
     if args.plot:
@@ -546,8 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--crf", type=_float)
     sp.add_argument("--preset", default="medium")
     sp.add_argument("--roi", action="store_true", help="regions of interest from the saliency of the frames")
-    sp.add_argument("--roi-strength", type=_float, default=4.0,
-                    help="QP offset at full/no saliency (default 4, chosen by the roi-eval sweep)")
+    sp.add_argument("--roi-strength", type=_float, default=None,
+                    help="QP offset at full/no saliency (default: 3 for libx264, 2 for libx265, chosen by the roi-eval "
+                    "sweep)")  # fmt: skip
     sp.add_argument("--roi-every", type=_int_at_least(0), default=0,
                     help="frames per saliency update (default ~1/3 s; at most 1 s)")
     sp.add_argument("--roi-maps", help="folder of x264 maps from `roi-maps --encoder x264` instead of the model")
@@ -560,8 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--bitrates", type=lambda t: [_bitrate(x) for x in t.split(",")],
                     default=[_bitrate(x) for x in ("250k", "500k", "1000k", "2000k")],
                     help="comma-separated target bitrates, at least 4 (default 250k,500k,1000k,2000k)")
-    sp.add_argument("--strengths", type=lambda t: [_float(x) for x in t.split(",")], default=[4.0],
-                    help="ROI strengths to sweep (default 4, the encode default)")
+    sp.add_argument("--strengths", type=lambda t: [_float(x) for x in t.split(",")], default=None,
+                    help="ROI strengths to sweep (default: the codec's encode default)")
     sp.add_argument("--model", action="append", metavar="NAME=PATH.onnx",
                     help="saliency model(s) to compare (default: the production model)")
     sp.add_argument("--no-oracle", action="store_true", help="skip the ground-truth-mask oracle")

@@ -31,6 +31,10 @@ DEFAULT_CTU = {"x265": 64, "svt-av1": 64, "x264": 16, "vvenc": 64}
 #: QP range of 8-bit H.264/HEVC: AVRegionOfInterest.qoffset is a fraction of it
 QP_RANGE = 51
 ENCODERS = ("libx264", "libx265")
+#: per-codec default ROI strength, chosen by the roi-eval sweep with the production model (v3) on the held-out DAVIS
+#: sequences: the strongest setting whose mean whole-frame VMAF BD-rate stays <= +5% (docs/benchmarks.md).
+#: libx264 at 3: object-region BD-rate -25.7%, VMAF +3.3%; libx265 at 2: -19.2%, +2.0%
+DEFAULT_ROI_STRENGTH = {"libx264": 3.0, "libx265": 2.0}
 
 
 def round_half_away(x: np.ndarray) -> np.ndarray:
@@ -236,7 +240,7 @@ class EncodeSettings:
     crf: float = 23.0
     preset: str = "medium"
     roi: bool = False
-    roi_strength: float = 4.0  # the roi-eval sweep: object BD-rate -28%, VMAF +3% on held-out DAVIS
+    roi_strength: float | None = None  # None: the codec's default (DEFAULT_ROI_STRENGTH)
     roi_every: int = 0  # frames per saliency update; 0 = about a third of a second
     roi_maps: str = ""  # folder of x264-format maps (roi-maps --encoder x264) instead of the model
     model_path: str | None = None
@@ -254,6 +258,8 @@ def check_settings(s: EncodeSettings) -> None:
         raise TinysalError(f"--bitrate must be 10k..500M bits/s, got {s.bitrate}")
     if not s.bitrate and not 0 <= s.crf <= 51:
         raise TinysalError(f"--crf must be 0..51, got {s.crf:g}")
+    if s.roi_strength is None:
+        s.roi_strength = DEFAULT_ROI_STRENGTH[s.codec]
     if not 0 <= s.roi_strength <= 12:
         raise TinysalError(f"--roi-strength must be 0..12 (QP), got {s.roi_strength:g}")
     presets = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")

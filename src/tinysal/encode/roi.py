@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,11 @@ def block_means(smap: np.ndarray, block: int) -> np.ndarray:
 
 def block_offsets(smap: np.ndarray, block: int, strength: float) -> np.ndarray:
     """The reference formula: offset = round_half_away(-strength * (2s - 1)), clamped to +-12, per block (int8)."""
-    s = block_means(smap, block)
+    return offsets_from_means(block_means(smap, block), strength)
+
+
+def offsets_from_means(s: np.ndarray, strength: float) -> np.ndarray:
+    """Block means of saliency -> QP offsets: round_half_away(-strength * (2s - 1)), clamped to +-12 (int8)."""
     return np.clip(round_half_away(-strength * (2 * s - 1)), -MAX_OFFSET, MAX_OFFSET).astype(np.int8)
 
 
@@ -111,16 +116,21 @@ def regions_from_offsets(grid: np.ndarray, block: int, width: int, height: int, 
 
 
 def layered_regions(grid: np.ndarray, block: int, width: int, height: int) -> list[Region]:
-    """The same per-block offsets as :func:`regions_from_offsets` in far fewer regions: the most common offset as
-    one whole-frame region at the end of the list, and rectangles for the other blocks before it. FFmpeg's libx264
-    and libx265 wrappers apply the list from the end, so where regions overlap the earlier one wins (the
-    AVRegionOfInterest rule); a saliency map's background, one offset, then costs one region instead of hundreds,
-    and the per-frame ``addroi`` chain stays short."""
-    vals, counts = np.unique(grid, return_counts=True)
-    base = int(vals[np.argmax(counts)])
-    if base == 0:
-        return regions_from_offsets(grid, block, width, height)
-    return regions_from_offsets(grid, block, width, height, skip=base) + [Region(0, 0, width, height, base)]
+    """The same per-block offsets as :func:`regions_from_offsets` in far fewer regions, using the
+    AVRegionOfInterest rule that where regions overlap the earlier one in the list wins (FFmpeg's libx264 and
+    libx265 wrappers apply the list from the end). Offsets are listed from the lowest (most salient) up; the
+    rectangles of level ``v`` cover every block whose offset is ``<= v`` (blocks below ``v`` are already taken by
+    earlier regions), and the highest offset is one whole-frame region at the end. Because the offset is a
+    monotone function of a smooth map, each level is a few blobs, a few rectangles: the per-frame ``addroi``
+    chain stays short where one rectangle per run of equal blocks needed hundreds."""
+    levels = np.unique(grid)
+    if len(levels) == 1 and levels[0] == 0:
+        return []
+    out: list[Region] = []
+    for v in levels[:-1]:
+        mask = (grid <= v).astype(np.int8)
+        out += [Region(r.x, r.y, r.w, r.h, int(v)) for r in regions_from_offsets(mask, block, width, height)]
+    return out + [Region(0, 0, width, height, int(levels[-1]))]
 
 
 # ------------------------------------------------------------------------------------------- sidecar maps
@@ -164,6 +174,31 @@ class SaliencyBlocks:
         m = self.feature.infer(self.feature.preprocess(frame, colorspace, color_range), frame.width, frame.height)
         return upsampled_map(m, frame.width, frame.height)
 
+    def block_means(
+        self, frame: YuvFrame, block: int, colorspace: str = "bt709", color_range: str = "limited"
+    ) -> np.ndarray:
+        """Block means of the frame-size map without building it: the bilinear resize (half-pixel centres, as the
+        model's own Resize) and the block averaging are both linear and separable, so they fold into one small
+        matrix per axis (rows x h and w x cols, cached per geometry)."""
+        m = self.feature.infer(self.feature.preprocess(frame, colorspace, color_range), frame.width, frame.height)
+        ry = _block_resize_matrix(m.shape[0], frame.height, block)
+        rx = _block_resize_matrix(m.shape[1], frame.width, block)
+        return ry @ m.astype(np.float64) @ rx.T
+
+
+@lru_cache(maxsize=16)
+def _block_resize_matrix(n_in: int, n_out: int, block: int) -> np.ndarray:
+    """(ceil(n_out / block), n_in): a 1-D bilinear resize n_in -> n_out followed by the mean over each block of
+    ``block`` outputs (a partial last block averaged over its real samples)."""
+    from tinysal.features.mobilesal import bilinear_matrix
+
+    nb = math.ceil(n_out / block)
+    pool = np.zeros((nb, n_out))
+    for b in range(nb):
+        lo, hi = b * block, min(n_out, (b + 1) * block)
+        pool[b, lo:hi] = 1.0 / (hi - lo)
+    return pool @ bilinear_matrix(n_in, n_out)
+
 
 def roi_maps(
     reader: Any,
@@ -200,7 +235,7 @@ def roi_maps(
             break
         if i % every:
             continue
-        grid = block_offsets(sal.frame_map(fr, cs, cr), ctu, strength)
+        grid = offsets_from_means(sal.block_means(fr, ctu, cs, cr), strength)
         path = out / f"frame_{i:06d}{MAP_SUFFIX[encoder]}"
         write_map(path, grid, encoder, i, ctu, strength)
         written.append(str(path))
@@ -350,11 +385,7 @@ def encode_video(
     every = settings.roi_every or max(1, round(float(fps) / 3))
     if settings.roi and every > float(fps):
         raise TinysalError(f"--roi-every {every} is more than one second of frames ({float(fps):g} fps)")
-    if saliency is None and settings.roi and not settings.roi_maps:
-        model = SaliencyBlocks(settings.model_path)
-
-        def saliency(i: int, fr: YuvFrame) -> np.ndarray:
-            return model.frame_map(fr)
+    model = SaliencyBlocks(settings.model_path) if saliency is None and settings.roi and not settings.roi_maps else None
 
     maps_dir = Path(settings.roi_maps) if settings.roi_maps else None
     rows, cols = math.ceil(reader.height / settings.block), math.ceil(reader.width / settings.block)
@@ -380,6 +411,8 @@ def encode_video(
                         if not mp.is_file():
                             raise TinysalError(f"{mp}: no map for frame {i} (make them with roi-maps --every {every})")
                         grid = read_map(mp, "x264", rows, cols)
+                    elif model is not None:
+                        grid = offsets_from_means(model.block_means(fr, settings.block), settings.roi_strength)
                     else:
                         assert saliency is not None
                         grid = block_offsets(saliency(i, fr), settings.block, settings.roi_strength)

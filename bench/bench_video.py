@@ -95,18 +95,6 @@ def time_path(clip: Path, short_side: int, frames: int, threads: int, model_path
     }
 
 
-def _random_v3(tmp: Path) -> str | None:
-    """A random-init saliency_student_v3 ONNX for timing (needs torch; None without it)."""
-    try:
-        from tinysal.model.export import export_random_init
-    except ImportError:
-        return None
-    try:
-        return export_random_init("saliency_student_v3", 0, tmp / "v3_random.onnx")["output"]
-    except ImportError:
-        return None
-
-
 def peak_rss_mb(clip: Path, frames: int, threads: int) -> float:
     """Peak RSS of a `vmaf` CLI run, from the child's own /proc VmHWM (which, unlike ru_maxrss, does not include
     the pre-exec image of this already large benchmark process)."""
@@ -222,18 +210,12 @@ def main() -> int:
     from tinysal.model.registry import registry_model_path
 
     v2 = time_path(clip, 256, a.frames, a.threads, str(registry_model_path("saliency_student_v2")))
-    try:
-        v3_path: str | None = a.v3_model or str(registry_model_path("saliency_student_v3"))
-    except Exception:
-        v3_path = _random_v3(tmp)
-    v3 = None
-    if v3_path:
-        v3 = time_path(clip, 256, a.frames, a.threads, v3_path)
-        print(
-            f"v2 (input {v2['input'][1]}x{v2['input'][0]}): {v2['fps']:.1f} fps, bare model {v2['model_ms']:.1f} "
-            f"ms/frame; v3 (input {v3['input'][1]}x{v3['input'][0]}): {v3['fps']:.1f} fps, bare model "
-            f"{v3['model_ms']:.1f} ms/frame -> v3 = {v3['fps'] / v2['fps']:.2f}x the fps of v2 (target >= 2x)"
-        )
+    v3 = time_path(clip, 256, a.frames, a.threads, a.v3_model or str(registry_model_path("saliency_student_v3")))
+    print(
+        f"v2 (input {v2['input'][1]}x{v2['input'][0]}): {v2['fps']:.1f} fps, bare model {v2['model_ms']:.1f} "
+        f"ms/frame; v3 (input {v3['input'][1]}x{v3['input'][0]}): {v3['fps']:.1f} fps, bare model "
+        f"{v3['model_ms']:.1f} ms/frame -> v3 = {v3['fps'] / v2['fps']:.2f}x the fps of v2 (target >= 2x)"
+    )
 
     short_n, long_n2 = 30, long_n
     rss_short = peak_rss_mb(clip, short_n, a.threads)

@@ -78,9 +78,9 @@ class Region:
         return f"x={self.x}:y={self.y}:w={self.w}:h={self.h}:qoffset={self.offset}/{QP_RANGE}"
 
 
-def regions_from_offsets(grid: np.ndarray, block: int, width: int, height: int, skip: int = 0) -> list[Region]:
-    """Non-overlapping rectangles covering every block whose offset is not ``skip``: runs of equal offset along
-    each block row, merged downwards while the run below is identical."""
+def regions_from_offsets(grid: np.ndarray, block: int, width: int, height: int) -> list[Region]:
+    """Non-overlapping rectangles covering every non-zero block: runs of equal offset along each block row,
+    merged downwards while the run below is identical."""
     runs: list[tuple[int, int, int, int]] = []  # (row, c0, c1, offset)
     for r, row in enumerate(grid):
         c = 0
@@ -89,7 +89,7 @@ def regions_from_offsets(grid: np.ndarray, block: int, width: int, height: int, 
             c1 = c
             while c1 + 1 < len(row) and int(row[c1 + 1]) == v:
                 c1 += 1
-            if v != skip:
+            if v:
                 runs.append((r, c, c1, v))
             c = c1 + 1
     open_: dict[tuple[int, int, int], list[int]] = {}  # (c0, c1, v) -> [first row, last row]
@@ -168,11 +168,14 @@ class SaliencyBlocks:
 
         self.feature = MobileSal(model_path, short_side=short_side, threads=threads)
 
+    def _map(self, frame: YuvFrame, colorspace: str, color_range: str) -> np.ndarray:
+        """The map at inference size."""
+        return self.feature.infer(self.feature.preprocess(frame, colorspace, color_range), frame.width, frame.height)
+
     def frame_map(self, frame: YuvFrame, colorspace: str = "bt709", color_range: str = "limited") -> np.ndarray:
         from tinysal.features.mobilesal import upsampled_map
 
-        m = self.feature.infer(self.feature.preprocess(frame, colorspace, color_range), frame.width, frame.height)
-        return upsampled_map(m, frame.width, frame.height)
+        return upsampled_map(self._map(frame, colorspace, color_range), frame.width, frame.height)
 
     def block_means(
         self, frame: YuvFrame, block: int, colorspace: str = "bt709", color_range: str = "limited"
@@ -180,7 +183,7 @@ class SaliencyBlocks:
         """Block means of the frame-size map without building it: the bilinear resize (half-pixel centres, as the
         model's own Resize) and the block averaging are both linear and separable, so they fold into one small
         matrix per axis (rows x h and w x cols, cached per geometry)."""
-        m = self.feature.infer(self.feature.preprocess(frame, colorspace, color_range), frame.width, frame.height)
+        m = self._map(frame, colorspace, color_range)
         ry = _block_resize_matrix(m.shape[0], frame.height, block)
         rx = _block_resize_matrix(m.shape[1], frame.width, block)
         return ry @ m.astype(np.float64) @ rx.T

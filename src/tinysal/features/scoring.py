@@ -91,12 +91,6 @@ class VmafContext:
         #: libvmaf's own pooled values for its metrics (computed at full precision, as libvmaf reports them)
         self.vmaf_pooled: dict[str, dict[str, float]] = {}
         self.vmaf_metrics: list[str] = []
-        #: libvmaf's own thread count (its ``n_threads``); None = ``threads``
-        self.vmaf_threads: int | None = None
-
-    @property
-    def libvmaf_threads(self) -> int:
-        return self.threads if self.vmaf_threads is None else self.vmaf_threads
 
     # -- set-up ---------------------------------------------------------------------------------------
     def use_feature(self, name: str, params: dict[str, Any] | None = None) -> MobileSal:
@@ -292,11 +286,9 @@ def score_files(
     ref_cs = getattr(ref, "colorspace", None) or ctx.colorspace
     ref_cr = getattr(ref, "range", None) or ctx.color_range
     workers = ctx.threads
-    lv_threads = ctx.libvmaf_threads
-    if roi and roi.roi_score and ctx.vmaf_threads is None:
-        # two libvmaf processes side by side: each gets half the threads; measured at 1080p on 2 cores, as fast
-        # as two 2-thread passes and 140 MB less resident memory (docs/benchmarks.md)
-        lv_threads = max(1, lv_threads // 2)
+    # libvmaf's n_threads: with roi_score two libvmaf processes run side by side and each gets half (measured at
+    # 1080p on 2 cores: as fast as two 2-thread passes, 140 MB less resident memory; docs/benchmarks.md)
+    lv_threads = max(1, ctx.threads // 2) if roi and roi.roi_score else ctx.threads
     t0 = time.perf_counter()
     done = 0
     jobs: list[VmafJob] = []

@@ -62,14 +62,14 @@ def model_macs(path: str | os.PathLike[str], width: int, height: int) -> dict[st
 
     by_op: dict[str, int] = {}
     for n in counted:
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
         out_shape, in_shape, w_shape = shape(n.output[0]), shape(n.input[0]), shape(n.input[1])
         if n.op_type == "Conv":  # W: [Cout, Cin/group, kh, kw]: the weight shape carries the grouping
             macs = math.prod(out_shape) * math.prod(w_shape[1:])
         elif n.op_type == "ConvTranspose":  # W: [Cin, Cout/group, kh, kw]
             macs = math.prod(in_shape) * math.prod(w_shape[1:])
         elif n.op_type == "Gemm":
-            k = in_shape[0] if attrs.get("transA", 0) else in_shape[-1]
+            trans_a = any(a.name == "transA" and a.i for a in n.attribute)
+            k = in_shape[0] if trans_a else in_shape[-1]
             macs = math.prod(out_shape) * k
         else:  # MatMul
             macs = math.prod(out_shape) * in_shape[-1]

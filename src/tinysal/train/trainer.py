@@ -567,8 +567,7 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
         model.train()
         t0 = time.time()
         total_loss, seen = 0.0, 0
-        skipped, stepped = 0, False
-        skip_causes = {"loss": 0, "gradient": 0}
+        skip_causes = {"loss": 0, "gradient": 0}  # steps skipped for a non-finite loss / gradient
         bar = tqdm(
             range(nb),
             desc=f"epoch {epoch + 1}/{cfg.epochs} crop {crop}",
@@ -614,7 +613,6 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
                 with torch.no_grad():
                     for b, v in zip(model.buffers(), saved_buffers):
                         b.copy_(v)
-                skipped += 1
                 run_of_bad += 1
                 if run_of_bad >= MAX_BAD_STEPS_IN_A_ROW:
                     raise TinysalError(
@@ -623,7 +621,6 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
                     )
                 continue
             run_of_bad = 0
-            stepped = True
             opt.step()
             if ema:
                 ema.update(model)
@@ -631,7 +628,8 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
             seen += len(idx)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", img_s=f"{seen / (time.time() - t0):.1f}")
         bar.close()
-        if skipped and not stepped:
+        skipped = sum(skip_causes.values())
+        if skipped and not seen:  # nothing trained this epoch: every step was skipped
             raise TinysalError(
                 f"training diverged at epoch {epoch + 1} (every step: a non-finite loss or gradient); last.pt "
                 "holds the previous epoch: lower --lr"

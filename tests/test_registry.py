@@ -136,3 +136,38 @@ def test_validate_model_with_checkpoint_runs_parity(tmp_path: Path, smoke_model:
     p = run_cli("tinysal", "validate-model", str(smoke_model), "--checkpoint", str(ck), "--out-json", str(out))
     assert p.returncode == 0, p.stderr
     assert json.loads(out.read_text())["parity"]["max_abs_diff"] <= 1e-5
+
+
+def test_bundled_models_open_without_the_onnx_parse_others_get_every_check(tmp_path: Path) -> None:
+    """A file byte-identical to a registry model (the registry's own checks vouch for it; the test above re-runs
+    them) opens without importing ``onnx``; one changed byte sends it through the ONNX checker and the allowlist."""
+    import subprocess
+    import sys
+
+    from tinysal.model.registry import default_model_path, load_registry, model_path
+
+    reg = load_registry()
+    copy = tmp_path / "copy.onnx"
+    shutil.copy(default_model_path(), copy)
+    code = (
+        "import sys; from tinysal.model.session import create_session; "
+        "s = create_session(sys.argv[1]); print(s.input_multiple, 'onnx' in sys.modules)"
+    )
+    for m in reg["models"]:
+        p = subprocess.run([sys.executable, "-c", code, str(model_path(m, reg))], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.split() == [str(m["input_multiple"]), "False"], m["id"]
+    p = subprocess.run([sys.executable, "-c", code, str(copy)], capture_output=True, text=True)
+    assert p.stdout.split()[1] == "False"  # where it lives does not matter, the bytes do
+    data = copy.read_bytes()
+    # the same graph with another producer version: not a registry model any more, so the full checks run
+    i = data.index(b"tinysal", 0, 200)
+    copy.write_bytes(data[:i] + b"T" + data[i + 1 :])
+    p = subprocess.run([sys.executable, "-c", code, str(copy)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split()[1] == "True"
+    # and a change those checks catch: the last byte is in the input-multiple metadata
+    copy.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    code_err = "import sys; from tinysal.model.session import create_session; create_session(sys.argv[1])"
+    p = subprocess.run([sys.executable, "-c", code_err, str(copy)], capture_output=True, text=True)
+    assert p.returncode != 0 and "input_multiple" in p.stderr.splitlines()[-1]

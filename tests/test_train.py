@@ -294,3 +294,60 @@ def test_many_non_finite_batches_in_a_row_stop_the_run(tmp_path: Path, monkeypat
 
     with pytest.raises(TinysalError, match="diverged at epoch 1 .*non-finite loss or gradient.*last.pt"):
         _poisoned_run(tmp_path, monkeypatch, set(range(1, 1000)))
+
+
+def test_prefetched_batches_come_in_order_with_their_errors() -> None:
+    """The trainer makes batch b+1 in a worker thread while it trains on b: same items, same order, one ahead."""
+    import threading
+
+    from tinysal.train.trainer import prefetched
+
+    made: list[int] = []
+    threads: set[str] = set()
+
+    def make(b: int) -> int:
+        made.append(b)
+        threads.add(threading.current_thread().name)
+        return b * b
+
+    got = []
+    for item in prefetched(make, 6):
+        got.append(item)
+        assert len(made) <= len(got) + 1  # never more than one batch ahead
+    assert got == [b * b for b in range(6)] and made == list(range(6))
+    assert threads and all(t.startswith("tinysal-batches") for t in threads)
+    assert list(prefetched(make, 0)) == []
+
+    def broken(b: int) -> int:
+        if b == 2:
+            raise ValueError("bad batch 2")
+        return b
+
+    it = prefetched(broken, 5)
+    assert [next(it), next(it)] == [0, 1]
+    with pytest.raises(ValueError, match="bad batch 2"):
+        next(it)
+
+
+def test_prefetching_trains_the_same_weights_as_making_batches_inline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from tinysal.train import trainer
+
+    root = make_blob_dataset(tmp_path / "ds", n_groups=2, per_group=4)
+
+    def run(out: str) -> dict:
+        cfg = trainer.TrainConfig(
+            roots=[str(root)], out_dir=str(tmp_path / out), preset="cpu", stages=[[32, 2]], batch_size=2, resize=56,
+            val_crop=48, val_fraction=0.25, seed=7, export=False, copy_paste=0.5, color_jitter=0.2,
+        )  # fmt: skip
+        trainer.train(cfg, progress=False)
+        return torch.load(tmp_path / out / "last.pt", weights_only=True)["state_dict"]
+
+    ahead = run("ahead")
+    monkeypatch.setattr(trainer, "prefetched", lambda make, n: (make(b) for b in range(n)))
+    inline = run("inline")
+    assert ahead.keys() == inline.keys()
+    assert all(torch.equal(ahead[k], inline[k]) for k in ahead)

@@ -38,7 +38,7 @@ def main() -> int:
 
     from tinysal.model.nets import create_model
     from tinysal.train.data import PairCache, find_pairs, load_pair
-    from tinysal.train.trainer import _loss, _to_tensor, make_train_batch, prefetched
+    from tinysal.train.trainer import _loss, _to_tensor, make_train_batch
 
     if not Path(a.root).is_dir():
         print(f"dataset not found: {a.root}", file=sys.stderr)
@@ -118,17 +118,9 @@ def main() -> int:
             yield make_train_batch(cache, idx[k * a.batch : (k + 1) * a.batch], 192, rng, (1.0, 1.0), 0.0, idx,
                                    0.2, "rrc", (0.35, 1.0), bgs, 0.15)  # fmt: skip
 
-    def sod_ahead():
-        """The same batches, each made in a worker thread while the previous one trains (what the trainer does)."""
-        gen = sod_batches()
-        return prefetched(lambda k: next(gen), a.steps + 1)
-
-    for arch, bf16 in (("saliency_student_v2", True), ("saliency_student_v3", True), ("saliency_student_v3", False)):
-        inline = run(True, sod_batches, amp=bf16, arch=arch, loss="structure")
-        ahead = run(True, sod_ahead, amp=bf16, arch=arch, loss="structure")
-        print(f"sod recipe step at crop 192 (rrc, jitter, composites, structure loss, {'bf16' if bf16 else 'fp32'}), "
-              f"{arch}: batches made inline {inline:.2f} img/s, made ahead in a thread {ahead:.2f} img/s "
-              f"({ahead / inline:.2f}x)")  # fmt: skip
+    for arch in ("saliency_student_v2", "saliency_student_v3"):
+        r = run(True, sod_batches, amp=True, arch=arch, loss="structure")
+        print(f"sod recipe step at crop 192 (rrc, jitter, composites, structure loss, bf16), {arch}: {r:.2f} img/s")
     return 0
 
 

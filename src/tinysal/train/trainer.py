@@ -15,8 +15,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,24 +275,6 @@ def make_train_batch(
             ci, cm = ci[:, ::-1], cm[:, ::-1]
         imgs[k], masks[k] = ci, cm
     return imgs, masks
-
-
-def prefetched(make: Callable[[int], Any], n: int) -> Generator[Any, None, None]:
-    """``make(0) .. make(n - 1)`` in order, each made in a worker thread while the caller trains on the one before
-    (PIL and NumPy release the GIL, so the next batch's crops and jitter overlap the step). One worker, strictly in
-    order: the batches, and so the run, are the same as making them inline."""
-    if n <= 0:
-        return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tinysal-batches") as ex:
-        fut = ex.submit(make, 0)
-        try:
-            for b in range(n):
-                item = fut.result()
-                if b + 1 < n:
-                    fut = ex.submit(make, b + 1)
-                yield item
-        finally:
-            fut.cancel()
 
 
 def epoch_order(
@@ -587,12 +568,18 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
         t0 = time.time()
         total_loss, seen = 0.0, 0
         skip_causes = {"loss": 0, "gradient": 0}  # steps skipped for a non-finite loss / gradient
-
-        def batch(b: int, perm: Any = perm, crop: int = crop, rng: Any = rng, bs: int = bs) -> Any:
+        bar = tqdm(
+            range(nb),
+            desc=f"epoch {epoch + 1}/{cfg.epochs} crop {crop}",
+            disable=not (progress and sys.stderr.isatty()),
+            unit="batch",
+            leave=False,
+        )
+        for b in bar:
             idx = perm[b * bs : (b + 1) * bs]
             if len(idx) < 2:  # BatchNorm needs two samples
-                return None
-            return idx, make_train_batch(
+                continue
+            imgs, masks = make_train_batch(
                 train_cache,
                 idx,
                 crop,
@@ -606,20 +593,6 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
                 backgrounds,
                 cfg.composite,
             )
-
-        batches = prefetched(batch, nb)
-        bar = tqdm(
-            batches,
-            total=nb,
-            desc=f"epoch {epoch + 1}/{cfg.epochs} crop {crop}",
-            disable=not (progress and sys.stderr.isatty()),
-            unit="batch",
-            leave=False,
-        )
-        for item in bar:
-            if item is None:
-                continue
-            idx, (imgs, masks) = item
             x, y = _to_tensor(torch, imgs, masks, device, channels_last)
             opt.zero_grad(set_to_none=True)
             saved_buffers = [b.detach().clone() for b in model.buffers()]  # BatchNorm statistics: a few KB
@@ -642,7 +615,6 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
                         b.copy_(v)
                 run_of_bad += 1
                 if run_of_bad >= MAX_BAD_STEPS_IN_A_ROW:
-                    batches.close()
                     raise TinysalError(
                         f"training diverged at epoch {epoch + 1} ({run_of_bad} steps in a row with a non-finite loss "
                         "or gradient); last.pt holds the previous epoch: lower --lr"

@@ -68,12 +68,12 @@ def main() -> None:
                 if roi not in best or r["wall"] < best[roi]["wall"]:
                     best[roi] = r
         cli: dict[bool, float] = {}
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         for _ in range(a.repeat):
             for roi in (False, True):
                 cmd = [sys.executable, "-m", "tinysal.cli.main", "encode", str(clip), str(d / "cli.mp4"), "--codec",
                        codec, "--bitrate", a.bitrate, "--preset", a.preset, "--overwrite", "-q"] + ["--roi"] * roi
                 t0 = time.perf_counter()
-                env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
                 subprocess.run(cmd, check=True, capture_output=True, env=env)
                 cli[roi] = min(cli.get(roi, 1e9), time.perf_counter() - t0)
         plain, roi_r = best[False], best[True]

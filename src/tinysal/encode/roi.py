@@ -433,13 +433,12 @@ def encode_video(
         return graph
 
     done = 0
-    stack = contextlib.ExitStack()
     # frames read but not yet encoded, each with the future of its segment's graph: at most one segment (<= 1 s)
     pending: deque[tuple[Any, Future[Any] | None]] = deque()
+    # BLAS (the block means' small matrix products, the resize) single-threaded for the encode: OpenBLAS's idle
+    # threads busy-wait, taking CPU from the encoder for products too small to gain from a second thread
+    blas_limit = threadpool_limits(limits=1, user_api="blas")
     try:
-        # BLAS (the block means' small matrix products, the resize) single-threaded for the encode: OpenBLAS's idle
-        # threads busy-wait, taking CPU from the encoder for products too small to gain from a second thread
-        stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
         container, st = _open_output(tmp, settings, reader.width, reader.height, fps)
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tinysal-roi") as pool:
@@ -487,7 +486,7 @@ def encode_video(
             tmp.unlink()
         raise
     finally:
-        stack.close()
+        blas_limit.restore_original_limits()
     wall = time.perf_counter() - t0
     size = out.stat().st_size
     return {

@@ -215,6 +215,8 @@ def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
 
 
 def test_cache_is_built_once_and_memory_mapped(tmp_path: Path) -> None:
+    from dataclasses import replace
+
     import numpy as np
 
     from tinysal.train.data import PairCache, find_pairs, load_pair
@@ -226,6 +228,11 @@ def test_cache_is_built_once_and_memory_mapped(tmp_path: Path) -> None:
     c2 = PairCache.build(pairs, 40, tmp_path / "cache", progress=False)
     assert c2.folder == c1.folder and (c2.folder / "images.u8").stat().st_mtime_ns == stamp
     assert isinstance(c2.images, np.memmap)
+    # the same files named by a relative path (another working directory) reuse the cache
+    rel = [replace(p, image=Path(os.path.relpath(p.image)), mask=Path(os.path.relpath(p.mask))) for p in pairs]
+    assert str(rel[0].image) != str(pairs[0].image)
+    assert PairCache.build(rel, 40, tmp_path / "cache", progress=False).folder == c1.folder
+    assert len(list((tmp_path / "cache").iterdir())) == 1
     img, mask = c2.get(1)
     ref_img, ref_mask = load_pair(pairs[1], 40)
     assert np.array_equal(img, ref_img) and np.array_equal(mask, ref_mask)

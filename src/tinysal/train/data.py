@@ -265,7 +265,10 @@ class PairCache:
                 short_side,
                 skip_bad,
                 [
-                    (str(p.image), si.st_size, si.st_mtime_ns, str(p.mask), sm.st_size, sm.st_mtime_ns)
+                    # absolute paths: the same files named from another working directory (../datasets vs
+                    # /work/datasets) are the same cache, not a second 5 GB copy
+                    (os.path.abspath(p.image), si.st_size, si.st_mtime_ns, os.path.abspath(p.mask), sm.st_size,
+                     sm.st_mtime_ns)
                     for p, (si, sm) in zip(pairs, stats)
                 ],
             ]

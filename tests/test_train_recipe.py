@@ -83,6 +83,27 @@ def test_random_resized_crop_keeps_the_scene_and_composites_replace_background(t
         assert np.all(im[m == 255][:, 0] >= 150)  # the object (bright ellipse) is kept
 
 
+def test_colour_jitter_is_brightness_contrast_saturation() -> None:
+    from tinysal.train.trainer import _colour_jitter
+
+    def plain(img: np.ndarray, b: float, c: float, s: float) -> np.ndarray:
+        f = img.astype(np.float32)
+        grey = f.mean(axis=2, keepdims=True)
+        f = (f - grey) * s + grey  # saturation about each pixel's grey
+        f = (f - f.mean()) * c + f.mean()  # contrast about the image mean
+        return np.clip(f * b, 0, 255).astype(np.uint8)  # brightness
+
+    gen = np.random.default_rng(5)
+    for k in range(20):
+        img = gen.integers(0, 256, (24 + k, 31, 3), dtype=np.uint8)
+        b, c, s = np.random.default_rng(k).uniform(0.7, 1.3, 3)
+        assert np.array_equal(_colour_jitter(img, np.random.default_rng(k), 0.3), plain(img, b, c, s))
+    flat = np.full((8, 8, 3), 100, np.uint8)  # no contrast or saturation to change: only brightness acts
+    out = _colour_jitter(flat, np.random.default_rng(0), 0.3)
+    b = np.random.default_rng(0).uniform(0.7, 1.3, 3)[0]
+    assert np.all(out == np.uint8(100 * b)) and not np.array_equal(out, flat)
+
+
 def test_structure_loss_rewards_confident_correct_maps() -> None:
     from tinysal.train.trainer import _loss
 

@@ -193,9 +193,17 @@ def _colour_jitter(img: np.ndarray, rng: np.random.Generator, amount: float) -> 
     b, c, s = rng.uniform(1 - amount, 1 + amount, 3)
     f = img.astype(np.float32)
     grey = f.mean(axis=2, keepdims=True)
-    f = (f - grey) * s + grey
-    f = (f - f.mean()) * c + f.mean()
-    return np.clip(f * b, 0, 255).astype(np.uint8)
+    # ((f - grey) * s + grey - mean) * c + mean, times b, in place: the same float64 arithmetic (NumPy promotes at
+    # the float64 factor s) as the plain expression, bit for bit, at half the time (no temporaries, one mean)
+    g = (f - grey) * s
+    g += grey
+    m = g.mean()
+    g -= m
+    g *= c
+    g += m
+    g *= b
+    np.clip(g, 0, 255, out=g)
+    return g.astype(np.uint8)
 
 
 def _rrc_window(rng: np.random.Generator, h: int, w: int, area: Sequence[float]) -> tuple[int, int, int, int]:

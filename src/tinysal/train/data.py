@@ -259,17 +259,17 @@ class PairCache:
             stats = [(p.image.stat(), p.mask.stat()) for p in pairs]
         except OSError as e:
             raise TinysalError(f"cannot read {e.filename}: {e.strerror}") from None
+        # absolute paths: the same files named from another working directory (../datasets vs /work/datasets) are
+        # the same cache, not a second 5 GB copy, and its index names them so from any directory
+        names = [(os.path.abspath(p.image), os.path.abspath(p.mask)) for p in pairs]
         key_src = json.dumps(
             [
                 CACHE_VERSION,
                 short_side,
                 skip_bad,
                 [
-                    # absolute paths: the same files named from another working directory (../datasets vs
-                    # /work/datasets) are the same cache, not a second 5 GB copy
-                    (os.path.abspath(p.image), si.st_size, si.st_mtime_ns, os.path.abspath(p.mask), sm.st_size,
-                     sm.st_mtime_ns)
-                    for p, (si, sm) in zip(pairs, stats)
+                    (im, si.st_size, si.st_mtime_ns, mk, sm.st_size, sm.st_mtime_ns)
+                    for (im, mk), (si, sm) in zip(names, stats)
                 ],
             ]
         )
@@ -329,7 +329,7 @@ class PairCache:
             "offsets": offsets,
             "kept": kept,
             "skipped": skipped,
-            "sources": [str(pairs[i].image) for i in kept],
+            "sources": [names[i][0] for i in kept],
         }
         (folder / "index.json.tmp").write_text(json.dumps(index))
         os.replace(folder / "index.json.tmp", folder / "index.json")

@@ -153,6 +153,14 @@ def test_sod_preset_trains_on_several_sources_with_per_source_validation(tmp_pat
     if m["best_epoch"] == 1:
         assert torch.equal(best[k], raw["ema"][k])
     assert not torch.equal(raw["ema"][k], raw["state_dict"][k])
+    # the per-epoch trace.json (readable while a run goes on) holds the same curves, and plot-run draws them
+    live = json.loads((tmp_path / "r" / "trace.json").read_text())
+    assert live["trace"] == m["trace"] and live["best_epoch"] == m["best_epoch"] and live["epochs"] == 2
+    png = tmp_path / "curves.png"
+    p = run_cli("tinysal", "plot-run", str(tmp_path / "r"), str(out), "--labels", "dir,json", "-o", str(png))
+    assert p.returncode == 0, p.stderr
+    assert f"dir: 2/2 epochs, last validation score {m['trace'][-1]['val_iou']:.4f}" in p.stdout
+    assert Image.open(png).format == "PNG"
 
 
 def test_unknown_source_weight_and_missing_backgrounds_are_refused(tmp_path: Path) -> None:

@@ -349,6 +349,27 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot_run(args: argparse.Namespace) -> int:
+    from tinysal.train.curves import load_run, plot_runs
+
+    _precheck(args.output)
+    runs = [load_run(p) for p in args.runs]
+    if args.labels:
+        labels = [s for s in args.labels.split(",")]
+        if len(labels) != len(runs) or not all(labels):
+            raise TinysalError(f"--labels needs one non-empty name per run ({len(runs)}), got {args.labels!r}")
+        for run, name in zip(runs, labels):
+            run["name"] = name
+    plot_runs(runs, args.output, args.title or "")
+    for run in runs:
+        tr = run["trace"]
+        best = [r for r in tr if r["epoch"] == run["best_epoch"]]
+        planned = f"/{run['epochs']}" if run["epochs"] else ""
+        tail = f", best epoch {best[0]['epoch'] + 1} ({best[0]['val_iou']:.4f})" if best else ""
+        print(f"{run['name']}: {len(tr)}{planned} epochs, last validation score {tr[-1]['val_iou']:.4f}{tail}")
+    return 0
+
+
 def cmd_roi_eval(args: argparse.Namespace) -> int:
     from tinysal.encode.roi_eval import plot_rd, run_roi_eval
 
@@ -524,6 +545,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--amp", choices=["off", "bf16"], help="bfloat16 autocast for training")
     sp.add_argument("--no-export", action="store_true")
     sp.add_argument("--quiet", action="store_true")
+
+    sp = add("plot-run", cmd_plot_run, "training curves of one or more runs (validation score, losses, per source)")
+    sp.add_argument("runs", nargs="+", help="a run's --out-dir (also while it trains) or its metrics JSON")
+    sp.add_argument("--output", "-o", required=True, help="PNG to write")
+    sp.add_argument("--labels", help="comma-separated names, one per run (default: the folder or file name)")
+    sp.add_argument("--title")
 
     sp = add("calibrate", cmd_calibrate, "fit a logit scale/shift on a run's validation split, fold it into the head")
     sp.add_argument("checkpoint")

@@ -471,6 +471,7 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
     from tinysal.model.nets import count_params, create_model, save_checkpoint
     from tinysal.provenance import run_provenance
     from tinysal.train import data as D
+    from tinysal.train.curves import TRACE_NAME
 
     out = Path(cfg.out_dir)
     state_path = out / "last.pt"
@@ -693,6 +694,13 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
         tmp = out / "last.pt.tmp"
         torch.save(st, tmp)
         os.replace(tmp, state_path)
+        # the curves so far, for `tinysal plot-run OUT_DIR` while the run goes on (no torch needed to read them);
+        # a convenience: it never stops a run
+        try:
+            write_json(out / TRACE_NAME, {"arch": cfg.arch, "epochs": cfg.epochs, "stages": cfg.stages,
+                                          "best_epoch": best["epoch"], "trace": trace})  # fmt: skip
+        except (OSError, ValueError) as e:
+            print(f"warning: could not write {out / TRACE_NAME}: {e}", file=sys.stderr)
         # ETA weighs the remaining epochs by pixels per crop (a 256 epoch costs ~4x a 128 one)
         elapsed = time.time() - run_t0
         cost_done = sum(cfg.crop_for_epoch(e) ** 2 for e in range(start_epoch, epoch + 1))

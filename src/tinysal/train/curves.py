@@ -1,0 +1,131 @@
+"""``tinysal plot-run``: training curves of one or more runs, to look at rather than read.
+
+A run is its metrics JSON (``--metrics-out``, or ``metrics.json`` in the run folder when it has ended) or, while
+it is still going, the ``trace.json`` the trainer rewrites after every epoch. Runs are compared side by side:
+the validation score the trainer selects on (best epoch marked), training and validation loss, and per source
+the validation IoU and MAE; crop-size stages are shaded. Only the JSON is read: no PyTorch needed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tinysal.errors import TinysalError
+
+TRACE_NAME = "trace.json"
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def load_run(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """``{"name", "trace", "best_epoch", "epochs"}`` from a metrics JSON, a trace JSON or a run folder.
+
+    Every record is checked (an epoch number, finite losses and scores): a file that is not a training run is one
+    clear error, not a traceback from deep inside matplotlib."""
+    from tinysal.fileio import read_json
+
+    p = Path(path)
+    if p.is_dir():
+        for name in ("metrics.json", TRACE_NAME):
+            if (p / name).is_file():
+                p = p / name
+                break
+        else:
+            raise TinysalError(f"{path}: no metrics.json or {TRACE_NAME} in this folder (is it a run's --out-dir?)")
+    doc = read_json(p, "run metrics")
+    trace = doc.get("trace") if isinstance(doc, dict) else None
+    if not isinstance(trace, list):
+        raise TinysalError(f"{p}: not a training run's metrics (no per-epoch 'trace' list)")
+    if not trace:
+        raise TinysalError(f"{p}: the run has no finished epoch yet")
+    for k, rec in enumerate(trace):
+        ok = isinstance(rec, dict) and isinstance(rec.get("epoch"), int) and not isinstance(rec.get("epoch"), bool)
+        ok = ok and all(_number(rec.get(f)) for f in ("train_loss", "val_loss", "val_iou"))
+        per = rec.get("val_per_source", {}) if ok else None
+        ok = ok and isinstance(per, dict)
+        ok = ok and all(isinstance(v, dict) and _number(v.get("iou")) and _number(v.get("mae")) for v in per.values())
+        if not ok:
+            raise TinysalError(f"{p}: trace record {k} is not an epoch record (epoch, losses, val_iou, per source)")
+    best = doc.get("best_epoch")
+    planned = doc.get("epochs")
+    return {
+        "name": p.parent.name if p.name in ("metrics.json", TRACE_NAME) else p.stem,
+        "trace": trace,
+        "best_epoch": best if isinstance(best, int) and not isinstance(best, bool) else None,
+        "epochs": planned if isinstance(planned, int) and not isinstance(planned, bool) else None,
+    }
+
+
+def _stages(trace: Sequence[dict[str, Any]]) -> list[tuple[int, int, Any]]:
+    """(first epoch, last epoch, crop) runs of equal crop size."""
+    out: list[tuple[int, int, Any]] = []
+    for rec in trace:
+        crop = rec.get("crop")
+        if out and out[-1][2] == crop and out[-1][1] == rec["epoch"] - 1:
+            out[-1] = (out[-1][0], rec["epoch"], crop)
+        else:
+            out.append((rec["epoch"], rec["epoch"], crop))
+    return out
+
+
+def plot_runs(runs: Sequence[dict[str, Any]], path: str | os.PathLike[str], title: str = "") -> None:
+    """One PNG, four panels: selection score, losses, per-source IoU, per-source MAE (epochs counted from 1)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from matplotlib.figure import Figure
+
+    from tinysal.fileio import atomic_open
+
+    fig = Figure(figsize=(12, 7.5), dpi=100)
+    ax_score, ax_loss, ax_iou, ax_mae = (fig.add_subplot(2, 2, k) for k in range(1, 5))
+    styles = ["-", "--", ":", "-."]
+    sources = sorted({s for r in runs for rec in r["trace"] for s in rec.get("val_per_source", {})})
+    colour = {s: f"C{k % 10}" for k, s in enumerate(sources)}
+    for ri, run in enumerate(runs):
+        ls = styles[ri % len(styles)]
+        tr = run["trace"]
+        ep = [rec["epoch"] + 1 for rec in tr]
+        label = run["name"]
+        ax_score.plot(ep, [rec["val_iou"] for rec in tr], ls=ls, color=f"C{ri % 10}", label=label)
+        if run["best_epoch"] is not None:
+            best = [rec for rec in tr if rec["epoch"] == run["best_epoch"]]
+            if best:
+                e, v = best[0]["epoch"] + 1, best[0]["val_iou"]
+                ax_score.plot([e], [v], "o", color=f"C{ri % 10}", label=f"{label}: best epoch {e} ({v:.3f})")
+        ax_loss.plot(ep, [rec["train_loss"] for rec in tr], ls=ls, color="C0", label=f"{label} train")
+        ax_loss.plot(ep, [rec["val_loss"] for rec in tr], ls=ls, color="C1", label=f"{label} validation")
+        for s in sources:
+            pts = [(rec["epoch"] + 1, rec["val_per_source"][s]) for rec in tr if s in rec.get("val_per_source", {})]
+            if pts:
+                ax_iou.plot([e for e, _ in pts], [v["iou"] for _, v in pts], ls=ls, color=colour[s],
+                            label=f"{s}" + (f" ({label})" if len(runs) > 1 else ""))  # fmt: skip
+                ax_mae.plot([e for e, _ in pts], [v["mae"] for _, v in pts], ls=ls, color=colour[s],
+                            label=f"{s}" + (f" ({label})" if len(runs) > 1 else ""))  # fmt: skip
+    # crop-size stages of the first run, shaded alternately, named at the top of the score panel
+    for k, (a, b, crop) in enumerate(_stages(runs[0]["trace"])):
+        for ax in (ax_score, ax_loss, ax_iou, ax_mae):
+            if k % 2:
+                ax.axvspan(a + 0.5, b + 1.5, color="0.92", zorder=0)
+        if crop is not None:
+            ax_score.annotate(f"crop {crop}", xy=((a + b) / 2 + 1, 1), xycoords=("data", "axes fraction"),
+                              ha="center", va="bottom", fontsize=7, color="0.4")  # fmt: skip
+    ax_score.set_ylabel("validation score (selection rule)")
+    ax_loss.set_ylabel("loss")
+    ax_iou.set_ylabel("validation IoU@0.5 per source")
+    ax_mae.set_ylabel("validation MAE per source")
+    for ax in (ax_score, ax_loss, ax_iou, ax_mae):
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, framealpha=0.8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")

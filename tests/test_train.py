@@ -253,6 +253,18 @@ def test_iou_per_image() -> None:
     assert np.allclose(iou_per_image(pred, gt), [1.0, 0.5, 1.0])
 
 
+def test_eta_uses_measured_epochs_and_scales_unseen_crops_by_pixels() -> None:
+    from tinysal.train.trainer import eta_seconds
+
+    assert eta_seconds([], [160, 256]) == 0.0  # nothing timed yet: no guess
+    # a measured crop costs the mean of its epochs; an unseen one the nearest measured, scaled by pixels
+    assert eta_seconds([(160, 70.0), (160, 90.0)], [160, 160, 320]) == pytest.approx(80 + 80 + 80 * 4)
+    # once the new stage has a timed epoch, its own figure replaces the pixel estimate (here: cheaper than 2.56x)
+    assert eta_seconds([(160, 80.0), (256, 150.0)], [256, 256]) == pytest.approx(300.0)
+    # equidistant crops: the smaller one is the basis, deterministically
+    assert eta_seconds([(128, 10.0), (256, 40.0)], [192]) == pytest.approx(10 * (192 / 128) ** 2)
+
+
 def test_bf16_autocast_trains(tmp_path: Path) -> None:
     m = _train_small(tmp_path, "--amp", "bf16")
     assert m["run_provenance"]["args"]["amp"] == "bf16"

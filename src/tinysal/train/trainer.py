@@ -285,6 +285,28 @@ def make_train_batch(
     return imgs, masks
 
 
+def eta_seconds(done: Sequence[tuple[int, float]], left: Sequence[int]) -> float:
+    """Seconds the epochs of crop sizes ``left`` will take, from (crop, seconds) of epochs already timed.
+
+    A crop size already seen costs the mean of its epochs. An unseen one is scaled from the nearest seen crop by
+    pixels: an upper bound, since part of an epoch (batch making, validation) does not grow with the crop; it is
+    replaced by the measured figure after that stage's first epoch."""
+    by_crop: dict[int, list[float]] = {}
+    for crop, secs in done:
+        by_crop.setdefault(int(crop), []).append(float(secs))
+    if not by_crop:
+        return 0.0
+    mean = {c: sum(v) / len(v) for c, v in by_crop.items()}
+    total = 0.0
+    for c in left:
+        if c in mean:
+            total += mean[c]
+        else:
+            near = min(mean, key=lambda m: (abs(m - c), m))
+            total += mean[near] * (c / near) ** 2
+    return total
+
+
 def epoch_order(
     rng: np.random.Generator,
     n_train: int,
@@ -564,7 +586,6 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
         if cfg.sampling == "balanced":
             tot = sum(weights)
             print("sampling: " + ", ".join(f"{n} {w / tot:.0%}" for n, w in zip(names, weights)), file=sys.stderr)
-    run_t0 = time.time()
     run_of_bad = 0  # consecutive skipped steps, across epochs
     for epoch in range(start_epoch, cfg.epochs):
         crop = cfg.crop_for_epoch(epoch)
@@ -701,11 +722,10 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
                                           "best_epoch": best["epoch"], "trace": trace})  # fmt: skip
         except (OSError, ValueError) as e:
             print(f"warning: could not write {out / TRACE_NAME}: {e}", file=sys.stderr)
-        # ETA weighs the remaining epochs by pixels per crop (a 256 epoch costs ~4x a 128 one)
-        elapsed = time.time() - run_t0
-        cost_done = sum(cfg.crop_for_epoch(e) ** 2 for e in range(start_epoch, epoch + 1))
-        cost_left = sum(cfg.crop_for_epoch(e) ** 2 for e in range(epoch + 1, cfg.epochs))
-        eta = elapsed / cost_done * cost_left
+        eta = eta_seconds(
+            [(r["crop"], r["seconds"]) for r in trace if r["epoch"] >= start_epoch],  # timed in this process
+            [cfg.crop_for_epoch(e) for e in range(epoch + 1, cfg.epochs)],
+        )
         if progress:
             per = ""
             if val:

@@ -355,7 +355,7 @@ def cmd_plot_run(args: argparse.Namespace) -> int:
     _precheck(args.output)
     runs = [load_run(p) for p in args.runs]
     if args.labels:
-        labels = [s for s in args.labels.split(",")]
+        labels = args.labels.split(",")
         if len(labels) != len(runs) or not all(labels):
             raise TinysalError(f"--labels needs one non-empty name per run ({len(runs)}), got {args.labels!r}")
         for run, name in zip(runs, labels):

@@ -3,7 +3,7 @@
 A run is its metrics JSON (``--metrics-out``, or ``metrics.json`` in the run folder when it has ended) or, while
 it is still going, the ``trace.json`` the trainer rewrites after every epoch. Runs are compared side by side:
 the validation score the trainer selects on (best epoch marked), training and validation loss, and per source
-the validation IoU and MAE; crop-size stages are shaded. Only the JSON is read: no PyTorch needed.
+the validation IoU and MAE; where a run's crop size changes is marked. Only the JSON is read: no PyTorch needed.
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ def _stages(trace: Sequence[dict[str, Any]]) -> list[tuple[int, int, Any]]:
 
 
 def plot_runs(runs: Sequence[dict[str, Any]], path: str | os.PathLike[str], title: str = "") -> None:
-    """One PNG, four panels: selection score, losses, per-source IoU, per-source MAE (epochs counted from 1)."""
+    """One PNG, four panels: selection score, losses, per-source IoU, per-source MAE (epochs
+    counted from 1); each run's crop-size stages marked where they change."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -108,14 +109,15 @@ def plot_runs(runs: Sequence[dict[str, Any]], path: str | os.PathLike[str], titl
                             label=f"{s}" + (f" ({label})" if len(runs) > 1 else ""))  # fmt: skip
                 ax_mae.plot([e for e, _ in pts], [v["mae"] for _, v in pts], ls=ls, color=colour[s],
                             label=f"{s}" + (f" ({label})" if len(runs) > 1 else ""))  # fmt: skip
-    # crop-size stages of the first run, shaded alternately, named at the top of the score panel
-    for k, (a, b, crop) in enumerate(_stages(runs[0]["trace"])):
-        for ax in (ax_score, ax_loss, ax_iou, ax_mae):
-            if k % 2:
-                ax.axvspan(a + 0.5, b + 1.5, color="0.92", zorder=0)
-        if crop is not None:
-            ax_score.annotate(f"crop {crop}", xy=((a + b) / 2 + 1, 1), xycoords=("data", "axes fraction"),
-                              ha="center", va="bottom", fontsize=7, color="0.4")  # fmt: skip
+    # each run's crop-size stages: a vertical line in its colour and style where the crop changes, named at the top
+    for ri, run in enumerate(runs):
+        for k, (a, b, crop) in enumerate(_stages(run["trace"])):
+            if k:
+                for ax in (ax_score, ax_loss, ax_iou, ax_mae):
+                    ax.axvline(a + 0.5, color=f"C{ri % 10}", ls=styles[ri % len(styles)], lw=0.8, alpha=0.6)
+            if crop is not None:
+                ax_score.annotate(f"crop {crop}", xy=((a + b) / 2 + 1, 1 + 0.045 * ri), ha="center", va="bottom",
+                                  xycoords=("data", "axes fraction"), fontsize=7, color=f"C{ri % 10}")  # fmt: skip
     ax_score.set_ylabel("validation score (selection rule)")
     ax_loss.set_ylabel("loss")
     ax_iou.set_ylabel("validation IoU@0.5 per source")

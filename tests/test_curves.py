@@ -54,6 +54,20 @@ def test_plots_a_finished_and_a_running_run_side_by_side(tmp_path: Path) -> None
     assert (px == [31, 119, 180]).all(1).sum() > 300 and (px == [255, 127, 14]).all(1).sum() > 300
 
 
+def test_a_run_folder_shows_its_newer_curves(tmp_path: Path) -> None:
+    """A run started again in a finished run's folder: its live trace.json is newer than the old metrics.json."""
+    run = tmp_path / "r"
+    _write(run / "metrics.json", {"epochs": 5, "trace": _trace(5, seed=6)})
+    os.utime(run / "metrics.json", (1_000_000_000, 1_000_000_000))
+    _write(run / "trace.json", {"epochs": 5, "trace": _trace(2, seed=7)})
+    p = run_cli("tinysal", "plot-run", str(run), "-o", str(tmp_path / "c.png"))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("r: 2/5 epochs")
+    os.utime(run / "trace.json", (900_000_000, 900_000_000))  # and the other way round
+    p = run_cli("tinysal", "plot-run", str(run), "-o", str(tmp_path / "c.png"))
+    assert p.stdout.startswith("r: 5/5 epochs")
+
+
 def test_output_honours_the_umask(tmp_path: Path) -> None:
     _write(tmp_path / "m.json", {"trace": _trace(2, seed=3)})
     png = tmp_path / "c.png"
@@ -84,6 +98,7 @@ def _bad_record(field: str, value: object) -> dict:
         (json.dumps(_bad_record("epoch", True)), "trace record 1"),
         (json.dumps(_bad_record("val_per_source", {"x": {"iou": 0.5}})), "trace record 1"),
         (json.dumps({"trace": [None]}), "trace record 0"),
+        (json.dumps(_bad_record("epoch", 10**400)), "trace record 1"),
         ('{"trace": [{"epoch": 0, "train_loss": NaN, "val_loss": 1, "val_iou": 0.5}]}', "trace record 0"),
     ],
 )

@@ -32,12 +32,11 @@ def load_run(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     p = Path(path)
     if p.is_dir():
-        for name in ("metrics.json", TRACE_NAME):
-            if (p / name).is_file():
-                p = p / name
-                break
-        else:
+        # the newer of the two: a run started again in the same folder leaves the last run's metrics.json behind
+        found = [p / n for n in ("metrics.json", TRACE_NAME) if (p / n).is_file()]
+        if not found:
             raise TinysalError(f"{path}: no metrics.json or {TRACE_NAME} in this folder (is it a run's --out-dir?)")
+        p = max(found, key=lambda f: f.stat().st_mtime_ns)
     doc = read_json(p, "run metrics")
     trace = doc.get("trace") if isinstance(doc, dict) else None
     if not isinstance(trace, list):
@@ -45,7 +44,8 @@ def load_run(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not trace:
         raise TinysalError(f"{p}: the run has no finished epoch yet")
     for k, rec in enumerate(trace):
-        ok = isinstance(rec, dict) and isinstance(rec.get("epoch"), int) and not isinstance(rec.get("epoch"), bool)
+        ep = rec.get("epoch") if isinstance(rec, dict) else None
+        ok = isinstance(ep, int) and not isinstance(ep, bool) and 0 <= ep < 1_000_000
         ok = ok and all(_number(rec.get(f)) for f in ("train_loss", "val_loss", "val_iou"))
         per = rec.get("val_per_source", {}) if ok else None
         ok = ok and isinstance(per, dict)

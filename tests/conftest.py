@@ -4,6 +4,7 @@ absent)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,13 @@ DAVIS = SHARED / "data" / "davis2016"
 VIDEO = SHARED / "data" / "video"
 MODELS = ROOT / "src" / "tinysal" / "models"
 SMOKE = MODELS / "saliency_student_v2_smoke.onnx"
+
+
+def interruptible() -> None:
+    """``preexec_fn`` for a child that a test interrupts as Ctrl-C would: SIGINT back to its default, so that
+    Python installs its KeyboardInterrupt handler even when the test runner itself was started in the background
+    (where the shell sets SIGINT to ignored, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:

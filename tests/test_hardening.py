@@ -175,7 +175,7 @@ def test_interrupted_run_leaves_no_partial_maps_or_temp_files(tmp_path: Path, si
     import time
 
     import numpy as np
-    from conftest import write_yuv_clip
+    from conftest import interruptible, write_yuv_clip
 
     rng = np.random.default_rng(0)
     clip = write_yuv_clip(tmp_path / "long.yuv", [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)] * 2)
@@ -183,7 +183,7 @@ def test_interrupted_run_leaves_no_partial_maps_or_temp_files(tmp_path: Path, si
     maps, out = tmp_path / "maps", tmp_path / "s.json"
     proc = subprocess.Popen([sys.executable, "-m", "tinysal.cli.vmaf", "-r", str(clip), "-d", str(clip), "-w", "320",
                              "-h", "240", "--feature", "mobilesal", "--saliency-out", str(maps), "-o", str(out)],
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)  # fmt: skip
     deadline = time.time() + 60
     while time.time() < deadline and not any(len(list(d.iterdir())) > 3 for d in tmp_path.glob(".maps.partial-*")):
         time.sleep(0.05)

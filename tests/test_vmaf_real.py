@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_clean_error, run_cli, write_yuv_clip
+from conftest import assert_clean_error, interruptible, run_cli, write_yuv_clip
 
 FFMPEG = pytest.importorskip("imageio_ffmpeg").get_ffmpeg_exe()
 
@@ -252,7 +252,7 @@ def test_sigint_mid_run_stops_ffmpeg_and_writes_nothing(pair: tuple[Path, Path],
     proc = subprocess.Popen(
         [sys.executable, "-m", "tinysal.cli.vmaf", "-r", str(long_ref), "-d", str(long_dist), "-w", "352", "-h",
          "288", "--feature", "mobilesal", "-o", str(out)],
-        stderr=subprocess.PIPE, text=True, env=env,
+        stderr=subprocess.PIPE, text=True, env=env, preexec_fn=interruptible,
     )  # fmt: skip
     deadline = time.time() + 60
     while time.time() < deadline and not list(tmp_path.glob("tinysal-vmaf-*")):

@@ -362,10 +362,9 @@ def cmd_plot_run(args: argparse.Namespace) -> int:
             run["name"] = name
     plot_runs(runs, args.output, args.title or "")
     for run in runs:
-        tr = run["trace"]
-        best = [r for r in tr if r["epoch"] == run["best_epoch"]]
+        tr, best = run["trace"], run["best"]
         planned = f"/{run['epochs']}" if run["epochs"] else ""
-        tail = f", best epoch {best[0]['epoch'] + 1} ({best[0]['val_iou']:.4f})" if best else ""
+        tail = f", best epoch {best['epoch'] + 1} ({best['val_iou']:.4f})" if best else ""
         print(f"{run['name']}: {len(tr)}{planned} epochs, last validation score {tr[-1]['val_iou']:.4f}{tail}")
     return 0
 

@@ -23,8 +23,13 @@ def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def load_run(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """``{"name", "trace", "best_epoch", "epochs"}`` from a metrics JSON, a trace JSON or a run folder.
+    """``{"name", "trace", "best", "epochs"}`` from a metrics JSON, a trace JSON or a run folder; ``best`` is the
+    trace record of the selected epoch (None when the file names none), ``epochs`` the planned count or None.
 
     Every record is checked (an epoch number, finite losses and scores): a file that is not a training run is one
     clear error, not a traceback from deep inside matplotlib."""
@@ -45,20 +50,19 @@ def load_run(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise TinysalError(f"{p}: the run has no finished epoch yet")
     for k, rec in enumerate(trace):
         ep = rec.get("epoch") if isinstance(rec, dict) else None
-        ok = isinstance(ep, int) and not isinstance(ep, bool) and 0 <= ep < 1_000_000
+        ok = _whole(ep) and 0 <= ep < 1_000_000
         ok = ok and all(_number(rec.get(f)) for f in ("train_loss", "val_loss", "val_iou"))
         per = rec.get("val_per_source", {}) if ok else None
         ok = ok and isinstance(per, dict)
         ok = ok and all(isinstance(v, dict) and _number(v.get("iou")) and _number(v.get("mae")) for v in per.values())
         if not ok:
             raise TinysalError(f"{p}: trace record {k} is not an epoch record (epoch, losses, val_iou, per source)")
-    best = doc.get("best_epoch")
-    planned = doc.get("epochs")
+    best_epoch, planned = doc.get("best_epoch"), doc.get("epochs")
     return {
         "name": p.parent.name if p.name in ("metrics.json", TRACE_NAME) else p.stem,
         "trace": trace,
-        "best_epoch": best if isinstance(best, int) and not isinstance(best, bool) else None,
-        "epochs": planned if isinstance(planned, int) and not isinstance(planned, bool) else None,
+        "best": next((r for r in trace if r["epoch"] == best_epoch), None) if _whole(best_epoch) else None,
+        "epochs": planned if _whole(planned) else None,
     }
 
 
@@ -90,34 +94,31 @@ def plot_runs(runs: Sequence[dict[str, Any]], path: str | os.PathLike[str], titl
     sources = sorted({s for r in runs for rec in r["trace"] for s in rec.get("val_per_source", {})})
     colour = {s: f"C{k % 10}" for k, s in enumerate(sources)}
     for ri, run in enumerate(runs):
-        ls = styles[ri % len(styles)]
+        ls, own = styles[ri % len(styles)], f"C{ri % 10}"
         tr = run["trace"]
         ep = [rec["epoch"] + 1 for rec in tr]
         label = run["name"]
-        ax_score.plot(ep, [rec["val_iou"] for rec in tr], ls=ls, color=f"C{ri % 10}", label=label)
-        if run["best_epoch"] is not None:
-            best = [rec for rec in tr if rec["epoch"] == run["best_epoch"]]
-            if best:
-                e, v = best[0]["epoch"] + 1, best[0]["val_iou"]
-                ax_score.plot([e], [v], "o", color=f"C{ri % 10}", label=f"{label}: best epoch {e} ({v:.3f})")
+        ax_score.plot(ep, [rec["val_iou"] for rec in tr], ls=ls, color=own, label=label)
+        if run["best"] is not None:
+            e, v = run["best"]["epoch"] + 1, run["best"]["val_iou"]
+            ax_score.plot([e], [v], "o", color=own, label=f"{label}: best epoch {e} ({v:.3f})")
         ax_loss.plot(ep, [rec["train_loss"] for rec in tr], ls=ls, color="C0", label=f"{label} train")
         ax_loss.plot(ep, [rec["val_loss"] for rec in tr], ls=ls, color="C1", label=f"{label} validation")
         for s in sources:
             pts = [(rec["epoch"] + 1, rec["val_per_source"][s]) for rec in tr if s in rec.get("val_per_source", {})]
-            if pts:
-                ax_iou.plot([e for e, _ in pts], [v["iou"] for _, v in pts], ls=ls, color=colour[s],
-                            label=f"{s}" + (f" ({label})" if len(runs) > 1 else ""))  # fmt: skip
-                ax_mae.plot([e for e, _ in pts], [v["mae"] for _, v in pts], ls=ls, color=colour[s],
-                            label=f"{s}" + (f" ({label})" if len(runs) > 1 else ""))  # fmt: skip
-    # each run's crop-size stages: a vertical line in its colour and style where the crop changes, named at the top
-    for ri, run in enumerate(runs):
-        for k, (a, b, crop) in enumerate(_stages(run["trace"])):
+            if not pts:
+                continue
+            for ax, key in ((ax_iou, "iou"), (ax_mae, "mae")):
+                ax.plot([e for e, _ in pts], [v[key] for _, v in pts], ls=ls, color=colour[s],
+                        label=s + (f" ({label})" if len(runs) > 1 else ""))  # fmt: skip
+        # the run's crop-size stages: a vertical line in its colour and style where the crop changes, named at the top
+        for k, (a, b, crop) in enumerate(_stages(tr)):
             if k:
                 for ax in (ax_score, ax_loss, ax_iou, ax_mae):
-                    ax.axvline(a + 0.5, color=f"C{ri % 10}", ls=styles[ri % len(styles)], lw=0.8, alpha=0.6)
+                    ax.axvline(a + 0.5, color=own, ls=ls, lw=0.8, alpha=0.6)
             if crop is not None:
                 ax_score.annotate(f"crop {crop}", xy=((a + b) / 2 + 1, 1 + 0.045 * ri), ha="center", va="bottom",
-                                  xycoords=("data", "axes fraction"), fontsize=7, color=f"C{ri % 10}")  # fmt: skip
+                                  xycoords=("data", "axes fraction"), fontsize=7, color=own)  # fmt: skip
     ax_score.set_ylabel("validation score (selection rule)")
     ax_loss.set_ylabel("loss")
     ax_iou.set_ylabel("validation IoU@0.5 per source")

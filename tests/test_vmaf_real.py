@@ -334,3 +334,47 @@ def test_libvmaf_threads_split_between_the_two_roi_score_passes(pair: tuple[Path
     assert p.returncode == 0, p.stderr
     runs = [ln for ln in log.read_text().splitlines() if "libvmaf=" in ln]
     assert len(runs) == 1 and "n_threads=4:" in runs[0]
+
+
+def test_frames_pair_by_index_whatever_the_rates(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    """libvmaf pairs its inputs by timestamp; ours must pair by index. The same pictures as raw YUV (no rate),
+    12 fps Y4M, 29.97 fps MP4 and 50 fps MKV must score as a direct libvmaf run on the two raw files does."""
+    ref, dist = pair
+    raw = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", "352x288"]
+    ref12 = tmp_path / "ref12.y4m"
+    _ffmpeg(*raw, "-r", "12", "-i", str(ref), "-f", "yuv4mpegpipe", str(ref12))
+    dist30 = tmp_path / "dist30.mp4"  # lossless, so its frames are the raw distorted frames
+    _ffmpeg(*raw, "-r", "30000/1001", "-i", str(dist), "-c:v", "libx264", "-qp", "0", "-preset", "ultrafast",
+            str(dist30))  # fmt: skip
+    dist50 = tmp_path / "dist50.mkv"
+    _ffmpeg(*raw, "-r", "50", "-i", str(dist), "-c:v", "libx264", "-qp", "0", "-preset", "ultrafast", str(dist50))
+    direct = [f["metrics"]["vmaf"] for f in _direct(dist, ref, tmp_path)["frames"]]
+    for r, d in [(ref, dist30), (ref12, dist), (ref12, dist30), (dist50, ref12), (ref12, dist50)]:
+        out = tmp_path / "s.json"
+        p = _vmaf(r, d, out)
+        assert p.returncode == 0, p.stderr
+        ours = _frames(out, "vmaf")
+        if d == ref12:  # the pair the other way round: a different, but still frame-by-frame, score
+            back = [f["metrics"]["vmaf"] for f in _direct(ref, dist, tmp_path)["frames"]]
+            assert len(ours) == 12 and np.max(np.abs(np.subtract(ours, back))) <= 0.01, (r, d)
+        else:
+            assert len(ours) == 12 and np.max(np.abs(np.subtract(ours, direct))) <= 0.01, (r, d)
+    # identical pictures in containers of different rates score ~100, also the saliency-masked pass
+    out = tmp_path / "same.json"
+    p = _vmaf(ref12, ref, out, "--feature", "mobilesal:roi_score=1")
+    assert p.returncode == 0, p.stderr
+    pooled = json.loads(out.read_text())["pooled_metrics"]
+    assert pooled["vmaf"]["min"] > 97 and pooled["vmaf_masked"]["min"] > 97, pooled
+
+
+def test_roi_score_on_two_containers(video_dir: Path, tmp_path: Path) -> None:
+    """The README's `-r ref.mp4 -d dist.mp4 --feature mobilesal:roi_score=1` on the shared foreman clip (it failed
+    when the masked copy, piped at an assumed 25 fps, was paired by timestamp with a 29.97 fps reference)."""
+    clip = video_dir / "foreman_cif_60f_h264.mp4"
+    out = tmp_path / "s.json"
+    p = run_cli("vmaf", "-r", str(clip), "-d", str(clip), "--feature", "mobilesal:roi_score=1", "--frame_cnt", "20",
+                "-q", "-o", str(out))  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(out.read_text())
+    assert len(doc["frames"]) == 20
+    assert doc["pooled_metrics"]["vmaf_masked"]["min"] > 97 and doc["pooled_metrics"]["vmaf_roi"]["min"] > 97

@@ -26,6 +26,9 @@ from tinysal.errors import TinysalError
 #: libvmaf's built-in models in the shipped FFmpeg (``--model version=NAME``)
 BUILTIN_MODELS = ("vmaf_v0.6.1", "vmaf_v0.6.1neg", "vmaf_4k_v0.6.1", "vmaf_4k_v0.6.1neg", "vmaf_b_v0.6.3")
 DEFAULT_MODEL = "version=vmaf_v0.6.1"
+#: the time base frames are restamped on before libvmaf sees them (frame n gets timestamp n/PAIRING_RATE in both
+#: inputs); any rate works, it only has to be the same for the two inputs
+PAIRING_RATE = 25
 #: libvmaf feature extractors that ``--feature NAME`` passes on to libvmaf
 LIBVMAF_FEATURES = (
     "psnr",
@@ -219,7 +222,13 @@ class VmafJob:
             opts.append("feature=" + "|".join(_esc(s) for s in feats))
 
         def trim(i: int, skip: int, label: str) -> str:
-            return f"[{i}:v]trim=start_frame={skip}:end_frame={skip + self.frames},setpts=PTS-STARTPTS[{label}]"
+            # libvmaf pairs its inputs by timestamp; the two files' rates and start times may differ (raw YUV has
+            # none), so each frame's timestamp becomes its index on one common time base: frames pair by index,
+            # as libvmaf's own tool pairs them, whatever the containers say
+            return (
+                f"[{i}:v]trim=start_frame={skip}:end_frame={skip + self.frames},"
+                f"settb=1/{PAIRING_RATE},setpts=N[{label}]"
+            )
 
         graph = ";".join([trim(0, self.skip_dist, "d"), trim(1, self.skip_ref, "r"), "[d][r]libvmaf=" + ":".join(opts)])
         cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostats", "-y"]

@@ -76,6 +76,53 @@ def check_writable_target(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def _identity(path: str | os.PathLike[str]) -> tuple[str, tuple[int, int] | None]:
+    """(absolute real path, (device, inode) when the file exists): two names are one file when either matches
+    (symlinks resolve to one real path; hard links share an inode)."""
+    real = os.path.realpath(os.fspath(path))
+    try:
+        st = os.stat(real)
+        return real, (st.st_dev, st.st_ino)
+    except OSError:
+        return real, None
+
+
+def _same(a: tuple[str, tuple[int, int] | None], b: tuple[str, tuple[int, int] | None]) -> bool:
+    return a[0] == b[0] or (a[1] is not None and a[1] == b[1])
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def refuse_overlaps(
+    inputs: dict[str, str | os.PathLike[str] | None],
+    outputs: dict[str, str | os.PathLike[str] | None],
+    out_dirs: dict[str, str | os.PathLike[str] | None] | None = None,
+) -> None:
+    """Fail before any work if an output is (or resolves to) one of the inputs or another output, or if an output
+    folder (replaced as a whole at the end) holds an input or another output. Keys are the names the user typed
+    the paths under (``--output``, ``reference``); ``None`` values and ``-`` (standard output) are left out."""
+    ins = [(k, os.fspath(v)) for k, v in inputs.items() if v not in (None, "", "-")]
+    outs = [(k, os.fspath(v)) for k, v in outputs.items() if v not in (None, "", "-")]
+    dirs = [(k, os.fspath(v)) for k, v in (out_dirs or {}).items() if v not in (None, "", "-")]
+    ids = {v: _identity(v) for _, v in ins + outs + dirs}
+    for i, (ko, vo) in enumerate(outs + dirs):
+        if _is_special(Path(vo)):
+            continue  # /dev/null, /dev/stdout: writing there replaces nothing
+        for ki, vi in ins:
+            if _same(ids[vo], ids[vi]):
+                raise TinysalError(f"{ko} {vo} is the same file as {ki} {vi}, an input: refusing to overwrite it")
+        for kj, vj in (outs + dirs)[i + 1 :]:
+            if _same(ids[vo], ids[vj]):
+                raise TinysalError(f"{ko} and {kj} are the same file ({vo}): give each output its own path")
+    for kd, vd in dirs:
+        for k, v in ins + outs:
+            if _inside(ids[v][0], ids[vd][0]):
+                what = "the input" if (k, v) in ins else "the output"
+                raise TinysalError(f"{kd} {vd} would be replaced as a whole, and holds {what} {k} {v}")
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temp file beside ``path``; on success rename it over ``path``, on error remove it.
@@ -101,6 +148,48 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str], replaceable: Any = None) -> Iterator[Path]:
+    """A temp folder beside ``path`` to fill; on success it takes ``path``'s place as a whole (an older ``path`` is
+    removed only then), on error or interrupt it is removed and ``path`` is left as it was. A reader sees the old
+    folder or the complete new one, never a mix. ``replaceable(name) -> bool`` says which entries an existing
+    ``path`` may hold to be replaced; anything else there refuses the write before it starts (a folder of the
+    user's own files is never deleted)."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise TinysalError(f"{p} exists and is not a folder")
+    if p.is_dir():
+        foreign = sorted(e.name for e in p.iterdir() if replaceable is None or not replaceable(e.name))
+        if foreign:
+            raise TinysalError(f"{p} holds other files ({foreign[0]}{', ...' if len(foreign) > 1 else ''}): "
+                               "give an empty or new folder")  # fmt: skip
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise TinysalError(f"output folder does not exist: {parent}")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent))
+    old = None
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+        yield tmp
+        if p.is_dir():
+            old = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".old", dir=parent))
+            os.replace(p, old / "x")
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if old is not None and (old / "x").exists() and not p.exists():
+                os.replace(old / "x", p)  # put the old folder back
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            import shutil
+
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:

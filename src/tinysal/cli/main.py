@@ -12,6 +12,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from tinysal import __version__
@@ -680,9 +681,66 @@ def guarded(prog: str, fn: Callable[[], int]) -> int:
         return 2
 
 
+#: command -> (the arguments it reads, the files it writes, the folders it writes as a whole), for the check that
+#: no output replaces an input or another output (``score`` checks its own, in cli/vmaf.py)
+FILE_ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    "export": (("checkpoint",), ("output",), ()),
+    "check-ops": (("model",), ("out_json",), ()),
+    "cost": (("model",), ("out_json",), ()),
+    "parity": (("checkpoint", "model"), ("out_json",), ()),
+    "train": (("roots", "backgrounds"), ("metrics_out",), ()),
+    "plot-run": (("runs",), ("output",), ()),
+    "calibrate": (("checkpoint", "roots", "metrics"), ("output", "out_json"), ()),
+    "roi-maps": (("input", "model_path"), (), ("outdir",)),
+    "encode": (("input", "model_path", "roi_maps"), ("output",), ()),
+    "roi-eval": (("root",), ("out_json", "plot"), ()),
+    "validate-registry": (("registry",), ("out_json",), ()),
+    "validate-model": (("model", "checkpoint", "registry"), ("out_json",), ()),
+    "eval": (("model", "roots"), ("out_json",), ()),
+}
+
+
+def _run_inputs(path: str) -> list[str]:
+    """What plot-run reads of a run: the folder's metrics.json and trace.json, or the file named."""
+    from tinysal.train.curves import TRACE_NAME
+
+    p = Path(path)
+    return [str(p / n) for n in ("metrics.json", TRACE_NAME)] if p.is_dir() else [path]
+
+
+def check_file_roles(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output that is one of the command's inputs or another of its outputs."""
+    from tinysal.fileio import refuse_overlaps
+
+    roles = FILE_ROLES.get(args.command)
+    if not roles:
+        return
+
+    def named(attrs: tuple[str, ...]) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for a in attrs:
+            v = getattr(args, a, None)
+            positional = a in ("input", "output", "checkpoint", "model", "root", "outdir", "roots", "runs")
+            flag = a if positional else "--" + a.replace("_", "-")
+            if isinstance(v, list):
+                paths = [q for x in v for q in (_run_inputs(x) if args.command == "plot-run" else [x])]
+                out.update({f"{flag}[{i}]": x for i, x in enumerate(paths)})
+            else:
+                out[flag] = v
+        return out
+
+    ins, outs, dirs = roles
+    refuse_overlaps(named(ins), named(outs), named(dirs))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return guarded(f"tinysal {args.command}", lambda: args.func(args))
+
+    def go() -> int:
+        check_file_roles(args)
+        return int(args.func(args) or 0)
+
+    return guarded(f"tinysal {args.command}", go)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ $VMAF_MOBILESAL_MODEL_PATH > the registry's production model. Saliency is no-ref
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -169,6 +170,17 @@ def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
         if d.exists() and not d.is_dir():
             raise TinysalError(f"--saliency-out {d} exists and is not a folder")
     sal, vmaf_feats = _features(args)
+    from tinysal.fileio import refuse_overlaps
+
+    model_paths = {f"--model {m}": m.split("path=", 1)[1].split(":name=")[0] for m in args.model or [] if "path=" in m}
+    for name, params in sal.items():
+        model_paths[f"{name}:model_path"] = params.get("model_path")
+    model_paths["$VMAF_MOBILESAL_MODEL_PATH"] = os.environ.get("VMAF_MOBILESAL_MODEL_PATH")
+    refuse_overlaps(
+        {"--reference": args.reference, "--distorted": args.distorted, **model_paths},
+        {"--output": args.output, "--plot": args.plot, "--contact-sheet": args.contact_sheet},
+        {"--saliency-out": args.saliency_out},
+    )
     ctx = VmafContext(
         threads=args.threads, subsample=args.subsample, colorspace=args.colorspace, color_range=args.color_range
     )

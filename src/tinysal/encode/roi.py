@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import sys
 import time
 from collections import deque
@@ -206,6 +207,10 @@ def _block_resize_matrix(n_in: int, n_out: int, block: int) -> np.ndarray:
     return pool @ bilinear_matrix(n_in, n_out)
 
 
+#: the names roi-maps writes (any encoder's): a folder holding only these may be replaced by a new run
+_MAP_NAME = re.compile(r"frame_\d{6}(" + "|".join(re.escape(x) for x in MAP_SUFFIX.values()) + ")")
+
+
 def roi_maps(
     reader: Any,
     outdir: str | os.PathLike[str],
@@ -227,26 +232,28 @@ def roi_maps(
         raise TinysalError(f"--strength must be 0..64, got {strength}")
     if every < 1:
         raise TinysalError("--every must be >= 1")
+    from tinysal.fileio import atomic_dir
+
     out = Path(outdir)
-    if out.exists() and not out.is_dir():
-        raise TinysalError(f"{out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
     sal = SaliencyBlocks(model_path)
     n = reader.frame_count if not frame_cnt else min(frame_cnt, reader.frame_count)
     written = []
     cs = getattr(reader, "colorspace", None) or "bt709"
     cr = getattr(reader, "range", None) or "limited"
-    for i, fr in enumerate(reader.frames()):
-        if i >= n:
-            break
-        if i % every:
-            continue
-        grid = offsets_from_means(sal.block_means(fr, ctu, cs, cr), strength)
-        path = out / f"frame_{i:06d}{MAP_SUFFIX[encoder]}"
-        write_map(path, grid, encoder, i, ctu, strength)
-        written.append(str(path))
-        if progress:
-            progress(i + 1, n)
+    # all or nothing: the maps are written into a temp folder that replaces ``outdir`` when every map is there, so
+    # an interrupted run leaves the old folder as it was and no stale maps of another clip stay mixed in
+    with atomic_dir(out, replaceable=lambda name: bool(_MAP_NAME.fullmatch(name))) as tmp:
+        for i, fr in enumerate(reader.frames()):
+            if i >= n:
+                break
+            if i % every:
+                continue
+            grid = offsets_from_means(sal.block_means(fr, ctu, cs, cr), strength)
+            name = f"frame_{i:06d}{MAP_SUFFIX[encoder]}"
+            write_map(tmp / name, grid, encoder, i, ctu, strength)
+            written.append(str(out / name))
+            if progress:
+                progress(i + 1, n)
     return {"encoder": encoder, "ctu": ctu, "strength": strength, "every": every, "maps": written, "frames": n,
             "grid": [math.ceil(reader.height / ctu), math.ceil(reader.width / ctu)]}  # fmt: skip
 

@@ -1,0 +1,154 @@
+"""Files you never lose: no command writes over one of its inputs or over another of its outputs, whatever name
+(symlink, hard link, `./x`) the output is given, and folder outputs are all-or-nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SMOKE, assert_clean_error, interruptible, run_cli, write_yuv_clip
+
+from tinysal.errors import TinysalError
+from tinysal.fileio import atomic_dir, refuse_overlaps
+
+
+def _digest(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def clip(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(3)]
+    return write_yuv_clip(tmp_path / "clip.yuv", frames)
+
+
+def test_refuse_overlaps_sees_through_names(tmp_path: Path) -> None:
+    a = tmp_path / "a.yuv"
+    a.write_bytes(b"x")
+    (tmp_path / "link").symlink_to(a)
+    os.link(a, tmp_path / "hard")
+    for other in (a, tmp_path / "link", tmp_path / "hard", tmp_path / "." / "a.yuv"):
+        with pytest.raises(TinysalError, match="an input"):
+            refuse_overlaps({"--reference": str(a)}, {"--output": str(other)})
+    with pytest.raises(TinysalError, match="same file"):
+        refuse_overlaps({}, {"--output": str(tmp_path / "new.json"), "--plot": str(tmp_path / "new.json")})
+    with pytest.raises(TinysalError, match="replaced as a whole"):
+        refuse_overlaps({"input": str(a)}, {}, {"outdir": str(tmp_path)})
+    # distinct files, stdout and /dev/null pass
+    refuse_overlaps({"--reference": str(a)}, {"--output": str(tmp_path / "b.json"), "--plot": "-"})
+    refuse_overlaps({"--reference": str(a)}, {"--output": os.devnull, "--plot": os.devnull})
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["vmaf", "-r", "{clip}", "-d", "{clip}", "-w", "96", "-h", "64", "-n", "--feature", "mobilesal",
+         "-o", "{clip}"],
+        ["vmaf", "-r", "{clip}", "-d", "{clip}", "-w", "96", "-h", "64", "-n", "--feature", "mobilesal",
+         "-o", "{link}"],
+        ["vmaf", "-r", "{clip}", "-d", "{clip}", "-w", "96", "-h", "64", "--plot", "{clip}", "-o", "{out}"],
+        ["vmaf", "-r", "{clip}", "-d", "{clip}", "-w", "96", "-h", "64", "--plot", "{out}", "-o", "{out}"],
+        ["vmaf", "-r", "{clip}", "-d", "{clip}", "-w", "96", "-h", "64", "--feature", "mobilesal",
+         "--contact-sheet", "{out}", "-o", "{out}"],
+        ["tinysal", "score", "-r", "{clip}", "-d", "{clip}", "-w", "96", "-h", "64", "-n", "--feature", "mobilesal",
+         "--saliency-out", "{dir}", "-o", "{dir}/s.json"],
+        ["tinysal", "encode", "{clip}", "{clip}", "-w", "96", "-H", "64", "--overwrite"],
+        ["tinysal", "encode", "{clip}", "{link}", "-w", "96", "-H", "64", "--overwrite"],
+        ["tinysal", "roi-maps", "{clip}", "{dir}", "-w", "96", "-H", "64"],
+        ["tinysal", "export", "{clip}", "-o", "{clip}"],
+        ["tinysal", "plot-run", "{clip}", "-o", "{clip}"],
+        ["tinysal", "check-ops", "{clip}", "--out-json", "{link}"],
+        ["tinysal", "eval", "{clip}", "{dir}", "--out-json", "{clip}"],
+    ],
+)
+def test_no_command_writes_over_its_input(tmp_path: Path, clip: Path, argv: list[str]) -> None:
+    d = tmp_path  # the clip lives in here, so an output folder here would swallow it
+    link = tmp_path / "link.out"
+    link.symlink_to(clip)
+    before = _digest(clip)
+    names = {"clip": str(clip), "link": str(link), "out": str(tmp_path / "o.json"), "dir": str(d)}
+    args = [a.format(**names) for a in argv]
+    p = run_cli(*args)
+    assert_clean_error(p)
+    assert any(w in p.stderr for w in ("an input", "same file", "replaced as a whole")), p.stderr
+    assert _digest(clip) == before and link.is_symlink()
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_plot_run_refuses_to_write_over_the_trace_it_reads(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "trace.json").write_text('{"trace": []}')
+    p = run_cli("tinysal", "plot-run", str(run), "-o", str(run / "trace.json"))
+    assert_clean_error(p, "an input")
+    assert (run / "trace.json").read_text() == '{"trace": []}'
+
+
+def test_atomic_dir_swaps_whole_and_keeps_the_old_on_error(tmp_path: Path) -> None:
+    out = tmp_path / "maps"
+    maps = lambda name: name.startswith("frame_")  # noqa: E731
+    with atomic_dir(out, maps) as t:
+        (t / "frame_000000.txt").write_text("a")
+        (t / "frame_000001.txt").write_text("a")
+        assert not out.exists()  # nothing under the final name before the end
+    assert sorted(p.name for p in out.iterdir()) == ["frame_000000.txt", "frame_000001.txt"]
+    with pytest.raises(RuntimeError), atomic_dir(out, maps) as t:
+        (t / "frame_000000.txt").write_text("b")
+        raise RuntimeError("disk full")
+    assert (out / "frame_000000.txt").read_text() == "a" and (out / "frame_000001.txt").exists()
+    with atomic_dir(out, maps) as t:
+        (t / "frame_000000.txt").write_text("c")
+    assert [p.name for p in out.iterdir()] == ["frame_000000.txt"]  # no stale map of the older run
+    assert [p.name for p in tmp_path.iterdir()] == ["maps"]  # no temp folders left
+    (out / "mine.doc").write_text("user's own")
+    with pytest.raises(TinysalError, match="holds other files"), atomic_dir(out, maps):
+        pass
+    assert (out / "mine.doc").exists()
+
+
+def test_roi_maps_is_all_or_nothing(tmp_path: Path, clip: Path) -> None:
+    out = tmp_path / "maps"
+    p = run_cli("tinysal", "roi-maps", str(clip), "-w", "96", "-H", "64", str(out), "--encoder", "x265",
+                "--model-path", str(SMOKE), "-q")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert len(list(out.glob("frame_*.txt"))) == 3
+    # a rerun with another encoder replaces the maps: no stale x265 maps beside the new x264 ones
+    p = run_cli("tinysal", "roi-maps", str(clip), "-w", "96", "-H", "64", str(out), "--encoder", "x264", "--every",
+                "2", "--model-path", str(SMOKE), "-q")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert sorted(x.name for x in out.iterdir()) == ["frame_000000.qp", "frame_000002.qp"]
+    # a folder with the user's own files in it is not taken over
+    (out / "notes.txt").write_text("mine")
+    p = run_cli("tinysal", "roi-maps", str(clip), "-w", "96", "-H", "64", str(out), "--model-path", str(SMOKE))
+    assert_clean_error(p, "holds other files")
+    assert (out / "notes.txt").read_text() == "mine" and (out / "frame_000000.qp").exists()
+
+
+def test_roi_maps_killed_mid_run_leaves_the_old_folder(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    big = write_yuv_clip(tmp_path / "big.yuv", [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)] * 300)
+    out = tmp_path / "maps"
+    out.mkdir()
+    (out / "frame_000000.txt").write_text("old")
+    cmd = [sys.executable, "-m", "tinysal.cli.main", "roi-maps", str(big), "-w", "640", "-H", "480", str(out),
+           "--model-path", str(SMOKE), "-q"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, preexec_fn=interruptible)
+    deadline = time.time() + 60
+    while time.time() < deadline:  # wait until maps are being written into the temp folder
+        tmps = [d for d in tmp_path.iterdir() if d.name.startswith(".maps.")]
+        if tmps and len(list(tmps[0].iterdir())) >= 5:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert [x.name for x in out.iterdir()] == ["frame_000000.txt"] and (out / "frame_000000.txt").read_text() == "old"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["big.yuv", "maps"]

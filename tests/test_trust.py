@@ -152,3 +152,66 @@ def test_roi_maps_killed_mid_run_leaves_the_old_folder(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert [x.name for x in out.iterdir()] == ["frame_000000.txt"] and (out / "frame_000000.txt").read_text() == "old"
     assert sorted(x.name for x in tmp_path.iterdir()) == ["big.yuv", "maps"]
+
+
+@pytest.mark.parametrize("name", ["x.webm", "x.hevc", "x.gif", "x.png", "x.y4m", "x.txt", "x.yuv", "x"])
+def test_encode_refuses_outputs_it_cannot_write(tmp_path: Path, clip: Path, name: str) -> None:
+    p = run_cli("tinysal", "encode", str(clip), str(tmp_path / name), "-w", "96", "-H", "64")
+    assert_clean_error(p, "give a .mp4")
+    assert not (tmp_path / name).exists()
+
+
+def test_encode_fps_for_raw_input_and_symlinked_output(tmp_path: Path, clip: Path) -> None:
+    import av
+
+    target = tmp_path / "real.mp4"
+    target.write_bytes(b"old")
+    link = tmp_path / "out.mp4"
+    link.symlink_to(target)
+    p = run_cli("tinysal", "encode", str(clip), str(link), "-w", "96", "-H", "64", "--fps", "12", "--overwrite", "-q")
+    assert p.returncode == 0, p.stderr
+    assert link.is_symlink() and target.stat().st_size > 100  # the link kept, its target replaced
+    with av.open(str(link)) as c:
+        assert c.streams.video[0].average_rate == 12 and c.streams.video[0].frames == 3
+    # --fps on an input that has its own rate is a contradiction: one line, nothing written
+    p = run_cli("tinysal", "encode", str(link), str(tmp_path / "b.mp4"), "--fps", "30")
+    assert_clean_error(p, "--fps is for raw YUV")
+    for bad in ("0", "-3", "nan", "1e9"):
+        p = run_cli("tinysal", "encode", str(clip), str(tmp_path / "c.mp4"), "-w", "96", "-H", "64", "--fps", bad)
+        assert_clean_error(p, "--fps")
+    assert not (tmp_path / "b.mp4").exists() and not (tmp_path / "c.mp4").exists()
+
+
+def test_encode_never_replaces_a_file_that_appeared_meanwhile(tmp_path: Path, clip: Path, monkeypatch) -> None:
+    """check-then-rename would replace a concurrent run's output; the final step is a no-clobber link."""
+    from tinysal.encode import roi
+    from tinysal.video.readers import open_video
+
+    out = tmp_path / "o.mp4"
+    real_open = roi._open_output
+
+    def open_and_race(path, *a, **k):  # another process writes the output while this one encodes
+        out.write_bytes(b"theirs")
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(roi, "_open_output", open_and_race)
+    with pytest.raises(TinysalError, match="appeared while encoding"):
+        roi.encode_video(open_video(clip, 96, 64), out, roi.EncodeSettings(preset="ultrafast"))
+    assert out.read_bytes() == b"theirs"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["clip.yuv", "o.mp4"]  # no temp file left
+
+
+def test_sighup_mid_encode_leaves_no_temp_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    big = write_yuv_clip(tmp_path / "big.yuv", [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)] * 200)
+    out = tmp_path / "o.mp4"
+    cmd = [sys.executable, "-m", "tinysal.cli.main", "encode", str(big), str(out), "-w", "640", "-H", "480", "-q"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, preexec_fn=interruptible)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(x.name.startswith(".o.mp4") for x in tmp_path.iterdir()):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGHUP)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["big.yuv"]

@@ -342,7 +342,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     reader = _open_input(args)
     cb, close = iter_progress(reader.frame_count, "encode", args.quiet)
     try:
-        info = encode_video(reader, args.output, s, overwrite=args.overwrite, frame_cnt=args.frame_cnt, progress=cb)
+        info = encode_video(reader, args.output, s, overwrite=args.overwrite, frame_cnt=args.frame_cnt, progress=cb,
+                            fps=args.fps)  # fmt: skip
     finally:
         close()
     roi = f", ROI every {info['roi_every']} frames" if info["roi"] else ""
@@ -583,6 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="frames per saliency update (default ~1/3 s; at most 1 s)")
     sp.add_argument("--roi-maps", help="folder of x264 maps from `roi-maps --encoder x264` instead of the model")
     sp.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    sp.add_argument("--fps", type=_float, help="frame rate of raw YUV input (default 25; other inputs carry theirs)")
 
     sp = add("roi-eval", cmd_roi_eval, "A/B of plain vs ROI encodes on sequences with ground-truth masks (BD-rate)")
     sp.add_argument("root", help="DAVIS-layout folder: images/<seq>/*.jpg and masks/<seq>/*.png")
@@ -656,6 +658,7 @@ def guarded(prog: str, fn: Callable[[], int]) -> int:
 
     with contextlib.suppress(ValueError):  # not the main thread (an embedding application): leave it alone
         signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGHUP, _on_sigterm)  # a closed terminal cleans up as SIGTERM does
     try:
         return int(fn() or 0)
     except Terminated:

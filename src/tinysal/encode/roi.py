@@ -42,6 +42,12 @@ ENCODERS = ("libx264", "libx265")
 DEFAULT_ROI_STRENGTH = {"libx264": 3.0, "libx265": 2.0}
 
 
+#: containers ``encode`` writes H.264/H.265 into (a raw stream or an image format is refused before any work)
+CONTAINERS = (".mp4", ".mkv", ".mov", ".m4v", ".ts")
+#: the frame rate given to raw YUV input, which carries none, unless ``--fps`` says otherwise
+DEFAULT_RAW_FPS = 25
+
+
 def round_half_away(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
 
@@ -385,6 +391,7 @@ def encode_video(
     frame_cnt: int = 0,
     progress: Callable[[int, int], None] | None = None,
     saliency: Callable[[int, YuvFrame], np.ndarray] | None = None,
+    fps: float | None = None,
 ) -> dict[str, Any]:
     """Encode ``reader``'s frames (8-bit 4:2:0) to ``output``; with ``settings.roi``, regions of interest from the
     saliency of the frames (the model, ``settings.roi_maps``, or ``saliency(i, frame)`` -> a frame-size map in
@@ -395,16 +402,24 @@ def encode_video(
 
     check_settings(settings)
     out = Path(output)
+    if out.suffix.lower() not in CONTAINERS:
+        raise TinysalError(f"cannot write {settings.codec} to {out.name!r}: give a {'/'.join(CONTAINERS)} output")
     if (out.exists() or out.is_symlink()) and not overwrite:
         raise TinysalError(f"{out} exists: pass --overwrite to replace it")
     check_writable_target(out)
+    if out.is_symlink():  # --overwrite of a link replaces what it points to; the link stays a link
+        out = Path(os.path.realpath(out))
     if (reader.pix_fmt, reader.bitdepth) != ("420", 8):
         raise TinysalError(f"encode takes 8-bit 4:2:0 input; {reader.path} is {reader.pix_fmt} {reader.bitdepth}-bit")
-    fps = Fraction(reader.fps or 25).limit_denominator(1001)
+    if fps is not None and reader.fps:
+        raise TinysalError(f"--fps is for raw YUV input; {reader.path} has its own frame rate ({reader.fps:g} fps)")
+    if fps is not None and not (math.isfinite(fps) and 0 < fps <= 1000):
+        raise TinysalError(f"--fps must be a frame rate in (0, 1000], got {fps}")
+    rate = Fraction(fps or reader.fps or DEFAULT_RAW_FPS).limit_denominator(1001)
     n = reader.frame_count if not frame_cnt else min(frame_cnt, reader.frame_count)
-    every = settings.roi_every or max(1, round(float(fps) / 3))
-    if settings.roi and every > float(fps):
-        raise TinysalError(f"--roi-every {every} is more than one second of frames ({float(fps):g} fps)")
+    every = settings.roi_every or max(1, round(float(rate) / 3))
+    if settings.roi and every > float(rate):
+        raise TinysalError(f"--roi-every {every} is more than one second of frames ({float(rate):g} fps)")
     # one ORT thread: the saliency runs in a worker thread beside the encoder's own threads, where a second ORT
     # thread only contends with them (measured: the same wall time per map for ~40% less CPU)
     use_model = saliency is None and settings.roi and not settings.roi_maps
@@ -416,7 +431,7 @@ def encode_video(
         raise TinysalError(f"--roi-maps folder not found: {maps_dir}")
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp{out.suffix}")
     t0 = time.perf_counter()
-    applier = _RoiApplier(reader.width, reader.height, 1 / fps)
+    applier = _RoiApplier(reader.width, reader.height, 1 / rate)
     job_seconds: list[float] = []
     offsets_used: list[float] = []
 
@@ -446,7 +461,7 @@ def encode_video(
     # threads busy-wait, taking CPU from the encoder for products too small to gain from a second thread
     blas_limit = threadpool_limits(limits=1, user_api="blas")
     try:
-        container, st = _open_output(tmp, settings, reader.width, reader.height, fps)
+        container, st = _open_output(tmp, settings, reader.width, reader.height, rate)
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tinysal-roi") as pool:
 
@@ -469,7 +484,7 @@ def encode_video(
                     vf = av.VideoFrame(reader.width, reader.height, "yuv420p")
                     for plane, arr in zip(vf.planes, (fr.y, fr.u, fr.v)):
                         _copy_plane(plane, arr)
-                    vf.pts, vf.time_base = i, 1 / fps
+                    vf.pts, vf.time_base = i, 1 / rate
                     if settings.roi and i % every == 0:
                         # this segment's regions are worked out while the previous segment is encoded
                         job = pool.submit(segment, i, fr)
@@ -487,7 +502,14 @@ def encode_video(
         from tinysal.fileio import _umask
 
         os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, out)
+        if overwrite:
+            os.replace(tmp, out)
+        else:  # no-clobber: a file that appeared at ``out`` during the encode (another run's) is never replaced
+            try:
+                os.link(tmp, out)
+            except FileExistsError:
+                raise TinysalError(f"{out} appeared while encoding (another run?): not replaced") from None
+            os.unlink(tmp)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -500,7 +522,7 @@ def encode_video(
         "output": str(out),
         "frames": done,
         "bytes": size,
-        "kbps": size * 8 / (done / float(fps)) / 1000,
+        "kbps": size * 8 / (done / float(rate)) / 1000,
         "seconds": wall,
         # time in the worker thread (saliency, regions, filter graphs), mostly hidden behind the encoder
         "saliency_seconds": sum(job_seconds),

@@ -215,3 +215,71 @@ def test_sighup_mid_encode_leaves_no_temp_file(tmp_path: Path) -> None:
     proc.wait(timeout=60)
     assert proc.returncode != 0
     assert sorted(x.name for x in tmp_path.iterdir()) == ["big.yuv"]
+
+
+def test_every_listed_builtin_vmaf_model_runs(tmp_path: Path, clip: Path) -> None:
+    from tinysal.features.vmaf import BUILTIN_MODELS
+
+    for m in BUILTIN_MODELS:
+        out = tmp_path / f"{m}.json"
+        p = run_cli("vmaf", "-r", str(clip), "-d", str(clip), "-w", "96", "-h", "64", "--model", f"version={m}",
+                    "--frame_cnt", "2", "-q", "-o", str(out))  # fmt: skip
+        assert p.returncode == 0, (m, p.stderr)
+
+
+@pytest.mark.parametrize("body", ['{"a": 1}', "[1, 2]", "not json", "[" * 100000])
+def test_a_bad_vmaf_model_file_is_refused_before_ffmpeg(tmp_path: Path, clip: Path, body: str) -> None:
+    bad = tmp_path / "m.json"
+    bad.write_text(body)
+    p = run_cli("vmaf", "-r", str(clip), "-d", str(clip), "-w", "96", "-h", "64", "--model", f"path={bad}", "-q",
+                "-o", str(tmp_path / "o.json"))  # fmt: skip
+    assert_clean_error(p, "model")
+    assert "signal" not in p.stderr and not (tmp_path / "o.json").exists()
+
+
+def test_dash_output_is_stdout_and_colon_names_are_files(tmp_path: Path, clip: Path) -> None:
+    import json
+
+    odd = tmp_path / "take:2.yuv"
+    odd.write_bytes(clip.read_bytes())
+    p = run_cli("vmaf", "-r", str(odd), "-d", str(odd), "-w", "96", "-h", "64", "-q", "-o", "-", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["pooled_metrics"]["vmaf"]["mean"] > 90
+    assert not (tmp_path / "-").exists()
+    # a container whose name has a colon, given relative to the working folder (FFmpeg saw a protocol "take")
+    mp4 = tmp_path / "take:3.mp4"
+    p = run_cli("tinysal", "encode", str(clip), str(mp4), "-w", "96", "-H", "64", "-q")
+    assert p.returncode == 0, p.stderr
+    p = run_cli("vmaf", "-r", "take:3.mp4", "-d", "take:3.mp4", "-q", "--feature", "mobilesal", "-o", "s.json",
+                cwd=tmp_path)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert len(json.loads((tmp_path / "s.json").read_text())["frames"]) == 3
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["vmaf", "-r", "{clip}", "-d", "{clip}", "-w", "96", "-h", "64", "--contact-sheet", "{tmp}/c.png"],
+         "needs --feature mobilesal"),
+        (["vmaf", "-r", "{clip}", "-d", "{clip}", "-w", "96", "-h", "64", "--saliency-out", "{tmp}/maps"],
+         "needs --feature mobilesal"),
+        (["tinysal", "encode", "{clip}", "{tmp}/o.mp4", "-w", "96", "-H", "64", "--roi-strength", "4"], "add --roi"),
+        (["tinysal", "encode", "{clip}", "{tmp}/o.mp4", "-w", "96", "-H", "64", "--roi-every", "4"], "add --roi"),
+        (["tinysal", "roi-eval", "{tmp}", "--sequences", ""], "no sequence"),
+        (["tinysal", "roi-eval", "{tmp}", "--sequences", "a", "--model", "x.onnx"], "NAME=PATH"),
+        (["tinysal", "roi-eval", "{tmp}", "--sequences", "a", "--model", "oracle=x.onnx"], "taken"),
+        (["tinysal", "roi-eval", "{tmp}", "--sequences", "a", "--model", "a=x.onnx", "--model", "a=y.onnx"], "taken"),
+        (["tinysal", "eval", str(SMOKE), "{tmp}", "--threads", "100000"], "at most 64"),
+        (["tinysal", "eval", str(SMOKE), "{tmp}", "--threads", "-5"], "at least 0"),
+        (["tinysal", "parity", "{clip}", str(SMOKE), "--tolerance", "-1"], "tolerance"),
+    ],
+)
+def test_contradictory_options_are_one_line_before_any_work(
+    tmp_path: Path, clip: Path, argv: list[str], needle: str
+) -> None:
+    args = [a.format(clip=clip, tmp=tmp_path) for a in argv]
+    t0 = time.time()
+    p = run_cli(*args)
+    assert_clean_error(p, needle)
+    assert time.time() - t0 < 30
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["clip.yuv"]

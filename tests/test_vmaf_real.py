@@ -263,7 +263,7 @@ def test_sigint_mid_run_stops_ffmpeg_and_writes_nothing(pair: tuple[Path, Path],
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
     assert not out.exists() and not list(tmp_path.glob("tinysal-vmaf-*"))
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    ps = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(long_ref) not in ps  # no FFmpeg child left running
 
 
@@ -378,3 +378,32 @@ def test_roi_score_on_two_containers(video_dir: Path, tmp_path: Path) -> None:
     doc = json.loads(out.read_text())
     assert len(doc["frames"]) == 20
     assert doc["pooled_metrics"]["vmaf_masked"]["min"] > 97 and doc["pooled_metrics"]["vmaf_roi"]["min"] > 97
+
+
+def test_kill_9_of_vmaf_takes_its_ffmpeg_child_along(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    """No cleanup code runs on SIGKILL; the FFmpeg child (in its own session) must still not outlive vmaf."""
+    ref, dist = pair
+    long_ref, long_dist = tmp_path / "kr.yuv", tmp_path / "kd.yuv"
+    long_ref.write_bytes(ref.read_bytes() * 150)
+    long_dist.write_bytes(dist.read_bytes() * 150)
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tinysal.cli.vmaf", "-r", str(long_ref), "-d", str(long_dist), "-w", "352", "-h",
+         "288", "-o", str(tmp_path / "s.json")],
+        stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    child = "file:" + str(long_ref)  # FFmpeg's argument, not vmaf's
+
+    def running() -> bool:
+        return child in subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
+
+    deadline = time.time() + 60
+    while time.time() < deadline and not running():
+        time.sleep(0.05)
+    assert running(), "the FFmpeg child never started"
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.time() + 5  # the whole run takes far longer: a child still scoring would be seen
+    while time.time() < deadline and running():
+        time.sleep(0.1)
+    assert not running()

@@ -53,6 +53,18 @@ def _int_at_least(lo: int) -> Callable[[str], int]:
     return conv
 
 
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    at_least = _int_at_least(lo)
+
+    def conv(text: str) -> int:
+        v = at_least(text)
+        if v > hi:
+            raise argparse.ArgumentTypeError(f"must be at most {hi}, got {v}")
+        return v
+
+    return conv
+
+
 def _float(text: str) -> float:
     try:
         v = float(text)
@@ -334,6 +346,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     if args.bitrate and args.crf is not None:
         raise TinysalError("give --bitrate or --crf, not both")
+    if not (args.roi or args.roi_maps):
+        for flag, v in (("--roi-strength", args.roi_strength), ("--roi-every", args.roi_every or None)):
+            if v is not None:
+                raise TinysalError(f"{flag} applies to ROI encodes: add --roi")
     s = EncodeSettings(
         codec=args.codec, bitrate=args.bitrate or 0, crf=23.0 if args.crf is None else args.crf, preset=args.preset,
         roi=args.roi or bool(args.roi_maps), roi_strength=args.roi_strength, roi_every=args.roi_every,
@@ -378,10 +394,18 @@ def cmd_roi_eval(args: argparse.Namespace) -> int:
     if args.plot:
         _precheck(args.plot)
     seqs = [s for s in args.sequences.split(",") if s]
-    models = []
-    for spec in args.model or ["model"]:
-        name, sep, path = spec.partition("=")
-        models.append((name, path if sep else None))
+    if not seqs:
+        raise TinysalError("--sequences names no sequence")
+    models: list[tuple[str, str | None]] = [("model", None)]  # the production model
+    if args.model:
+        models = []
+        for spec in args.model:
+            name, sep, path = spec.partition("=")
+            if not sep or not name or not path:
+                raise TinysalError(f"--model {spec!r}: expected NAME=PATH.onnx (the name labels its rows)")
+            if name in ("oracle", "plain") or name in {n for n, _ in models}:
+                raise TinysalError(f"--model name {name!r} is taken (plain, oracle, or an earlier --model)")
+            models.append((name, path))
     quiet = args.quiet
 
     def say(msg: str) -> None:
@@ -485,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("parity", cmd_parity, "compare PyTorch and ONNX Runtime outputs on fixed-seed inputs")
     sp.add_argument("checkpoint")
     sp.add_argument("model")
-    sp.add_argument("--tolerance", type=float, default=1e-5)
+    sp.add_argument("--tolerance", type=_positive_float, default=1e-5)
     sp.add_argument("--out-json")
 
     sp = add("train", cmd_train, "train a saliency student (--preset sod: the shipped recipe)")
@@ -627,7 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("roots", nargs="+")
     sp.add_argument("--short-side", type=int, default=256, help="inference short side (0 = native)")
     sp.add_argument("--groups", help="comma-separated groups (sequences) to evaluate on, e.g. held-out ones")
-    sp.add_argument("--threads", type=int, default=0)
+    sp.add_argument("--threads", type=_int_in(0, 64), default=0, help="ONNX Runtime threads (0 = one per core)")
     sp.add_argument("--out-json")
 
     from tinysal.cli.vmaf import add_score_arguments

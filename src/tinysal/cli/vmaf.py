@@ -68,7 +68,7 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="version=NAME|path=FILE[:name=N]",
         help="VMAF model (repeatable; default version=vmaf_v0.6.1; built in: vmaf_v0.6.1, vmaf_v0.6.1neg, "
-        "vmaf_4k_v0.6.1, vmaf_4k_v0.6.1neg, vmaf_b_v0.6.3)",
+        "vmaf_4k_v0.6.1, vmaf_4k_v0.6.1neg)",
     )
     p.add_argument("--output", "-o", help="output file (format by --json/--xml/--csv; JSON by default)")
     fmt = p.add_mutually_exclusive_group()
@@ -160,6 +160,8 @@ def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
 
     args.bitdepth = resolve_bitdepth(args.pixel_format, args.bitdepth)
     fmt = args.fmt or "json"
+    if args.output == "-":  # standard output, as libvmaf's tool and most Unix tools read "-"
+        args.output = None
     if args.output:
         check_writable_target(args.output)
     for extra in (args.plot, args.contact_sheet):
@@ -170,6 +172,10 @@ def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
         if d.exists() and not d.is_dir():
             raise TinysalError(f"--saliency-out {d} exists and is not a folder")
     sal, vmaf_feats = _features(args)
+    if not sal:  # these show the saliency maps: without the feature there are none (say so before any work)
+        for flag, v in (("--saliency-out", args.saliency_out), ("--contact-sheet", args.contact_sheet)):
+            if v:
+                raise TinysalError(f"{flag} needs --feature mobilesal (it shows the saliency maps)")
     from tinysal.fileio import refuse_overlaps
 
     model_paths = {f"--model {m}": m.split("path=", 1)[1].split(":name=")[0] for m in args.model or [] if "path=" in m}

@@ -9,6 +9,8 @@ the child's stdin frame by frame (the saliency-masked copy of ``roi_score``: nev
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import json
 import os
 import re
@@ -16,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +27,8 @@ from typing import IO, Any
 from tinysal.errors import TinysalError
 
 #: libvmaf's built-in models in the shipped FFmpeg (``--model version=NAME``)
-BUILTIN_MODELS = ("vmaf_v0.6.1", "vmaf_v0.6.1neg", "vmaf_4k_v0.6.1", "vmaf_4k_v0.6.1neg", "vmaf_b_v0.6.3")
+#: (vmaf_b_v0.6.3, the bootstrap model, is not built into this FFmpeg: "could not load libvmaf model")
+BUILTIN_MODELS = ("vmaf_v0.6.1", "vmaf_v0.6.1neg", "vmaf_4k_v0.6.1", "vmaf_4k_v0.6.1neg")
 DEFAULT_MODEL = "version=vmaf_v0.6.1"
 #: the time base frames are restamped on before libvmaf sees them (frame n gets timestamp n/PAIRING_RATE in both
 #: inputs); any rate works, it only has to be the same for the two inputs
@@ -76,6 +80,28 @@ def ffmpeg_exe() -> str:
         raise TinysalError(f"no FFmpeg binary found: {e}") from None
 
 
+def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Ask Linux to SIGKILL this (child) process when its parent dies (prctl PR_SET_PDEATHSIG). Set only when the
+    main thread starts the child: the signal follows the thread that forked, not the process."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took hold
+            os._exit(1)
+
+
+def _check_model_file(path: str) -> None:
+    """A libvmaf JSON model is an object with a ``model_dict``; anything else (libvmaf crashes on some) is refused
+    before FFmpeg is started."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.loads(f.read(64 << 20))
+    except (OSError, ValueError, RecursionError) as e:
+        raise TinysalError(f"--model: {path} is not a readable JSON model: {str(e).splitlines()[0][:120]}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("model_dict"), dict):
+        raise TinysalError(f"--model: {path} is not a libvmaf JSON model (no model_dict object)")
+
+
 @dataclass
 class VmafModel:
     """One ``--model`` option: ``version=NAME`` (built in) or ``path=FILE`` (a libvmaf JSON model), optionally
@@ -99,6 +125,7 @@ class VmafModel:
             elif k == "path":
                 if not os.path.isfile(v):
                     raise TinysalError(f"--model: VMAF model file not found: {v}")
+                _check_model_file(v)
                 m.path = v
             elif k == "name":
                 if not _SAFE.match(v):
@@ -165,7 +192,7 @@ class Source:
         if self.raw:
             w, h, pf, bd = self.raw
             out += ["-f", "rawvideo", "-pix_fmt", RAW_PIX_FMTS[(pf, bd)], "-s", f"{w}x{h}", "-r", "25"]
-        return out + ["-i", "pipe:0" if self.path == "-" else os.fspath(self.path)]
+        return out + ["-i", "pipe:0" if self.path == "-" else "file:" + os.fspath(self.path)]
 
 
 class VmafJob:
@@ -250,6 +277,10 @@ class VmafJob:
                     stdout=subprocess.DEVNULL,
                     stderr=err,
                     start_new_session=True,  # a Ctrl-C reaches us, and we stop the child ourselves
+                    # and if we are killed (kill -9: no cleanup runs), the kernel kills the child
+                    preexec_fn=functools.partial(_die_with_parent, os.getpid())
+                    if threading.current_thread() is threading.main_thread()
+                    else None,
                 )
             except OSError as e:
                 self.close()

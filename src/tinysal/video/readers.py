@@ -21,6 +21,12 @@ SUBSAMPLING = {"420": (2, 2), "422": (2, 1), "444": (1, 1)}
 MAX_FRAME_PIXELS = 8192 * 8192
 
 
+def ffmpeg_url(path: str | os.PathLike[str]) -> str:
+    """The name to give FFmpeg for a local file: ``file:`` first, so a name with a colon (``take:2.mp4``) is not
+    read as a protocol."""
+    return "file:" + os.fspath(path)
+
+
 @dataclass
 class YuvFrame:
     y: np.ndarray
@@ -249,7 +255,7 @@ class AvReader:
         if not self.path.is_file():
             raise TinysalError(f"video file not found: {self.path}")
         try:
-            with av.open(str(self.path)) as c:
+            with av.open(ffmpeg_url(self.path)) as c:
                 if not c.streams.video:
                     raise TinysalError(f"{self.path}: no video stream")
                 s = c.streams.video[0]
@@ -300,7 +306,7 @@ class AvReader:
         bps = 1 if self.bitdepth == 8 else 2
         dt = np.uint8 if self.bitdepth == 8 else np.dtype("<u2")
         try:
-            with av.open(str(self.path)) as c:
+            with av.open(ffmpeg_url(self.path)) as c:
                 s = c.streams.video[0]
                 s.thread_type = "AUTO"
                 for i, fr in enumerate(c.decode(s)):

@@ -74,3 +74,28 @@ def test_eval_bad_input(tmp_path: Path, smoke_model: Path) -> None:
     assert_clean_error(run_cli("tinysal", "eval", str(smoke_model), str(tmp_path / "none")), "not found")
     root = make_blob_dataset(tmp_path / "ds", n_groups=1, per_group=2)
     assert_clean_error(run_cli("tinysal", "eval", str(smoke_model), str(root), "--groups", "zzz"), "none of the groups")
+
+
+def test_readme_first_command_runs_on_the_bundled_sample(tmp_path: Path) -> None:
+    """The first README command, after its install step, on a folder with nothing beside it."""
+    import shlex
+    import shutil
+
+    readme = (ROOT / "README.md").read_text()
+    first = re.search(r"```sh\n(python3 -m venv .*?)\n```", readme, re.S).group(1)
+    job = first.split("pip install -q -e . && ", 1)[1]
+    assert "../shared" not in job and "tinysal sample" in job
+    bindir = Path(sys.executable).parent
+    assert shutil.which("tinysal", path=str(bindir)) and shutil.which("vmaf", path=str(bindir))
+    env = dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    p = subprocess.run(["bash", "-c", "set -e; " + job], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    doc = json.loads((tmp_path / "score.json").read_text())
+    assert len(doc["frames"]) == 132
+    assert 30 < doc["pooled_metrics"]["vmaf"]["mean"] < 95 and "saliency_mean" in doc["pooled_metrics"]
+    assert (tmp_path / "score.png").read_bytes()[:4] == b"\x89PNG"
+    clip = Path(subprocess.run(["tinysal", "sample"], env=env, capture_output=True, text=True).stdout.strip())
+    assert clip.is_file() and clip.stat().st_size <= 1_000_000
+    assert "Creative Commons Attribution 3.0" in (clip.parent / "ATTRIBUTION.md").read_text()
+    assert shlex.split(job)  # a well-formed shell line

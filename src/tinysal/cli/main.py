@@ -367,6 +367,22 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the clip shipped with the package (Big Buck Bunny excerpt, CC-BY 3.0; samples/ATTRIBUTION.md)
+SAMPLE_CLIP = "bigbuckbunny_360p.mp4"
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from importlib.resources import files
+
+    clip = files("tinysal") / "samples" / SAMPLE_CLIP
+    if not clip.is_file():
+        raise TinysalError(f"the sample clip is missing from this installation ({clip})")
+    print(clip)
+    if args.attribution:
+        print((files("tinysal") / "samples" / "ATTRIBUTION.md").read_text(encoding="utf-8"), file=sys.stderr)
+    return 0
+
+
 def cmd_plot_run(args: argparse.Namespace) -> int:
     from tinysal.train.curves import load_run, plot_runs
 
@@ -570,6 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--amp", choices=["off", "bf16"], help="bfloat16 autocast for training")
     sp.add_argument("--no-export", action="store_true")
     sp.add_argument("--quiet", action="store_true")
+
+    sp = add("sample", cmd_sample, "print the path of the bundled sample clip (Big Buck Bunny excerpt, CC-BY 3.0)")
+    sp.add_argument("--attribution", action="store_true", help="also print its licence and origin (to stderr)")
 
     sp = add("plot-run", cmd_plot_run, "training curves of one or more runs (validation score, losses, per source)")
     sp.add_argument("runs", nargs="+", help="a run's --out-dir (also while it trains) or its metrics JSON")

@@ -153,3 +153,63 @@ def _cleanup() -> object:
     for f in _TMP.iterdir():
         f.unlink()
     _TMP.rmdir()
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(
+        st.sampled_from(["trace", "epoch", "val_iou", "best", "stages", "models", "val_groups", "id", "a", "crop"]),
+        children,
+        max_size=5,
+    ),
+    max_leaves=20,
+)
+
+
+@FUZZ
+@given(doc=_json, depth=st.sampled_from([0, 0, 0, 5000]))
+def test_json_readers_never_crash(doc: object, depth: int) -> None:
+    """plot-run's run reader, the registry validator and calibrate's metrics check: any JSON (also JSON nested
+    deeper than the parser's stack) is read or refused with one TinysalError."""
+    import json
+
+    from tinysal.cli.main import build_parser, cmd_calibrate
+    from tinysal.model.registry import validate_registry
+    from tinysal.train.curves import load_run
+
+    path = _TMP / "doc.json"
+    path.write_text("[" * depth + json.dumps(doc) + "]" * depth)
+    for read in (load_run, validate_registry):
+        try:
+            read(str(path))
+        except TinysalError:
+            pass
+    args = build_parser().parse_args(["calibrate", str(_TMP / "no.pt"), str(_TMP), "--metrics", str(path), "-o",
+                                      str(_TMP / "c.pt")])  # fmt: skip
+    with pytest.raises(TinysalError):  # never a TypeError/AttributeError on an oddly shaped document
+        cmd_calibrate(args)
+
+
+_dtypes = st.sampled_from(["uint8", "uint16", "int64", "float32", "float64", "complex64", "int8", "bool"])
+
+
+@FUZZ
+@given(
+    h=st.integers(0, 9), w=st.integers(0, 9), ch=st.integers(0, 9), cw=st.integers(0, 9), dt=_dtypes,
+    fill=st.sampled_from([0, 1, 128, 1023, 1024, 60000, -5, 0.5]),
+)  # fmt: skip
+def test_api_planes_are_checked(h: int, w: int, ch: int, cw: int, dt: str, fill: float) -> None:
+    """as_frame takes integer code values of a real shape, or says what is wrong; what it accepts is in range."""
+    import numpy as np
+
+    from tinysal.features.scoring import as_frame
+
+    with np.errstate(all="ignore"):
+        y = np.full((h, w), fill).astype(dt)
+        u = np.full((ch, cw), fill).astype(dt)
+    try:
+        fr = as_frame((y, u, u.copy()))
+    except TinysalError:
+        return
+    assert fr.y.dtype in (np.uint8, np.uint16) and fr.y.size > 0
+    assert int(fr.y.max()) <= (255 if fr.bitdepth == 8 else 1023)

@@ -283,3 +283,16 @@ def test_contradictory_options_are_one_line_before_any_work(
     assert_clean_error(p, needle)
     assert time.time() - t0 < 30
     assert sorted(x.name for x in tmp_path.iterdir()) == ["clip.yuv"]
+
+
+def test_api_refuses_a_bad_format_before_scoring(tmp_path: Path, clip: Path, monkeypatch) -> None:
+    import tinysal
+    from tinysal.features import scoring
+
+    def never(*a, **k):  # noqa: ANN002, ANN003
+        raise AssertionError("scored before the format was checked")
+
+    monkeypatch.setattr(scoring, "score_files", never)
+    with pytest.raises(TinysalError, match="unknown output format"):
+        tinysal.score_video(clip, width=96, height=64, output=tmp_path / "o.x", fmt="bogus")
+    assert not (tmp_path / "o.x").exists()

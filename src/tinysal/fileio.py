@@ -215,3 +215,5 @@ def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TinysalError(f"{what} is not valid JSON: {p}: {e}") from None
+    except RecursionError:  # "[[[[...": valid JSON nested deeper than the parser's stack
+        raise TinysalError(f"{what} is nested too deeply to read: {p}") from None

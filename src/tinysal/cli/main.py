@@ -255,7 +255,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     check_writable_target(args.output)
     _precheck(args.out_json)
     run = read_json(args.metrics, "training metrics")
-    rep = calibrate(args.checkpoint, run.get("val_groups") or [], args.roots, args.output, args.cache_dir or "")
+    groups = run.get("val_groups") if isinstance(run, dict) else None
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise TinysalError(f"{args.metrics}: not a training run's metrics (no 'val_groups' list of group names)")
+    rep = calibrate(args.checkpoint, groups, args.roots, args.output, args.cache_dir or "")
     _report(args.out_json, rep, args, [args.checkpoint, args.metrics])
     for n, v in rep["per_source"].items():
         print(f"{n:<18} {v['images']:>5} img  IoU {v['iou_before']:.4f} -> {v['iou_after']:.4f}  "

@@ -40,8 +40,9 @@ from tinysal.video.readers import YuvFrame, open_video
 FEATURES = ("mobilesal",)
 
 
-def as_frame(obj: Any, bitdepth: int = 8, pix_fmt: str | None = None) -> YuvFrame:
-    """A :class:`YuvFrame`, or a (y, u, v) tuple of numpy planes (4:2:0/4:2:2/4:4:4 inferred from shapes)."""
+def as_frame(obj: Any, bitdepth: int | None = None, pix_fmt: str | None = None) -> YuvFrame:
+    """A :class:`YuvFrame`, or a (y, u, v) tuple of numpy planes (4:2:0/4:2:2/4:4:4 inferred from shapes; 8-bit
+    from uint8 planes, 10-bit from uint16 ones, unless ``bitdepth`` says)."""
     if isinstance(obj, YuvFrame):
         return obj
     try:
@@ -50,6 +51,20 @@ def as_frame(obj: Any, bitdepth: int = 8, pix_fmt: str | None = None) -> YuvFram
         raise TinysalError("a picture is a YuvFrame or a (y, u, v) tuple of 2-D numpy arrays") from None
     if y.ndim != 2 or u.shape != v.shape or u.ndim != 2:
         raise TinysalError("planes must be 2-D, with u and v of equal shape")
+    if min(y.shape) < 1 or min(u.shape) < 1:
+        raise TinysalError(f"planes must not be empty, got luma {y.shape} and chroma {u.shape}")
+    if bitdepth is None:  # from the samples' type: uint8 is 8-bit, uint16 10-bit (little values, not 16-bit)
+        bitdepth = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 10}.get(y.dtype, 0)
+    if bitdepth not in (8, 10):
+        raise TinysalError(f"planes are uint8 (8-bit) or uint16 (10-bit) code values, got {y.dtype}")
+    want = np.uint8 if bitdepth == 8 else np.uint16
+    for name, p in (("y", y), ("u", u), ("v", v)):
+        # samples are integer code values: floats in [0, 1], negatives or complex numbers would be scored as
+        # nonsense without a word, and 16-bit samples above 1023 are not 10-bit video
+        if p.dtype != want:
+            raise TinysalError(f"plane {name} is {p.dtype}; {bitdepth}-bit planes are {np.dtype(want).name}")
+        if bitdepth == 10 and int(p.max()) > 1023:
+            raise TinysalError(f"plane {name} holds {int(p.max())}, above the 10-bit maximum 1023")
     h, w = y.shape
     ch, cw = u.shape
     fmt = pix_fmt or {(h, w): "444", (h, (w + 1) // 2): "422", ((h + 1) // 2, (w + 1) // 2): "420"}.get((ch, cw))
@@ -449,6 +464,10 @@ def score_video(
     and, with ``roi_score``, the saliency-weighted ``vmaf_masked``/``vmaf_roi``/``psnr_y_saliency``.
     ``model_path`` None means ``$VMAF_MOBILESAL_MODEL_PATH``, then the registry's production model.
     """
+    from tinysal.features.output import RENDERERS
+
+    if fmt not in RENDERERS:  # checked before the work, not after scoring
+        raise TinysalError(f"unknown output format {fmt!r}; choose {', '.join(RENDERERS)}")
     ctx = VmafContext(threads=threads, subsample=subsample)
     params: dict[str, Any] = {"short_side": short_side, "extra_stats": int(extra_stats), "roi_score": int(roi_score)}
     if model_path is not None:

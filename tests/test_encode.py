@@ -4,6 +4,8 @@ the ROI side data changes what libx264/libx265 do."""
 from __future__ import annotations
 
 import math
+import subprocess
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +208,39 @@ def test_block_means_without_the_frame_size_map_match_the_map(video_dir: Path, b
     folded = sb.block_means(fr, block)
     assert folded.shape == direct.shape == (math.ceil(288 / block), math.ceil(352 / block))
     assert np.abs(folded - direct).max() < 1e-5 and folded.std() > 0.01  # a real map, not a constant
+
+
+def test_encode_keeps_audio_aspect_metadata_and_chapters(tmp_path: Path, video_dir: Path) -> None:
+    """What FFmpeg keeps when it transcodes, tinysal encode keeps: audio (copied, or AAC where the container cannot
+    hold it), SAR, container metadata, chapters; --no-audio drops the audio only."""
+    import av
+    import imageio_ffmpeg
+
+    ff = imageio_ffmpeg.get_ffmpeg_exe()
+    meta = tmp_path / "meta.txt"
+    meta.write_text(";FFMETADATA1\ntitle=A title\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=500\ntitle=One\n"
+                    "[CHAPTER]\nTIMEBASE=1/1000\nSTART=500\nEND=1000\ntitle=Two\n")  # fmt: skip
+    src = tmp_path / "in.mp4"
+    run = ["-v", "error", "-y"]
+    subprocess.run([ff, *run, "-i", str(video_dir / "foreman_cif_60f_h264.mp4"), "-f", "lavfi", "-i",
+                    "sine=f=440:d=1", "-i", str(meta), "-map", "0:v", "-map", "1:a", "-map_metadata", "2",
+                    "-map_chapters", "2", "-frames:v", "30", "-c:v", "copy", "-c:a", "aac", str(src)], check=True)
+    mkv = tmp_path / "in.mkv"  # audio that an .mp4 cannot hold
+    subprocess.run([ff, *run, "-i", str(src), "-map", "0:v", "-map", "0:a", "-c:v", "copy", "-c:a", "adpcm_ima_wav",
+                    str(mkv)], check=True)  # fmt: skip
+    for inp, out, extra, codec in ((src, "a.mp4", [], "aac"), (mkv, "b.mp4", [], "aac"), (src, "c.mp4",
+                                   ["--no-audio"], None)):  # fmt: skip
+        p = run_cli("tinysal", "encode", str(inp), str(tmp_path / out), "--preset", "ultrafast", "-q", *extra)
+        assert p.returncode == 0, p.stderr
+        with av.open(str(tmp_path / out)) as c:
+            v = c.streams.video[0]
+            assert v.codec_context.sample_aspect_ratio == Fraction(128, 117)
+            assert [a.codec_context.name for a in c.streams.audio] == ([codec] if codec else [])
+            if codec:
+                n = sum(f.samples for f in c.decode(c.streams.audio[0]))
+                assert 0.9 * 44100 < n < 1.1 * 44100  # the whole second of sound
+            if inp == src:
+                assert c.metadata.get("title") == "A title"
+                assert [ch["metadata"].get("title") for ch in c.chapters()] == ["One", "Two"]
+    assert "1 re-encoded to AAC" in run_cli("tinysal", "encode", str(mkv), str(tmp_path / "d.mp4"), "--preset",
+                                             "ultrafast").stdout  # fmt: skip

@@ -356,7 +356,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     s = EncodeSettings(
         codec=args.codec, bitrate=args.bitrate or 0, crf=23.0 if args.crf is None else args.crf, preset=args.preset,
         roi=args.roi or bool(args.roi_maps), roi_strength=args.roi_strength, roi_every=args.roi_every,
-        roi_maps=args.roi_maps or "", model_path=args.model_path,
+        roi_maps=args.roi_maps or "", model_path=args.model_path, no_audio=args.no_audio,
     )  # fmt: skip
     reader = _open_input(args)
     cb, close = iter_progress(reader.frame_count, "encode", args.quiet)
@@ -366,6 +366,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
     finally:
         close()
     roi = f", ROI every {info['roi_every']} frames" if info["roi"] else ""
+    k = info["kept"]
+    if k["audio"] or k["subtitles"]:
+        roi += f", {len(k['audio'])} audio ({len(k['reencoded_audio'])} re-encoded to AAC) and {len(k['subtitles'])} "
+        roi += "subtitle streams kept"
     print(f"wrote {info['output']}: {info['frames']} frames, {info['kbps']:.1f} kbit/s, {info['seconds']:.1f} s{roi}")
     return 0
 
@@ -630,6 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="frames per saliency update (default ~1/3 s; at most 1 s)")
     sp.add_argument("--roi-maps", help="folder of x264 maps from `roi-maps --encoder x264` instead of the model")
     sp.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    sp.add_argument("--no-audio", action="store_true", help="drop the input's audio (kept by default)")
     sp.add_argument("--fps", type=_float, help="frame rate of raw YUV input (default 25; other inputs carry theirs)")
 
     sp = add("roi-eval", cmd_roi_eval, "A/B of plain vs ROI encodes on sequences with ground-truth masks (BD-rate)")

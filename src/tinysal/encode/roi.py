@@ -291,6 +291,7 @@ def read_map(path: Path, encoder: str, rows: int, cols: int) -> np.ndarray:
 class EncodeSettings:
     codec: str = "libx264"
     bitrate: int = 0  # bits/s; 0 = use crf
+    no_audio: bool = False  # drop the input's audio (subtitles, tags, metadata and chapters are kept)
     crf: float = 23.0
     preset: str = "medium"
     roi: bool = False
@@ -462,7 +463,12 @@ def encode_video(
     blas_limit = threadpool_limits(limits=1, user_api="blas")
     try:
         container, st = _open_output(tmp, settings, reader.width, reader.height, rate)
+        from tinysal.encode.streams import Passthrough
+
+        keep = Passthrough(getattr(reader, "path", None) if type(reader).__name__ == "AvReader" else None,
+                           keep_audio=not settings.no_audio)  # fmt: skip
         try:
+            keep.attach(container, st)
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tinysal-roi") as pool:
 
                 def flush() -> None:
@@ -474,6 +480,7 @@ def encode_video(
                         for pkt in st.encode(vf):
                             container.mux(pkt)
                         done += 1
+                        keep.mux_until(container, done / float(rate))
                         if progress:
                             progress(done, n)
 
@@ -495,7 +502,9 @@ def encode_video(
                 flush()
             for pkt in st.encode():
                 container.mux(pkt)
+            kept = keep.finish(container, done / float(rate))
         finally:
+            keep.close()
             container.close()
         if done == 0:
             raise TinysalError("no frames to encode")
@@ -529,6 +538,7 @@ def encode_video(
         "roi": settings.roi,
         "roi_every": every if settings.roi else None,
         "graph_rebuilds": applier.rebuilds,
+        "kept": kept,
         "mean_offset": float(np.mean(offsets_used)) if offsets_used else 0.0,
     }
 

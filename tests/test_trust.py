@@ -296,3 +296,46 @@ def test_api_refuses_a_bad_format_before_scoring(tmp_path: Path, clip: Path, mon
     with pytest.raises(TinysalError, match="unknown output format"):
         tinysal.score_video(clip, width=96, height=64, output=tmp_path / "o.x", fmt="bogus")
     assert not (tmp_path / "o.x").exists()
+
+
+def _davis_like(root: Path, masks: list[np.ndarray], size: tuple[int, int] = (64, 48)) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    (root / "images" / "s").mkdir(parents=True)
+    (root / "masks" / "s").mkdir(parents=True)
+    for i, m in enumerate(masks):
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(root / "images" / "s" /
+                                                                                            f"{i:05d}.jpg")  # fmt: skip
+        Image.fromarray(m).save(root / "masks" / "s" / f"{i:05d}.png")
+
+
+def test_roi_eval_on_masks_without_an_object_or_a_bomb(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    _davis_like(empty, [np.zeros((48, 64), np.uint8)] * 3)
+    p = run_cli("tinysal", "roi-eval", str(empty), "--sequences", "s", "-q")
+    assert_clean_error(p, "no mask marks an object")
+    bomb = tmp_path / "bomb"
+    _davis_like(bomb, [np.zeros((48, 64), np.uint8)] * 2)
+    from PIL import Image
+
+    # a mask PNG that claims a huge size (a tiny file: one colour compresses to nothing)
+    Image.new("L", (13000, 13000)).save(bomb / "masks" / "s" / "00000.png", optimize=True)
+    p = run_cli("tinysal", "roi-eval", str(bomb), "--sequences", "s", "-q")
+    assert_clean_error(p, "too large")
+
+
+def test_truncated_container_is_said_by_encode_and_roi_maps(tmp_path: Path, video_dir: Path) -> None:
+    import imageio_ffmpeg
+
+    full = tmp_path / "full.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(video_dir /
+                    "foreman_cif_60f_h264.mp4"), "-c:v", "libx264", "-preset", "ultrafast", "-movflags", "+faststart",
+                    str(full)], check=True)  # fmt: skip
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size * 2 // 3])
+    p = run_cli("tinysal", "encode", str(cut), str(tmp_path / "o.mp4"), "--preset", "ultrafast", "-q")
+    assert p.returncode == 0, p.stderr
+    assert "warning:" in p.stderr and "header announces" in p.stderr
+    p = run_cli("tinysal", "roi-maps", str(cut), str(tmp_path / "maps"), "--model-path", str(SMOKE), "-q")
+    assert p.returncode == 0 and "header announces" in p.stderr, p.stderr

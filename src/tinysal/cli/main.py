@@ -326,7 +326,11 @@ def _open_input(args: argparse.Namespace) -> Any:
     from tinysal.video.readers import open_video, parse_pix_fmt, resolve_bitdepth
 
     args.bitdepth = resolve_bitdepth(args.pixel_format, args.bitdepth)
-    return open_video(args.input, args.width, args.height, parse_pix_fmt(args.pixel_format), args.bitdepth)
+    reader = open_video(args.input, args.width, args.height, parse_pix_fmt(args.pixel_format), args.bitdepth)
+    note = getattr(reader, "note", None)
+    if note:  # a file cut short is worked on as far as it goes, as FFmpeg does, but never silently
+        print(f"tinysal {args.command}: warning: {note.replace('scoring those', 'using those')}", file=sys.stderr)
+    return reader
 
 
 def cmd_roi_maps(args: argparse.Namespace) -> int:

@@ -103,11 +103,27 @@ class FrameList:
         yield from self._frames[start:]
 
 
+def _read_image(path: Path, mode: str) -> np.ndarray:
+    """An image as an array in ``mode``; unreadable files and decompression bombs (PIL's pixel limit, which it
+    only warns about below twice the limit) are one TinysalError line."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return np.asarray(im.convert(mode))
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise TinysalError(f"{path}: image too large to read (over {Image.MAX_IMAGE_PIXELS} pixels)") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise TinysalError(f"{path}: not a readable image ({str(e).splitlines()[0] if str(e) else e})") from None
+
+
 def load_sequence(root: Path, seq: str, limit: int = 0) -> tuple[FrameList, list[np.ndarray]]:
     """A DAVIS-layout sequence (images/<seq>/*.jpg, masks/<seq>/*.png) as 8-bit 4:2:0 BT.709 frames + masks,
     cropped to even sizes."""
-    from PIL import Image
-
     from tinysal.video.colour import rgb_to_yuv444
 
     idir, mdir = root / "images" / seq, root / "masks" / seq
@@ -121,10 +137,8 @@ def load_sequence(root: Path, seq: str, limit: int = 0) -> tuple[FrameList, list
         mp = mdir / (p.stem + ".png")
         if not mp.is_file():
             raise TinysalError(f"{mp}: no ground-truth mask for frame {p.name}")
-        with Image.open(p) as im:
-            rgb = np.asarray(im.convert("RGB"))
-        with Image.open(mp) as im:
-            m = np.asarray(im.convert("L")) >= 128
+        rgb = _read_image(p, "RGB")
+        m = _read_image(mp, "L") >= 128
         if m.shape != rgb.shape[:2]:
             raise TinysalError(f"{mp}: mask {m.shape[1]}x{m.shape[0]} does not match its frame "
                                f"{rgb.shape[1]}x{rgb.shape[0]}")  # fmt: skip
@@ -139,6 +153,8 @@ def load_sequence(root: Path, seq: str, limit: int = 0) -> tuple[FrameList, list
         masks.append(m)
     if len(frames) < 2:
         raise TinysalError(f"sequence {seq}: fewer than two frames")
+    if not any(m.any() for m in masks):
+        raise TinysalError(f"sequence {seq}: no mask marks an object, so object-region quality is undefined")
     return FrameList(frames, 24.0, str(idir)), masks
 
 

@@ -339,3 +339,29 @@ def test_truncated_container_is_said_by_encode_and_roi_maps(tmp_path: Path, vide
     assert "warning:" in p.stderr and "header announces" in p.stderr
     p = run_cli("tinysal", "roi-maps", str(cut), str(tmp_path / "maps"), "--model-path", str(SMOKE), "-q")
     assert p.returncode == 0 and "header announces" in p.stderr, p.stderr
+
+
+def test_truncated_container_one_frame_set_for_every_metric(tmp_path: Path, video_dir: Path) -> None:
+    import json
+
+    import imageio_ffmpeg
+
+    full = tmp_path / "full.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(video_dir /
+                    "foreman_cif_60f_h264.mp4"), "-c:v", "libx264", "-preset", "ultrafast", "-g", "10", "-movflags",
+                    "+faststart", str(full)],
+                   check=True)  # fmt: skip
+    scored = 0
+    for keep in (0.4, 0.7):
+        cut = tmp_path / f"cut{keep}.mp4"
+        cut.write_bytes(full.read_bytes()[: int(full.stat().st_size * keep)])
+        out = tmp_path / "s.json"
+        p = run_cli("vmaf", "-r", str(cut), "-d", str(cut), "--feature", "mobilesal", "-q", "-o", str(out))
+        if p.returncode != 0:  # a file cut before its index: one clear line
+            assert_clean_error(p)
+            continue
+        frames = json.loads(out.read_text())["frames"]
+        assert 0 < len(frames) < 60
+        assert all({"vmaf", "saliency_mean"} <= set(f["metrics"]) for f in frames)
+        scored += 1
+    assert scored  # the index is at the front: a cut file still plays up to the cut

@@ -407,3 +407,14 @@ def test_kill_9_of_vmaf_takes_its_ffmpeg_child_along(pair: tuple[Path, Path], tm
     while time.time() < deadline and running():
         time.sleep(0.1)
     assert not running()
+
+
+def test_a_wedged_ffmpeg_is_stopped_with_one_line(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    ref, dist = pair
+    out = tmp_path / "s.json"
+    env = _fake_ffmpeg(tmp_path, "sleep 600")  # never scores a frame, never exits
+    env.update(TMPDIR=str(tmp_path), TINYSAL_FFMPEG_STALL_SECONDS="2")
+    t0 = time.time()
+    p = _vmaf(ref, dist, out, env=env)
+    assert_clean_error(p, "no progress for 2 s")
+    assert time.time() - t0 < 60 and not out.exists() and not list(tmp_path.glob("tinysal-vmaf-*"))

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,18 @@ def ffmpeg_exe() -> str:
         return str(imageio_ffmpeg.get_ffmpeg_exe())
     except RuntimeError as e:
         raise TinysalError(f"no FFmpeg binary found: {e}") from None
+
+
+def stall_seconds() -> float:
+    """How long the FFmpeg child may go without scoring a frame before it is called wedged and stopped
+    (``$TINYSAL_FFMPEG_STALL_SECONDS``, default 300: far above libvmaf's time for one 8K frame)."""
+    try:
+        v = float(os.environ.get("TINYSAL_FFMPEG_STALL_SECONDS", "300"))
+    except ValueError:
+        raise TinysalError("$TINYSAL_FFMPEG_STALL_SECONDS must be a number of seconds") from None
+    if not (v > 0 and v < 1e7):
+        raise TinysalError("$TINYSAL_FFMPEG_STALL_SECONDS must be a number of seconds above 0")
+    return v
 
 
 def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -225,6 +238,8 @@ class VmafJob:
         self.proc: subprocess.Popen[bytes] | None = None
         self.tmp: str | None = None
         self.stdin: IO[bytes] | None = None
+        self._limit = stall_seconds()
+        self._last_seen, self._since = -1, None
 
     def command(self, log_path: str, model_dir: str) -> list[str]:
         models = []
@@ -313,6 +328,7 @@ class VmafJob:
             self.proc.wait(timeout=interval)
             return True
         except subprocess.TimeoutExpired:
+            self._watch()
             return False
 
     def write(self, data: bytes | memoryview) -> None:
@@ -330,7 +346,7 @@ class VmafJob:
             with contextlib.suppress(BrokenPipeError):
                 self.stdin.close()
             self.stdin = None
-        rc = self.proc.wait()
+        rc = self._wait_watched()
         if rc != 0:
             how = f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
             raise TinysalError(f"{self.label}: FFmpeg libvmaf failed ({how}): {self._stderr_tail()}")
@@ -343,6 +359,27 @@ class VmafJob:
         if not frames:
             raise TinysalError(f"{self.label}: libvmaf scored no frames")
         return log
+
+    def _watch(self) -> None:
+        """Stop the child if its frame count has stood still for ``stall_seconds()``: a wedged FFmpeg would
+        otherwise hold the command forever."""
+        assert self.proc is not None
+        seen, now = self.frames_done(), time.monotonic()
+        if seen != self._last_seen or self._since is None:
+            self._last_seen, self._since = seen, now
+        elif now - self._since > self._limit:
+            with contextlib.suppress(OSError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            raise TinysalError(f"{self.label}: FFmpeg made no progress for {self._limit:g} s (wedged?): stopped it")
+
+    def _wait_watched(self) -> int:
+        assert self.proc is not None
+        while True:
+            try:
+                return self.proc.wait(timeout=min(1.0, self._limit))
+            except subprocess.TimeoutExpired:
+                self._watch()
 
     def close(self) -> None:
         """Stop the child if it still runs; remove the temp folder."""

@@ -339,6 +339,13 @@ def test_truncated_container_is_said_by_encode_and_roi_maps(tmp_path: Path, vide
     assert "warning:" in p.stderr and "header announces" in p.stderr
     p = run_cli("tinysal", "roi-maps", str(cut), str(tmp_path / "maps"), "--model-path", str(SMOKE), "-q")
     assert p.returncode == 0 and "header announces" in p.stderr, p.stderr
+    # a command that then fails says one line, its error, not the warning and the error
+    p = run_cli("tinysal", "encode", str(cut), str(tmp_path / "o.mp4"), "--preset", "ultrafast", "-q")
+    assert_clean_error(p, "exists")
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    p = run_cli("vmaf", "-r", str(cut), "-d", str(cut), "-q", "-o", str(tmp_path / "no" / "s.json"))
+    assert_clean_error(p, "does not exist")
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
 def test_truncated_container_one_frame_set_for_every_metric(tmp_path: Path, video_dir: Path) -> None:

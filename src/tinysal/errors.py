@@ -25,3 +25,19 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
         sys.exit(2)
+
+
+#: warnings of the command now running, shown when it ends well (before its summary) and dropped when it fails:
+#: a failing command prints one line, its error, not a warning and then the error
+_PENDING: list[str] = []
+
+
+def defer_warning(message: str) -> None:
+    _PENDING.append(message)
+
+
+def take_warnings() -> list[str]:
+    """The warnings so far, once (the list is emptied)."""
+    out = list(_PENDING)
+    _PENDING.clear()
+    return out

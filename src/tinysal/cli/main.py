@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tinysal import __version__
-from tinysal.errors import CheckFailed, OneLineParser, TinysalError
+from tinysal.errors import CheckFailed, OneLineParser, TinysalError, defer_warning, take_warnings
 
 
 def _print_json(obj: Any) -> None:
@@ -329,7 +329,7 @@ def _open_input(args: argparse.Namespace) -> Any:
     reader = open_video(args.input, args.width, args.height, parse_pix_fmt(args.pixel_format), args.bitdepth)
     note = getattr(reader, "note", None)
     if note:  # a file cut short is worked on as far as it goes, as FFmpeg does, but never silently
-        print(f"tinysal {args.command}: warning: {note.replace('scoring those', 'using those')}", file=sys.stderr)
+        defer_warning(f"tinysal {args.command}: warning: {note.replace('scoring those', 'using those')}")
     return reader
 
 
@@ -714,8 +714,12 @@ def guarded(prog: str, fn: Callable[[], int]) -> int:
     with contextlib.suppress(ValueError):  # not the main thread (an embedding application): leave it alone
         signal.signal(signal.SIGTERM, _on_sigterm)
         signal.signal(signal.SIGHUP, _on_sigterm)  # a closed terminal cleans up as SIGTERM does
+    take_warnings()  # none left over from an earlier command in this process
     try:
-        return int(fn() or 0)
+        rc = int(fn() or 0)
+        for w in take_warnings():
+            print(w, file=sys.stderr)
+        return rc
     except Terminated:
         print(f"{prog}: terminated", file=sys.stderr)
         return 143

@@ -149,12 +149,13 @@ def _features(args: argparse.Namespace) -> tuple[dict[str, dict[str, str]], list
 
 
 def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
+    from tinysal.errors import defer_warning, take_warnings
     from tinysal.features.scoring import VmafContext, score_files
     from tinysal.fileio import check_writable_target
     from tinysal.video.readers import parse_pix_fmt
 
     def warn(msg: str) -> None:
-        print(f"{prog}: warning: {msg}", file=sys.stderr)
+        defer_warning(f"{prog}: warning: {msg}")
 
     from tinysal.video.readers import resolve_bitdepth
 
@@ -251,6 +252,8 @@ def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
     finally:
         if sink is not None:
             sink.abort()
+    for w in take_warnings():  # the run went well: now its warnings (a failed run shows only its error)
+        print(w, file=sys.stderr)
     if not args.quiet:
         pooled = result["pooled_metrics"]
         shown = [m for m in ("vmaf", "vmaf_roi", "saliency_mean") if m in pooled] or list(pooled)[:1]

@@ -174,7 +174,7 @@ def test_json_readers_never_crash(doc: object, depth: int) -> None:
     import json
 
     from tinysal.cli.main import build_parser, cmd_calibrate
-    from tinysal.model.registry import validate_registry
+    from tinysal.model.validate import validate_registry
     from tinysal.train.curves import load_run
 
     path = _TMP / "doc.json"

@@ -6,7 +6,7 @@ PyTorch is needed only to train and export (``pip install tinysal[train]``).
 
 from __future__ import annotations
 
-__version__ = "0.3.0"
+from tinysal._version import __version__
 
 __all__ = ["__version__", "TinysalError", "VmafContext", "score_video"]
 

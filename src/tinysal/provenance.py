@@ -39,7 +39,7 @@ def run_provenance(
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build the provenance block. Input files are hashed (folders are listed without a hash)."""
-    from tinysal import __version__
+    from tinysal._version import __version__
 
     inp = []
     for p in inputs:

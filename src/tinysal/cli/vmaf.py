@@ -273,7 +273,7 @@ def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "vmaf") -> int:
-    from tinysal.cli.main import guarded
+    from tinysal.cli.common import guarded
 
     args = build_parser().parse_args(argv)
     return guarded(prog, lambda: run(args, prog))

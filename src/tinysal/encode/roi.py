@@ -203,7 +203,7 @@ class SaliencyBlocks:
 def _block_resize_matrix(n_in: int, n_out: int, block: int) -> np.ndarray:
     """(ceil(n_out / block), n_in): a 1-D bilinear resize n_in -> n_out followed by the mean over each block of
     ``block`` outputs (a partial last block averaged over its real samples)."""
-    from tinysal.features.mobilesal import bilinear_matrix
+    from tinysal.model.inputs import bilinear_matrix
 
     nb = math.ceil(n_out / block)
     pool = np.zeros((nb, n_out))

@@ -195,7 +195,7 @@ class VmafContext:
 
     def result(self, fps: float = float("nan")) -> dict[str, Any]:
         """The libvmaf-layout result dict (what the writers render)."""
-        from tinysal import __version__
+        from tinysal._version import __version__
 
         # libvmaf's metrics first, in its order, then the saliency ones
         names = [m for m in self.vmaf_metrics if m in self.scores]

@@ -24,7 +24,7 @@ COUNTED = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 def inference_size(width: int, height: int, short_side: int, multiple: int) -> tuple[int, int]:
     """The model input (W, H) the ``vmaf`` feature uses for a ``width`` x ``height`` frame: short side scaled to
     ``short_side`` (0 = native), then padded up to ``multiple``."""
-    from tinysal.features.mobilesal import target_size
+    from tinysal.model.inputs import target_size
 
     w, h = target_size(width, height, short_side)
     return w + (-w) % multiple, h + (-h) % multiple

@@ -36,7 +36,7 @@ def export_model_bytes(model: Any, arch: str | None = None) -> bytes:
         )
     m = onnx.load_from_string(buf.getvalue())
     m.producer_name = "tinysal"
-    from tinysal import __version__
+    from tinysal._version import __version__
 
     m.producer_version = __version__
     m.doc_string = ""

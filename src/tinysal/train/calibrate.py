@@ -28,7 +28,7 @@ def fold_into_head(model: Any, a: float, b: float) -> None:
 
 
 def _val_logits(torch: Any, model: Any, cache: Any, multiple: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    from tinysal.train.trainer import _to_tensor
+    from tinysal.train.tensors import to_tensor as _to_tensor
 
     F = torch.nn.functional
     out = []

@@ -23,7 +23,7 @@ from tinysal.errors import TinysalError
 
 def predict_image(sess: Any, rgb_u8: np.ndarray, short_side: int) -> np.ndarray:
     """Saliency map (float32, mask-size) for one uint8 RGB image."""
-    from tinysal.features.mobilesal import bilinear_matrix, normalise_and_pad, target_size
+    from tinysal.model.inputs import bilinear_matrix, normalise_and_pad, target_size
 
     h, w = rgb_u8.shape[:2]
     tw, th = target_size(w, h, short_side)

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from tinysal.errors import TinysalError
-from tinysal.model.arch import IMAGENET_MEAN, IMAGENET_STD, input_multiple
+from tinysal.model.arch import input_multiple
+from tinysal.train.tensors import to_tensor as _to_tensor
 
 #: Named recipes. ``reference`` is the published recipe (50 epochs at crop 256); ``cpu`` reaches a useful model
 #: on 2 CPU cores by spending most epochs on cheap 128-pixel crops (same object scale: crops are cut from the
@@ -353,15 +354,6 @@ def iou_per_image(prob: np.ndarray, gt: np.ndarray, thr: float = 0.5) -> np.ndar
 
 
 # ---------------------------------------------------------------------------------------------- trainer
-def _to_tensor(torch: Any, imgs: np.ndarray, masks: np.ndarray, device: Any, channels_last: bool):
-    x = torch.from_numpy(imgs).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    x = ((x - mean) / std).contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    y = torch.from_numpy(masks).to(device).unsqueeze(1).float().div_(255.0)
-    return x, y
-
-
 #: consecutive optimizer steps with a non-finite loss or gradient (each skipped) that count as divergence
 MAX_BAD_STEPS_IN_A_ROW = 20
 

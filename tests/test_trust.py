@@ -134,7 +134,10 @@ def test_roi_maps_is_all_or_nothing(tmp_path: Path, clip: Path) -> None:
 
 def test_roi_maps_killed_mid_run_leaves_the_old_folder(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    big = write_yuv_clip(tmp_path / "big.yuv", [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)] * 300)
+    one = write_yuv_clip(tmp_path / "one.yuv", [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)])
+    big = tmp_path / "big.yuv"
+    big.write_bytes(one.read_bytes() * 300)  # one frame converted, repeated: the test is about the kill
+    one.unlink()
     out = tmp_path / "maps"
     out.mkdir()
     (out / "frame_000000.txt").write_text("old")
@@ -203,7 +206,10 @@ def test_encode_never_replaces_a_file_that_appeared_meanwhile(tmp_path: Path, cl
 
 def test_sighup_mid_encode_leaves_no_temp_file(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
-    big = write_yuv_clip(tmp_path / "big.yuv", [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)] * 200)
+    one = write_yuv_clip(tmp_path / "one.yuv", [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)])
+    big = tmp_path / "big.yuv"
+    big.write_bytes(one.read_bytes() * 200)
+    one.unlink()
     out = tmp_path / "o.mp4"
     cmd = [sys.executable, "-m", "tinysal.cli.main", "encode", str(big), str(out), "-w", "640", "-H", "480", "-q"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, preexec_fn=interruptible)

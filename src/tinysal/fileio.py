@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -181,14 +182,10 @@ def atomic_dir(path: str | os.PathLike[str], replaceable: Any = None) -> Iterato
         with contextlib.suppress(OSError):
             if old is not None and (old / "x").exists() and not p.exists():
                 os.replace(old / "x", p)  # put the old folder back
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
         if old is not None:
-            import shutil
-
             shutil.rmtree(old, ignore_errors=True)
 
 

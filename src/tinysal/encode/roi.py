@@ -464,9 +464,9 @@ def encode_video(
     try:
         container, st = _open_output(tmp, settings, reader.width, reader.height, rate)
         from tinysal.encode.streams import Passthrough
+        from tinysal.video.readers import AvReader
 
-        keep = Passthrough(getattr(reader, "path", None) if type(reader).__name__ == "AvReader" else None,
-                           keep_audio=not settings.no_audio)  # fmt: skip
+        keep = Passthrough(reader.path if isinstance(reader, AvReader) else None, keep_audio=not settings.no_audio)
         try:
             keep.attach(container, st)
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tinysal-roi") as pool:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tinysal.errors import TinysalError
+from tinysal.video.readers import ffmpeg_url
 
 
 def _one_line(fn: Any) -> Any:
@@ -37,14 +38,14 @@ class Passthrough:
 
         self.src: Any = None
         self.kept: dict[str, Any] = {"audio": [], "subtitles": [], "reencoded_audio": []}
-        self._pairs: dict[int, tuple[Any, Any, Any]] = {}  # input stream index -> (in, out, encoder or None)
+        self._pairs: dict[int, tuple[Any, Any, bool]] = {}  # input stream index -> (in, out, re-encoded?)
         self._packets: Iterator[Any] | None = None
         self._next: Any = None
         self.keep_audio = keep_audio
         if path is None:
             return
         try:
-            self.src = av.open("file:" + str(path))
+            self.src = av.open(ffmpeg_url(path))
         except (av.error.FFmpegError, OSError):
             self.src = None  # not a container (raw YUV, Y4M): nothing to keep
 
@@ -73,7 +74,7 @@ class Passthrough:
         for s in wanted:
             kind = "audio" if s.type == "audio" else "subtitles"
             if s.codec_context.name in out.supported_codecs:
-                o, enc = out.add_stream_from_template(s), None
+                o, enc = out.add_stream_from_template(s), False
             elif kind == "audio":  # e.g. Vorbis into .mp4: re-encoded, as FFmpeg would choose the container's codec
                 o = out.add_stream("aac", rate=s.codec_context.sample_rate or 48000)
                 # by channel count: a layout without a channel mask ("1 channels", from Matroska) opens no encoder
@@ -101,7 +102,7 @@ class Passthrough:
 
     def _mux(self, out: Any, pkt: Any) -> None:
         s, o, enc = self._pairs[pkt.stream.index]
-        if enc is None:
+        if not enc:
             if pkt.dts is None:
                 return  # demuxer flush packet
             pkt.stream = o
@@ -126,7 +127,7 @@ class Passthrough:
         """Everything up to the end of the video (streams longer than the encoded frames are cut there)."""
         self.mux_until(out, seconds)
         for _, o, enc in self._pairs.values():
-            if enc is not None:
+            if enc:
                 for p in o.encode(None):
                     out.mux(p)
         return self.kept

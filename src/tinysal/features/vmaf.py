@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tinysal.errors import TinysalError
+from tinysal.video.readers import ffmpeg_url
 
 #: libvmaf's built-in models in the shipped FFmpeg (``--model version=NAME``)
 #: (vmaf_b_v0.6.3, the bootstrap model, is not built into this FFmpeg: "could not load libvmaf model")
@@ -205,7 +206,7 @@ class Source:
         if self.raw:
             w, h, pf, bd = self.raw
             out += ["-f", "rawvideo", "-pix_fmt", RAW_PIX_FMTS[(pf, bd)], "-s", f"{w}x{h}", "-r", "25"]
-        return out + ["-i", "pipe:0" if self.path == "-" else "file:" + os.fspath(self.path)]
+        return out + ["-i", "pipe:0" if self.path == "-" else ffmpeg_url(self.path)]
 
 
 class VmafJob:

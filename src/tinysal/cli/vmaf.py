@@ -177,9 +177,10 @@ def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
         for flag, v in (("--saliency-out", args.saliency_out), ("--contact-sheet", args.contact_sheet)):
             if v:
                 raise TinysalError(f"{flag} needs --feature mobilesal (it shows the saliency maps)")
+    from tinysal.features.vmaf import VmafModel
     from tinysal.fileio import refuse_overlaps
 
-    model_paths = {f"--model {m}": m.split("path=", 1)[1].split(":name=")[0] for m in args.model or [] if "path=" in m}
+    model_paths = {f"--model {m}": VmafModel.parse(m).path or None for m in args.model or []}
     for name, params in sal.items():
         model_paths[f"{name}:model_path"] = params.get("model_path")
     model_paths["$VMAF_MOBILESAL_MODEL_PATH"] = os.environ.get("VMAF_MOBILESAL_MODEL_PATH")

@@ -1,7 +1,8 @@
 """The shipped v3 recipe, cut short, as a replay: its command line, and ``record`` to write what it produced.
 
 The v3 recipe as the long run trains it (``--preset sod --arch saliency_student_v3 --amp off``, backgrounds, seed
-42; docs/long-run.md) with the stages and the samples per epoch cut down, on one real dataset of ``../shared/data`` so it runs in seconds.
+42; docs/long-run.md) with the stages and the samples per epoch cut down, on one real dataset of ``../shared/data``
+so it runs in seconds.
 ``python tests/golden/v3_replay.py`` runs it and writes ``v3_replay.json`` (the per-epoch losses and validation
 figures, and a sha256 of every weight tensor after the last epoch): the trainer's output at the commit named in the
 file. ``tests/test_train_replay.py`` runs the same command and asserts it reproduces that file bit for bit, so a

@@ -242,7 +242,7 @@ def test_cache_is_built_once_and_memory_mapped(tmp_path: Path) -> None:
 def test_iou_per_image() -> None:
     import numpy as np
 
-    from tinysal.train.trainer import iou_per_image
+    from tinysal.train.validation import iou_per_image
 
     gt = np.zeros((3, 4, 4), np.float32)
     gt[:, :2] = 1
@@ -276,9 +276,10 @@ def _poisoned_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad_batches: 
     """Train in-process with the given batch numbers (counted over the run) turned into NaN images."""
     import numpy as np
 
-    from tinysal.train import trainer
+    from tinysal.train import sampling, trainer
+    from tinysal.train.config import TrainConfig
 
-    real = trainer.make_train_batch
+    real = sampling.make_train_batch
     calls = {"n": 0}
 
     def poisoned(*a, **k):
@@ -288,9 +289,9 @@ def _poisoned_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad_batches: 
             imgs = np.full(np.shape(imgs), np.nan, np.float32)
         return imgs, masks
 
-    monkeypatch.setattr(trainer, "make_train_batch", poisoned)
+    monkeypatch.setattr(sampling, "make_train_batch", poisoned)
     root = make_blob_dataset(tmp_path / "ds", n_groups=2, per_group=4)
-    cfg = trainer.TrainConfig(
+    cfg = TrainConfig(
         roots=[str(root)], out_dir=str(tmp_path / "r"), preset="cpu", stages=[[32, 2]], batch_size=2, resize=56,
         val_crop=48, val_fraction=0.25, seed=7, export=False,
     )  # fmt: skip

@@ -43,7 +43,7 @@ def _backgrounds(folder: Path, n: int = 3) -> Path:
 
 
 def test_balanced_sampling_weights_sources_then_groups() -> None:
-    from tinysal.train.trainer import epoch_order
+    from tinysal.train.sampling import epoch_order
 
     # source A: one sequence of 100 frames; source B: 100 single-image groups. Weights 1:3.
     a = [list(range(100))]
@@ -61,7 +61,7 @@ def test_balanced_sampling_weights_sources_then_groups() -> None:
 
 def test_random_resized_crop_keeps_the_scene_and_composites_replace_background(tmp_path: Path) -> None:
     from tinysal.train.data import PairCache, find_pairs
-    from tinysal.train.trainer import _rrc_window, make_train_batch
+    from tinysal.train.sampling import _rrc_window, make_train_batch
 
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -84,7 +84,7 @@ def test_random_resized_crop_keeps_the_scene_and_composites_replace_background(t
 
 
 def test_colour_jitter_is_brightness_contrast_saturation() -> None:
-    from tinysal.train.trainer import _colour_jitter
+    from tinysal.train.sampling import _colour_jitter
 
     def plain(img: np.ndarray, b: float, c: float, s: float) -> np.ndarray:
         f = img.astype(np.float32)
@@ -105,7 +105,7 @@ def test_colour_jitter_is_brightness_contrast_saturation() -> None:
 
 
 def test_structure_loss_rewards_confident_correct_maps() -> None:
-    from tinysal.train.trainer import _loss
+    from tinysal.train.step import recipe_loss as _loss
 
     t = torch.zeros(2, 1, 40, 40)
     t[:, :, 10:30, 10:30] = 1

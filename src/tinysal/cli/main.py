@@ -113,7 +113,7 @@ def _weights(text: str) -> dict[str, float]:
 
 
 def _stages(text: str) -> list[list[int]]:
-    from tinysal.train.trainer import parse_stages
+    from tinysal.train.config import parse_stages
 
     try:
         return parse_stages(text)
@@ -190,7 +190,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from tinysal.train.trainer import PRESETS, TrainConfig
+    from tinysal.train.config import PRESETS, TrainConfig
 
     preset = dict(PRESETS[args.preset])
     cfg = TrainConfig(arch=args.arch, roots=list(args.roots), out_dir=args.out_dir, preset=args.preset, **preset)
@@ -496,7 +496,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from tinysal.model.arch import ARCHITECTURES
-    from tinysal.train.trainer import PRESETS
+    from tinysal.train.config import PRESETS
 
     p = OneLineParser(
         prog="tinysal",

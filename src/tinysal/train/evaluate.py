@@ -52,7 +52,7 @@ def evaluate(
 
     from tinysal.model.session import create_session
     from tinysal.train.data import filter_groups, find_pairs, load_pair
-    from tinysal.train.trainer import iou_per_image
+    from tinysal.train.validation import iou_per_image
 
     sess = create_session(model, threads=threads)
     out: dict[str, Any] = {"model": os.fspath(model), "short_side": short_side, "groups": list(groups), "datasets": []}

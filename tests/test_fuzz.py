@@ -173,7 +173,8 @@ def test_json_readers_never_crash(doc: object, depth: int) -> None:
     deeper than the parser's stack) is read or refused with one TinysalError."""
     import json
 
-    from tinysal.cli.main import build_parser, cmd_calibrate
+    from tinysal.cli.commands.calibrate import run as cmd_calibrate
+    from tinysal.cli.main import build_parser
     from tinysal.model.validate import validate_registry
     from tinysal.train.curves import load_run
 

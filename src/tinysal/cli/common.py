@@ -1,14 +1,17 @@
-"""What every entry point shares: running a command so that expected failures are one line and an exit code."""
+"""What every entry point shares: running a command so that expected failures are one line and an exit code, the
+check that no output replaces an input, reports with provenance, and opening a command's input video."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from tinysal.errors import TinysalError, take_warnings
+from tinysal.errors import TinysalError, defer_warning, take_warnings
 
 
 class Terminated(KeyboardInterrupt):
@@ -53,3 +56,69 @@ def guarded(prog: str, fn: Callable[[], int]) -> int:
         with contextlib.suppress(OSError):  # stdout may be what failed: don't fail again at exit
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 2
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def report(path: str | None, report: dict[str, Any], args: argparse.Namespace, inputs: Sequence[str]) -> None:
+    from tinysal.fileio import write_json
+    from tinysal.provenance import run_provenance
+
+    if path:
+        report = {**report, "run_provenance": run_provenance(vars_clean(args), inputs, [path])}
+        write_json(path, report)
+
+
+def precheck(path: str | None) -> None:
+    """Fail before any work if a report path cannot be written."""
+    if path:
+        from tinysal.fileio import check_writable_target
+
+        check_writable_target(path)
+
+
+def vars_clean(args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed arguments as a run's provenance records them (without the parser's own entries)."""
+    return {k: v for k, v in vars(args).items() if k not in ("func", "flag_names")}
+
+
+def open_input(args: argparse.Namespace) -> Any:
+    from tinysal.video.readers import open_video, parse_pix_fmt, resolve_bitdepth
+
+    args.bitdepth = resolve_bitdepth(args.pixel_format, args.bitdepth)
+    reader = open_video(args.input, args.width, args.height, parse_pix_fmt(args.pixel_format), args.bitdepth)
+    note = getattr(reader, "note", None)
+    if note:  # a file cut short is worked on as far as it goes, as FFmpeg does, but never silently
+        defer_warning(f"tinysal {args.command}: warning: {note.replace('scoring those', 'using those')}")
+    return reader
+
+
+def check_file_roles(
+    args: argparse.Namespace,
+    roles: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]],
+    flags: dict[str, str],
+    expand: Callable[[str], list[str]] | None = None,
+) -> None:
+    """Refuse, before any work, an output that is one of the command's inputs or another of its outputs.
+
+    ``roles``: the arguments (by dest) a command reads, the files it writes, the folders it writes as a whole;
+    ``flags``: each dest's name on the command line (its long option, or the positional's name), for the message;
+    ``expand``: the files one item of a list argument stands for (a run folder: the files plot-run reads of it)."""
+    from tinysal.fileio import refuse_overlaps
+
+    def named(attrs: tuple[str, ...]) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for a in attrs:
+            v = getattr(args, a, None)
+            flag = flags.get(a, a)
+            if isinstance(v, list):
+                paths = [q for x in v for q in (expand(x) if expand else [x])]
+                out.update({f"{flag}[{i}]": x for i, x in enumerate(paths)})
+            else:
+                out[flag] = v
+        return out
+
+    ins, outs, dirs = roles
+    refuse_overlaps(named(ins), named(outs), named(dirs))

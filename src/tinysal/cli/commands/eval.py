@@ -1,0 +1,41 @@
+"""``tinysal eval``: SOD metrics (IoU, MAE, max/mean-F, S, E) of an ONNX model on datasets."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from tinysal.cli.args import int_in
+from tinysal.cli.common import precheck, report
+from tinysal.errors import TinysalError
+
+HELP = "SOD metrics (IoU, MAE, max/mean-F, S, E) of an ONNX model on datasets"
+#: the arguments it reads, the files it writes, the folders it writes as a whole (common.check_file_roles)
+FILE_ROLES = (("model", "roots"), ("out_json",), ())
+
+
+def add_arguments(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("model")
+    sp.add_argument("roots", nargs="+")
+    sp.add_argument("--short-side", type=int, default=256, help="inference short side (0 = native)")
+    sp.add_argument("--groups", help="comma-separated groups (sequences) to evaluate on, e.g. held-out ones")
+    sp.add_argument("--threads", type=int_in(0, 64), default=0, help="ONNX Runtime threads (0 = one per core)")
+    sp.add_argument("--out-json")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tinysal.train.evaluate import evaluate
+
+    if args.short_side < 0:
+        raise TinysalError("--short-side must be >= 0 (0 = native resolution)")
+    precheck(args.out_json)
+    groups = [g for g in (args.groups or "").split(",") if g]
+    rep = evaluate(args.model, args.roots, args.short_side, groups, args.threads)
+    report(args.out_json, rep, args, [args.model])
+    print(f"{'dataset':<20} {'n':>5} {'IoU':>7} {'MAE':>7} {'maxF':>7} {'meanF':>7} {'S':>7} {'E':>7}")
+    for d in rep["datasets"]:
+        print(
+            f"{os.path.basename(d['root']):<20} {d['n_images']:>5} {d['iou']:>7.4f} {d['mae']:>7.4f} "
+            f"{d['max_f']:>7.4f} {d['mean_f']:>7.4f} {d['s_measure']:>7.4f} {d['e_measure']:>7.4f}"
+        )
+    return 0

@@ -12,16 +12,16 @@ $VMAF_MOBILESAL_MODEL_PATH > the registry's production model. Saliency is no-ref
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tinysal import __version__
-from tinysal.errors import OneLineParser, TinysalError
+from tinysal.errors import OneLineParser
+from tinysal.features.task import MAX_THREADS
 
-MAX_THREADS = 64  # frames in flight are 2 x threads: bounded memory whatever the clip length
+if TYPE_CHECKING:
+    from tinysal.features.task import ScoreOptions, ScoreResult
 
 
 def _count(lo: int, hi: int | None = None) -> Any:
@@ -44,8 +44,12 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", "-w", type=int, help="frame width (raw .yuv)")
     p.add_argument("--height", "-h", type=int, help="frame height (raw .yuv)")
     p.add_argument("--pixel_format", "-p", default="420", help="420, 422 or 444 (raw .yuv)")
-    p.add_argument("--bitdepth", "-b", type=int, help="8 or 10 (raw .yuv; 10-bit is little-endian; default 8, or "
-                   "what -p yuv420p10le names)")
+    p.add_argument(
+        "--bitdepth",
+        "-b",
+        type=int,
+        help="8 or 10 (raw .yuv; 10-bit is little-endian; default 8, or what -p yuv420p10le names)",
+    )
     p.add_argument(
         "--feature",
         action="append",
@@ -125,90 +129,41 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _features(args: argparse.Namespace) -> tuple[dict[str, dict[str, str]], list[tuple[str, dict[str, str]]]]:
-    """(mobilesal params by name, libvmaf features as (name, params)) from --feature / --feature_params."""
-    from tinysal.features.mobilesal import parse_feature_params
-    from tinysal.features.vmaf import LIBVMAF_FEATURES
+def options(args: argparse.Namespace) -> ScoreOptions:
+    """The parsed command line as the score task's options (the flags' names are its fields)."""
+    from dataclasses import fields
 
-    feats: dict[str, dict[str, str]] = {}
-    for spec in args.feature:
-        name, _, rest = spec.partition(":")
-        if name.startswith("name="):
-            name = name[5:]
-        if name != "mobilesal" and name not in LIBVMAF_FEATURES:
-            raise TinysalError(f"unknown feature {name!r}; available: mobilesal, {', '.join(LIBVMAF_FEATURES)}")
-        feats.setdefault(name, {})
-        if rest:
-            feats[name].update(parse_feature_params([f"{name}:{rest}"])[name])
-    for name, params in parse_feature_params(args.feature_params).items():
-        if name not in feats:
-            raise TinysalError(f"--feature_params for {name!r}, which is not among the --feature options")
-        feats[name].update(params)
-    sal = {k: v for k, v in feats.items() if k == "mobilesal"}
-    return sal, [(k, v) for k, v in feats.items() if k != "mobilesal"]
+    from tinysal.features.task import ScoreOptions
+
+    kw = {f.name: getattr(args, f.name) for f in fields(ScoreOptions)}
+    return ScoreOptions(**{**kw, "fmt": args.fmt or "json"})
+
+
+def _summary(prog: str, res: ScoreResult, output: str | None) -> str:
+    info, pooled = res.info, res.result["pooled_metrics"]
+    shown = [m for m in ("vmaf", "vmaf_roi", "saliency_mean") if m in pooled] or list(pooled)[:1]
+    summary = "; ".join(f"{m} mean {pooled[m]['mean']:.6f} (min {pooled[m]['min']:.6f})" for m in shown)
+    return (f"{prog}: {info['frames_scored']} frames {info['width']}x{info['height']} at {info['fps']:.1f} fps; "
+            + summary + (f"; wrote {output}" if output else ""))  # fmt: skip
 
 
 def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
     from tinysal.errors import defer_warning, take_warnings
-    from tinysal.features.scoring import VmafContext, score_files
-    from tinysal.fileio import check_writable_target
-    from tinysal.video.readers import parse_pix_fmt
+    from tinysal.features.output import RENDERERS
+    from tinysal.features.task import score
 
-    def warn(msg: str) -> None:
-        defer_warning(f"{prog}: warning: {msg}")
-
-    from tinysal.video.readers import resolve_bitdepth
-
-    args.bitdepth = resolve_bitdepth(args.pixel_format, args.bitdepth)
-    fmt = args.fmt or "json"
-    if args.output == "-":  # standard output, as libvmaf's tool and most Unix tools read "-"
-        args.output = None
-    if args.output:
-        check_writable_target(args.output)
-    for extra in (args.plot, args.contact_sheet):
-        if extra:
-            check_writable_target(extra)
-    if args.saliency_out:
-        d = Path(args.saliency_out)
-        if d.exists() and not d.is_dir():
-            raise TinysalError(f"--saliency-out {d} exists and is not a folder")
-    sal, vmaf_feats = _features(args)
-    if not sal:  # these show the saliency maps: without the feature there are none (say so before any work)
-        for flag, v in (("--saliency-out", args.saliency_out), ("--contact-sheet", args.contact_sheet)):
-            if v:
-                raise TinysalError(f"{flag} needs --feature mobilesal (it shows the saliency maps)")
-    from tinysal.features.vmaf import VmafModel
-    from tinysal.fileio import refuse_overlaps
-
-    model_paths = {f"--model {m}": VmafModel.parse(m).path or None for m in args.model or []}
-    for name, params in sal.items():
-        model_paths[f"{name}:model_path"] = params.get("model_path")
-    model_paths["$VMAF_MOBILESAL_MODEL_PATH"] = os.environ.get("VMAF_MOBILESAL_MODEL_PATH")
-    refuse_overlaps(
-        {"--reference": args.reference, "--distorted": args.distorted, **model_paths},
-        {"--output": args.output, "--plot": args.plot, "--contact-sheet": args.contact_sheet},
-        {"--saliency-out": args.saliency_out},
-    )
-    ctx = VmafContext(
-        threads=args.threads, subsample=args.subsample, colorspace=args.colorspace, color_range=args.color_range
-    )
-    ctx.use_vmaf(args.model or ["version=vmaf_v0.6.1"], vmaf_feats, args.no_prediction)
-    for name, params in sal.items():
-        ctx.use_feature(name, params)
-    if not ctx.features and not ctx.wants_vmaf:
-        raise TinysalError("--no_prediction without --feature leaves nothing to compute")
-    sink = None
-    if args.saliency_out or args.contact_sheet:
-        from tinysal.features.visual import MapSink
-
-        sink = MapSink(args.saliency_out, args.saliency_format, args.contact_sheet is not None)
-        ctx.map_sink = sink
-
+    opts = options(args)
     bar: Any = None
     if not args.quiet and sys.stderr.isatty():
         from tqdm import tqdm
 
-        bar = tqdm(desc="mobilesal" if ctx.features else "vmaf", unit="frame", leave=False)
+        bar = tqdm(
+            desc="mobilesal"
+            if any(f.split(":")[0].removeprefix("name=") == "mobilesal" for f in opts.feature)
+            else "vmaf",
+            unit="frame",
+            leave=False,
+        )
 
     def progress(i: int, n: int) -> None:
         if bar is not None:
@@ -216,59 +171,16 @@ def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
             bar.update(i - bar.n)
 
     try:
-        try:
-            info = score_files(
-                ctx,
-                args.reference,
-                args.distorted,
-                args.width,
-                args.height,
-                parse_pix_fmt(args.pixel_format),
-                args.bitdepth,
-                args.frame_cnt,
-                args.frame_skip_ref,
-                args.frame_skip_dist,
-                progress=progress,
-                warn=warn,
-            )
-        finally:
-            if bar is not None:
-                bar.close()
-        result = ctx.result(info["fps"])
-        # The score is written first; then each side output, each all-or-nothing (maps move into place at the
-        # end, files are written atomically). A failing side output is one error line and a non-zero exit; the
-        # outputs finished before it stay.
-        if args.output:
-            from tinysal.features.output import write_result
-
-            write_result(args.output, result, fmt)
-        if sink is not None:
-            sink.commit()
-            if args.contact_sheet:
-                sink.write_contact_sheet(args.contact_sheet)
-        if args.plot:
-            from tinysal.features.visual import plot_scores
-
-            plot_scores(result, args.plot)
+        res = score(opts, progress, lambda msg: defer_warning(f"{prog}: warning: {msg}"))
     finally:
-        if sink is not None:
-            sink.abort()
+        if bar is not None:
+            bar.close()
     for w in take_warnings():  # the run went well: now its warnings (a failed run shows only its error)
         print(w, file=sys.stderr)
     if not args.quiet:
-        pooled = result["pooled_metrics"]
-        shown = [m for m in ("vmaf", "vmaf_roi", "saliency_mean") if m in pooled] or list(pooled)[:1]
-        summary = "; ".join(f"{m} mean {pooled[m]['mean']:.6f} (min {pooled[m]['min']:.6f})" for m in shown)
-        print(
-            f"{prog}: {info['frames_scored']} frames {info['width']}x{info['height']} at {info['fps']:.1f} fps; "
-            + summary
-            + (f"; wrote {args.output}" if args.output else ""),
-            file=sys.stderr,
-        )
-    if not args.output:
-        from tinysal.features.output import RENDERERS
-
-        sys.stdout.write(RENDERERS[fmt](result))
+        print(_summary(prog, res, opts.output), file=sys.stderr)
+    if not opts.output:
+        sys.stdout.write(RENDERERS[opts.fmt](res.result))
         sys.stdout.flush()  # a full disk or closed stdout fails here, inside the guard
     return 0
 

@@ -28,7 +28,7 @@ SHARED = Path(os.environ.get("TINYSAL_SHARED", ROOT.parent / "shared"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from tinysal.cli.main import _bitrate as parse_bitrate  # noqa: E402
-from tinysal.encode.roi import EncodeSettings, encode_video  # noqa: E402
+from tinysal.encode.encoder import EncodeSettings, encode_video  # noqa: E402
 from tinysal.video import open_video  # noqa: E402
 
 

@@ -108,7 +108,7 @@ def test_layered_and_flat_region_lists_encode_identically(
     tmp_path: Path, video_dir: Path, codec: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The encoders see the same per-block offsets either way: the bitstreams are byte-identical."""
-    from tinysal.encode import roi
+    from tinysal.encode import encoder, roi
     from tinysal.video import open_video
 
     src = video_dir / "foreman_cif_60f_h264.mp4"
@@ -117,10 +117,10 @@ def test_layered_and_flat_region_lists_encode_identically(
     def saliency(i: int, fr: object) -> np.ndarray:
         return np.clip(1.3 - np.hypot(yy - 144, xx - 100 - 4 * i) / 90, 0, 1)
 
-    s = roi.EncodeSettings(codec=codec, bitrate=200_000, preset="veryfast", roi=True, roi_every=4)
-    roi.encode_video(open_video(src), tmp_path / "layered.mp4", s, frame_cnt=12, saliency=saliency)
-    monkeypatch.setattr(roi, "layered_regions", roi.regions_from_offsets)
-    roi.encode_video(open_video(src), tmp_path / "flat.mp4", s, frame_cnt=12, saliency=saliency)
+    s = encoder.EncodeSettings(codec=codec, bitrate=200_000, preset="veryfast", roi=True, roi_every=4)
+    encoder.encode_video(open_video(src), tmp_path / "layered.mp4", s, frame_cnt=12, saliency=saliency)
+    monkeypatch.setattr(encoder, "layered_regions", roi.regions_from_offsets)  # what the encoder calls
+    encoder.encode_video(open_video(src), tmp_path / "flat.mp4", s, frame_cnt=12, saliency=saliency)
     assert (tmp_path / "layered.mp4").read_bytes() == (tmp_path / "flat.mp4").read_bytes()
 
 
@@ -184,7 +184,8 @@ def test_encode_with_the_model_runs_and_refuses_bad_input(tmp_path: Path, video_
 
 
 def test_default_roi_strength_is_per_codec_and_an_explicit_one_wins() -> None:
-    from tinysal.encode.roi import DEFAULT_ROI_STRENGTH, EncodeSettings, check_settings
+    from tinysal.encode.encoder import EncodeSettings, check_settings
+    from tinysal.encode.roi import DEFAULT_ROI_STRENGTH
 
     for codec in ("libx264", "libx265"):
         s = EncodeSettings(codec=codec, roi=True)

@@ -187,19 +187,19 @@ def test_encode_fps_for_raw_input_and_symlinked_output(tmp_path: Path, clip: Pat
 
 def test_encode_never_replaces_a_file_that_appeared_meanwhile(tmp_path: Path, clip: Path, monkeypatch) -> None:
     """check-then-rename would replace a concurrent run's output; the final step is a no-clobber link."""
-    from tinysal.encode import roi
+    from tinysal.encode import encoder
     from tinysal.video.readers import open_video
 
     out = tmp_path / "o.mp4"
-    real_open = roi._open_output
+    real_open = encoder._open_output
 
     def open_and_race(path, *a, **k):  # another process writes the output while this one encodes
         out.write_bytes(b"theirs")
         return real_open(path, *a, **k)
 
-    monkeypatch.setattr(roi, "_open_output", open_and_race)
+    monkeypatch.setattr(encoder, "_open_output", open_and_race)
     with pytest.raises(TinysalError, match="appeared while encoding"):
-        roi.encode_video(open_video(clip, 96, 64), out, roi.EncodeSettings(preset="ultrafast"))
+        encoder.encode_video(open_video(clip, 96, 64), out, encoder.EncodeSettings(preset="ultrafast"))
     assert out.read_bytes() == b"theirs"
     assert sorted(x.name for x in tmp_path.iterdir()) == ["clip.yuv", "o.mp4"]  # no temp file left
 

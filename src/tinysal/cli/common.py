@@ -122,3 +122,18 @@ def check_file_roles(
 
     ins, outs, dirs = roles
     refuse_overlaps(named(ins), named(outs), named(dirs))
+
+
+def progress_bar(total: int, desc: str, quiet: bool) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
+    """A tqdm progress callback on a TTY (and its closer)."""
+    if quiet or not sys.stderr.isatty():
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="frame", leave=False)
+
+    def cb(i: int, n: int) -> None:
+        bar.total = n  # the task knows the count once it has opened its input
+        bar.update(i - bar.n)
+
+    return cb, bar.close

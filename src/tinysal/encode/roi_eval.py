@@ -210,7 +210,8 @@ def run_roi_eval(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """The A/B experiment; returns every rate point and the BD-rates (see the module docstring)."""
-    from tinysal.encode.roi import EncodeSettings, SaliencyBlocks, encode_video
+    from tinysal.encode.encoder import EncodeSettings, encode_video
+    from tinysal.encode.roi import SaliencyBlocks
 
     if len(bitrates) < 4:
         raise TinysalError("roi-eval needs at least 4 bitrates for a BD-rate")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from tinysal.cli.args import bitrate, input_arguments, int_at_least, number
-from tinysal.cli.common import open_input
-from tinysal.errors import TinysalError
+from tinysal.cli.common import progress_bar
+from tinysal.errors import defer_warning
 
 HELP = "encode with libx264/libx265; --roi puts the bits where the saliency is"
 #: the arguments it reads, the files it writes, the folders it writes as a whole (common.check_file_roles)
@@ -34,26 +34,18 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tinysal.encode.roi import EncodeSettings, encode_video, iter_progress
+    from dataclasses import fields
 
-    if args.bitrate and args.crf is not None:
-        raise TinysalError("give --bitrate or --crf, not both")
-    if not (args.roi or args.roi_maps):
-        for flag, v in (("--roi-strength", args.roi_strength), ("--roi-every", args.roi_every or None)):
-            if v is not None:
-                raise TinysalError(f"{flag} applies to ROI encodes: add --roi")
-    s = EncodeSettings(
-        codec=args.codec, bitrate=args.bitrate or 0, crf=23.0 if args.crf is None else args.crf, preset=args.preset,
-        roi=args.roi or bool(args.roi_maps), roi_strength=args.roi_strength, roi_every=args.roi_every,
-        roi_maps=args.roi_maps or "", model_path=args.model_path, no_audio=args.no_audio,
-    )  # fmt: skip
-    reader = open_input(args)
-    cb, close = iter_progress(reader.frame_count, "encode", args.quiet)
+    from tinysal.encode.encoder import EncodeOptions, encode
+
+    opts = EncodeOptions(**{f.name: getattr(args, f.name) for f in fields(EncodeOptions)})
+    cb, close = progress_bar(0, "encode", args.quiet)
     try:
-        info = encode_video(reader, args.output, s, overwrite=args.overwrite, frame_cnt=args.frame_cnt, progress=cb,
-                            fps=args.fps)  # fmt: skip
+        info = encode(opts, cb)
     finally:
         close()
+    for note in info["notes"]:  # a file cut short is encoded as far as it goes, as FFmpeg does, but never silently
+        defer_warning(f"tinysal encode: warning: {note.replace('scoring those', 'using those')}")
     roi = f", ROI every {info['roi_every']} frames" if info["roi"] else ""
     k = info["kept"]
     if k["audio"] or k["subtitles"]:

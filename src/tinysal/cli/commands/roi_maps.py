@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tinysal.cli.args import input_arguments, int_at_least, number
-from tinysal.cli.common import open_input
+from tinysal.cli.common import open_input, progress_bar
 
 HELP = "per-block QP-offset maps from saliency, in the reference system's formats"
 #: the arguments it reads, the files it writes, the folders it writes as a whole (common.check_file_roles)
@@ -22,10 +22,10 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tinysal.encode.roi import iter_progress, roi_maps
+    from tinysal.encode.roi import roi_maps
 
     reader = open_input(args)
-    cb, close = iter_progress(reader.frame_count, "roi-maps", args.quiet)
+    cb, close = progress_bar(reader.frame_count, "roi-maps", args.quiet)
     try:
         info = roi_maps(reader, args.outdir, args.encoder, args.ctu, args.strength, args.every,
                         args.model_path, args.frame_cnt, cb)  # fmt: skip

@@ -131,7 +131,7 @@ class ScoreResult:
 
 
 def _context(opts: ScoreOptions) -> Any:
-    from tinysal.features.scoring import VmafContext
+    from tinysal.features.context import VmafContext
 
     sal, vmaf_feats = opts.features()
     ctx = VmafContext(threads=opts.threads, subsample=opts.subsample, colorspace=opts.colorspace,

@@ -175,9 +175,7 @@ class VmafFeature:
     @classmethod
     def parse(cls, name: str, params: dict[str, str]) -> VmafFeature:
         if name not in LIBVMAF_FEATURES:
-            raise TinysalError(
-                f"unknown feature {name!r}; available: mobilesal, {', '.join(LIBVMAF_FEATURES)}"
-            )
+            raise TinysalError(f"unknown feature {name!r}; available: mobilesal, {', '.join(LIBVMAF_FEATURES)}")
         for k, v in params.items():
             if not (_SAFE.match(k) and _SAFE.match(v)):
                 raise TinysalError(f"--feature {name}: parameter {k}={v} may use only letters, digits and _ . + -")

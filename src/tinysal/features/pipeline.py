@@ -1,0 +1,261 @@
+"""The stages of scoring a pair of files, in order: sources (open both clips, check they compare, settle the frame
+count and colour), the libvmaf passes (FFmpeg children on the files, and on the saliency-masked copy for
+``roi_score``), the per-frame features (a pool that reads, computes and records in order) and the sinks (libvmaf's
+scores into the context). ``scoring.score_files`` runs them; the batch runner and the one-decode path reuse them."""
+
+from __future__ import annotations
+
+import collections
+import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tinysal.errors import TinysalError
+from tinysal.features.context import VmafContext
+from tinysal.features.mobilesal import MobileSal
+from tinysal.features.vmaf import RAW_PIX_FMTS, Source, VmafJob, frame_scores
+from tinysal.video.readers import YuvFrame, open_video
+
+
+def source_of(reader: Any, path: str | os.PathLike[str]) -> Source:
+    """How FFmpeg should read a file that a tinysal reader opened."""
+    from tinysal.video.readers import RawYuvReader
+
+    if isinstance(reader, RawYuvReader):
+        return Source(os.fspath(path), (reader.width, reader.height, reader.pix_fmt, reader.bitdepth))
+    return Source(os.fspath(path))
+
+
+@dataclass
+class Pair:
+    """The opened inputs of a scoring run and what was decided about them before any work."""
+
+    ref: Any
+    dist: Any
+    n: int  # frames to score
+    frame_skip_ref: int
+    frame_skip_dist: int
+    cs: str | None  # colour matrix and range of the distorted, and of the reference
+    cr: str | None
+    ref_cs: str | None
+    ref_cr: str | None
+    notes: list[str] = field(default_factory=list)
+    warn: Callable[[str], None] | None = None
+
+    def note(self, msg: str | None) -> None:
+        if msg:
+            self.notes.append(msg)
+            if self.warn:
+                self.warn(msg)
+
+
+def open_pair(
+    ctx: VmafContext,
+    reference: str | os.PathLike[str] | None,
+    distorted: str | os.PathLike[str],
+    geometry: tuple[int | None, int | None, str | None, int | None],
+    frame_cnt: int,
+    skips: tuple[int, int],
+    warn: Callable[[str], None] | None,
+) -> Pair:
+    """Sources: open both clips, check they can be compared, and settle the frame count (the common prefix after
+    skips, as libvmaf does) and the colour matrix and range each is read in."""
+    frame_skip_ref, frame_skip_dist = skips
+    dist = open_video(distorted, *geometry)
+    pair = Pair(None, dist, dist.frame_count - frame_skip_dist, frame_skip_ref, frame_skip_dist, None, None, None,
+                 None, warn=warn)  # fmt: skip
+    pair.note(getattr(dist, "note", None))
+    if reference is not None:
+        ref = pair.ref = open_video(reference, *geometry)
+        if reference != distorted:
+            pair.note(getattr(ref, "note", None))
+        if (ref.width, ref.height) != (dist.width, dist.height):
+            raise TinysalError(f"reference is {ref.width}x{ref.height} but distorted is {dist.width}x{dist.height}")
+        n, n_ref = pair.n, ref.frame_count - frame_skip_ref
+        if n_ref != n:
+            pair.note(
+                f"reference has {max(n_ref, 0)} frames and distorted {max(n, 0)} (after skips): scoring the common "
+                f"{max(min(n, n_ref), 0)} frames, as libvmaf does"
+            )
+        pair.n = min(n, n_ref)
+    if frame_cnt:
+        pair.n = min(pair.n, frame_cnt)
+    if pair.n <= 0:
+        raise TinysalError("no frames to score (check --frame_skip_* and --frame_cnt)")
+    pair.cs = getattr(dist, "colorspace", None) or ctx.colorspace
+    pair.cr = getattr(dist, "range", None) or ctx.color_range
+    pair.ref_cs = getattr(pair.ref, "colorspace", None) or ctx.colorspace
+    pair.ref_cr = getattr(pair.ref, "range", None) or ctx.color_range
+    return pair
+
+
+def check_libvmaf_input(ctx: VmafContext, pair: Pair, roi: MobileSal | None) -> None:
+    if (ctx.wants_vmaf or roi) and pair.ref is None:
+        raise TinysalError("VMAF and saliency-weighted scores need a reference")
+    if not (ctx.wants_vmaf or (roi and roi.roi_score)):
+        return
+    ref, dist = pair.ref, pair.dist
+    for r in (ref, dist):
+        if (getattr(r, "pix_fmt", None), getattr(r, "bitdepth", None)) not in RAW_PIX_FMTS:
+            raise TinysalError(f"libvmaf needs 8- or 10-bit 4:2:0/4:2:2/4:4:4 input; {r.path} is not")
+    if (ref.pix_fmt, ref.bitdepth) != (dist.pix_fmt, dist.bitdepth):
+        raise TinysalError(
+            f"reference is {ref.pix_fmt} {ref.bitdepth}-bit but distorted is {dist.pix_fmt} {dist.bitdepth}-bit:"
+            " libvmaf compares pictures of one format"
+        )
+
+
+def start_libvmaf(
+    ctx: VmafContext,
+    pair: Pair,
+    roi: MobileSal | None,
+    paths: tuple[str | os.PathLike[str], str | os.PathLike[str]],
+    jobs: list[VmafJob],
+) -> tuple[VmafJob | None, VmafJob | None]:
+    """The libvmaf passes (each an FFmpeg child, appended to ``jobs`` as it starts): on the two files, and with
+    ``roi_score`` on the reference against the saliency-masked distorted frames streamed from here."""
+    reference, distorted = paths
+    ref, dist, n = pair.ref, pair.dist, pair.n
+    # libvmaf's n_threads: with roi_score two libvmaf processes run side by side and each gets half (measured at
+    # 1080p on 2 cores: as fast as two 2-thread passes, 140 MB less resident memory; docs/benchmarks.md)
+    lv_threads = max(1, ctx.threads // 2) if roi and roi.roi_score else ctx.threads
+    plain = masked = None
+    if ctx.wants_vmaf:
+        plain = VmafJob(
+            source_of(dist, distorted), source_of(ref, reference), n, pair.frame_skip_dist, pair.frame_skip_ref,
+            ctx.vmaf_models, ctx.vmaf_features, lv_threads, ctx.subsample,
+        )  # fmt: skip
+        jobs.append(plain.start())
+    if roi and roi.roi_score:
+        raw = (dist.width, dist.height, dist.pix_fmt, dist.bitdepth)
+        masked = VmafJob(
+            Source("-", raw), source_of(ref, reference), n, 0, pair.frame_skip_ref, ctx.vmaf_models[:1] or (),
+            (), lv_threads, ctx.subsample, label="VMAF of the saliency-masked copy",
+        )  # fmt: skip
+        jobs.append(masked.start())
+    return plain, masked
+
+
+def frame_work(
+    ctx: VmafContext, pair: Pair, roi: MobileSal | None, masked: VmafJob | None
+) -> Callable[[YuvFrame, YuvFrame | None, bool], tuple[list[np.ndarray], dict[str, Any]]]:
+    """Features: what a worker computes for one frame: the features' maps of the distorted frame and, with a
+    reference-using feature, the saliency-weighted PSNR and the masked frame's bytes for the second libvmaf pass."""
+
+    def compute(fr: YuvFrame, rf: YuvFrame | None, scored: bool) -> tuple[list[np.ndarray], dict[str, Any]]:
+        maps = ctx._compute(fr, pair.cs, pair.cr) if scored else []
+        extra: dict[str, Any] = {}
+        if rf is None or roi is None:
+            return maps, extra
+        from tinysal.features.mobilesal import frame_bytes_of, masked_frame, roi_alpha, upsampled_map, weighted_psnr_y
+
+        if scored:
+            rm = roi.infer(roi.preprocess(rf, pair.ref_cs, pair.ref_cr), rf.width, rf.height)
+            smap = upsampled_map(rm, rf.width, rf.height)
+            extra["psnr"] = weighted_psnr_y(rf.y, fr.y, smap, fr.bitdepth)
+            if masked is not None:
+                alpha = roi_alpha(smap, roi.roi_threshold, roi.roi_fade)
+                extra["bytes"] = frame_bytes_of(masked_frame(rf, fr, alpha))
+        elif masked is not None:  # not scored by libvmaf either: any content will do
+            extra["bytes"] = frame_bytes_of(fr)
+        return maps, extra
+
+    return compute
+
+
+def analyse_frames(
+    ctx: VmafContext,
+    pair: Pair,
+    roi: MobileSal | None,
+    masked: VmafJob | None,
+    progress: Callable[[int, int], None] | None,
+) -> int:
+    """Frames are read here, in order, and computed by a pool of workers; results are recorded (and masked frames
+    streamed) in order. At most 2 * workers frames are in flight, so memory stays flat. Returns frames scored."""
+    compute = frame_work(ctx, pair, roi, masked)
+    n, workers = pair.n, ctx.threads
+    done = 0
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mobilesal") as executor:
+        pending: collections.deque[tuple[int, YuvFrame, bool, Future[Any]]] = collections.deque()
+
+        def collect() -> None:
+            nonlocal done
+            i, fr, scored, fut = pending.popleft()
+            maps, extra = fut.result()
+            if scored:
+                ctx._record(fr, i, maps)
+                if "psnr" in extra:
+                    ctx.scores.setdefault("psnr_y_saliency", {})[i] = extra["psnr"]
+                done += 1
+            if masked is not None:
+                masked.write(extra["bytes"])
+            if progress and scored:
+                progress(i + 1, n)
+
+        dframes = pair.dist.frames(pair.frame_skip_dist)
+        rframes = pair.ref.frames(pair.frame_skip_ref) if roi is not None else None
+        try:
+            for i in range(n):
+                fr = next(dframes, None)
+                rf = next(rframes, None) if rframes is not None else None
+                if fr is None or (rframes is not None and rf is None):
+                    pair.note(f"the clips ended after {i} of {n} expected frames (truncated?): scored those")
+                    break
+                scored = not (ctx.subsample > 1 and i % ctx.subsample)
+                if not scored and masked is None:
+                    continue
+                pending.append((i, fr, scored, executor.submit(compute, fr, rf, scored)))
+                if len(pending) >= 2 * workers:
+                    collect()
+            while pending:
+                collect()
+        except BaseException:
+            for *_, fut in pending:
+                fut.cancel()
+            raise
+    return done
+
+
+def collect_libvmaf(
+    ctx: VmafContext,
+    plain: VmafJob | None,
+    masked: VmafJob | None,
+    roi: MobileSal | None,
+    progress: Callable[[int, int], None] | None,
+    n: int,
+) -> int:
+    """Sinks: wait for the libvmaf passes and record their per-frame and pooled scores in ``ctx`` (and the
+    saliency-weighted ``vmaf_roi`` of the two passes); returns the frames libvmaf scored."""
+    done = 0
+    for job, suffix in ((plain, ""), (masked, "_masked")):
+        if job is None:
+            continue
+        log = job.wait()
+        scores = frame_scores(log)
+        pooled = log.get("pooled_metrics", {})
+        if suffix:  # only the model's score of the masked pass
+            name = job.names[0]
+            ctx.scores[f"{name}_masked"] = scores.get(name, {})
+            ctx.add_vmaf_metric(f"{name}_masked")
+            continue
+        for m, d in scores.items():
+            if ctx.no_prediction and m in job.names:
+                continue
+            ctx.scores[m] = d
+            ctx.add_vmaf_metric(m)
+            if m in pooled:
+                ctx.vmaf_pooled[m] = {k: float(v) for k, v in pooled[m].items()}
+        done = len(next(iter(scores.values()), {}))
+        if progress and not ctx.features:
+            progress(n, n)
+    if masked is not None and plain is not None and roi is not None:
+        first = plain.names[0]
+        w = roi.roi_weight
+        vm, mk = ctx.scores.get(first, {}), ctx.scores[f"{first}_masked"]
+        ctx.scores[f"{first}_roi"] = {i: (1 - w) * vm[i] + w * mk[i] for i in vm if i in mk}
+        ctx.add_vmaf_metric(f"{first}_roi")
+    return done

@@ -14,6 +14,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +198,90 @@ def measure(src: FrameList, masks: list[np.ndarray], encoded: Path, raw_ref: Pat
     }
 
 
+def _saliency_sources(
+    models: Sequence[tuple[str, str | None]], masks: Sequence[np.ndarray], oracle: bool
+) -> dict[str, Callable[[int, YuvFrame], np.ndarray]]:
+    """name -> saliency(i, frame): each model's maps (computed once per frame, shared by its strengths) and the
+    ground-truth oracle."""
+    from tinysal.encode.roi import SaliencyBlocks
+
+    out: dict[str, Callable[[int, YuvFrame], np.ndarray]] = {}
+    for name, path in models:
+        sb = SaliencyBlocks(path)
+        cache: dict[int, np.ndarray] = {}
+
+        def fn(i: int, fr: YuvFrame, sb: SaliencyBlocks = sb, cache: dict = cache) -> np.ndarray:
+            if i not in cache:
+                cache[i] = sb.frame_map(fr)
+            return cache[i]
+
+        out[name] = fn
+    if oracle:
+        out["oracle"] = lambda i, fr, masks=masks: masks[i].astype(np.float32)
+    return out
+
+
+def _bd_rates(runs: dict[str, list[dict]]) -> dict[str, dict[str, float | str]]:
+    """Each ROI run's BD-rate against plain, on object PSNR, VMAF and whole-frame PSNR."""
+    bd: dict[str, dict[str, float | str]] = {}
+    base = runs["plain"]
+    for label, pts in runs.items():
+        if label == "plain":
+            continue
+        row: dict[str, float | str] = {}
+        for metric, key in (("object_psnr", "psnr_y_object"), ("vmaf", "vmaf"), ("psnr_y", "psnr_y")):
+            try:
+                row[metric] = bd_rate([p["kbps"] for p in base], [p[key] for p in base],
+                                      [p["kbps"] for p in pts], [p[key] for p in pts])  # fmt: skip
+            except TinysalError as e:
+                row[metric] = f"n/a: {e}"
+        bd[label] = row
+    return bd
+
+
+@dataclass
+class _Experiment:
+    codec: str
+    bitrates: Sequence[int]
+    strengths: Sequence[float]
+    models: Sequence[tuple[str, str | None]]
+    oracle: bool
+    preset: str
+    frame_limit: int
+    progress: Callable[[str], None] | None
+    tmp: Path
+
+    def sequence(self, root: Path, seq: str) -> dict[str, Any]:
+        """Every configuration (plain, then each saliency source at each strength) at every bitrate."""
+        src, masks = load_sequence(root, seq, self.frame_limit)
+        raw = self.tmp / f"{seq}.yuv"
+        with open(raw, "wb") as f:
+            for fr in src.frames():
+                f.write(fr.y.tobytes() + fr.u.tobytes() + fr.v.tobytes())
+        sal = _saliency_sources(self.models, masks, self.oracle)
+        configs = [("plain", None, 0.0)] + [(f"{n}@{st:g}", fn, st) for n, fn in sal.items() for st in self.strengths]
+        runs = {label: [self._point(src, masks, raw, seq, label, fn, st, br) for br in self.bitrates]
+                for label, fn, st in configs}  # fmt: skip
+        raw.unlink()
+        return {"frames": src.frame_count, "size": [src.width, src.height], "runs": runs, "bd_rate_percent":
+                _bd_rates(runs)}  # fmt: skip
+
+    def _point(self, src: Any, masks: Any, raw: Path, seq: str, label: str, fn: Any, st: float, br: int) -> dict:
+        from tinysal.encode.encoder import EncodeSettings, encode_video
+
+        enc = self.tmp / f"{seq}-{label}-{br}.mp4"
+        s = EncodeSettings(codec=self.codec, bitrate=br, preset=self.preset, roi=fn is not None, roi_strength=st)
+        t0 = time.perf_counter()
+        info = encode_video(src, enc, s, overwrite=True, saliency=fn)
+        m = measure(src, masks, enc, raw)
+        enc.unlink()
+        if self.progress:
+            self.progress(f"{seq} {label} {br // 1000}k: {info['kbps']:.0f} kbit/s, object PSNR "
+                          f"{m['psnr_y_object']:.2f}, VMAF {m['vmaf']:.2f}")  # fmt: skip
+        return {"target_kbps": br / 1000, "kbps": info["kbps"], "encode_seconds": info["seconds"], **m,
+                "seconds": time.perf_counter() - t0}  # fmt: skip
+
+
 def run_roi_eval(
     root: str | os.PathLike[str],
     sequences: Sequence[str],
@@ -210,68 +295,14 @@ def run_roi_eval(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """The A/B experiment; returns every rate point and the BD-rates (see the module docstring)."""
-    from tinysal.encode.encoder import EncodeSettings, encode_video
-    from tinysal.encode.roi import SaliencyBlocks
-
     if len(bitrates) < 4:
         raise TinysalError("roi-eval needs at least 4 bitrates for a BD-rate")
     out: dict[str, Any] = {"codec": codec, "bitrates": list(bitrates), "strengths": list(strengths), "sequences": {}}
     tmp = Path(tempfile.mkdtemp(prefix="tinysal-roi-eval-"))
+    exp = _Experiment(codec, bitrates, strengths, models, oracle, preset, frame_limit, progress, tmp)
     try:
         for seq in sequences:
-            src, masks = load_sequence(Path(root), seq, frame_limit)
-            raw = tmp / f"{seq}.yuv"
-            with open(raw, "wb") as f:
-                for fr in src.frames():
-                    f.write(fr.y.tobytes() + fr.u.tobytes() + fr.v.tobytes())
-            sal_sources: dict[str, Callable[[int, YuvFrame], np.ndarray]] = {}
-            for name, path in models:
-                sb = SaliencyBlocks(path)
-                cache: dict[int, np.ndarray] = {}
-
-                def fn(i: int, fr: YuvFrame, sb: SaliencyBlocks = sb, cache: dict = cache) -> np.ndarray:
-                    if i not in cache:
-                        cache[i] = sb.frame_map(fr)
-                    return cache[i]
-
-                sal_sources[name] = fn
-            if oracle:
-                sal_sources["oracle"] = lambda i, fr, masks=masks: masks[i].astype(np.float32)
-            runs: dict[str, list[dict]] = {}
-            configs = [("plain", None, 0.0)] + [
-                (f"{name}@{st:g}", fn, st) for name, fn in sal_sources.items() for st in strengths
-            ]
-            for label, fn, st in configs:
-                pts = []
-                for br in bitrates:
-                    enc = tmp / f"{seq}-{label}-{br}.mp4"
-                    s = EncodeSettings(codec=codec, bitrate=br, preset=preset, roi=fn is not None, roi_strength=st)
-                    t0 = time.perf_counter()
-                    info = encode_video(src, enc, s, overwrite=True, saliency=fn)
-                    m = measure(src, masks, enc, raw)
-                    pts.append({"target_kbps": br / 1000, "kbps": info["kbps"], "encode_seconds": info["seconds"],
-                                **m, "seconds": time.perf_counter() - t0})  # fmt: skip
-                    enc.unlink()
-                    if progress:
-                        progress(f"{seq} {label} {br // 1000}k: {info['kbps']:.0f} kbit/s, object PSNR "
-                                 f"{m['psnr_y_object']:.2f}, VMAF {m['vmaf']:.2f}")  # fmt: skip
-                runs[label] = pts
-            bd: dict[str, dict[str, float | str]] = {}
-            base = runs["plain"]
-            for label, pts in runs.items():
-                if label == "plain":
-                    continue
-                row: dict[str, float | str] = {}
-                for metric, key in (("object_psnr", "psnr_y_object"), ("vmaf", "vmaf"), ("psnr_y", "psnr_y")):
-                    try:
-                        row[metric] = bd_rate([p["kbps"] for p in base], [p[key] for p in base],
-                                              [p["kbps"] for p in pts], [p[key] for p in pts])  # fmt: skip
-                    except TinysalError as e:
-                        row[metric] = f"n/a: {e}"
-                bd[label] = row
-            out["sequences"][seq] = {"frames": src.frame_count, "size": [src.width, src.height], "runs": runs,
-                                     "bd_rate_percent": bd}  # fmt: skip
-            raw.unlink()
+            out["sequences"][seq] = exp.sequence(Path(root), seq)
     finally:
         for f in tmp.glob("*"):
             f.unlink()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import collections
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,6 +167,20 @@ def frame_work(
     return compute
 
 
+def _frames(pair: Pair, with_reference: bool) -> Iterator[tuple[int, YuvFrame, YuvFrame | None]]:
+    """(index, distorted frame, reference frame or None) for the frames to score; a clip that ends early is noted
+    and scored as far as it goes."""
+    dframes = pair.dist.frames(pair.frame_skip_dist)
+    rframes = pair.ref.frames(pair.frame_skip_ref) if with_reference else None
+    for i in range(pair.n):
+        fr = next(dframes, None)
+        rf = next(rframes, None) if rframes is not None else None
+        if fr is None or (rframes is not None and rf is None):
+            pair.note(f"the clips ended after {i} of {pair.n} expected frames (truncated?): scored those")
+            return
+        yield i, fr, rf
+
+
 def analyse_frames(
     ctx: VmafContext,
     pair: Pair,
@@ -196,15 +210,8 @@ def analyse_frames(
             if progress and scored:
                 progress(i + 1, n)
 
-        dframes = pair.dist.frames(pair.frame_skip_dist)
-        rframes = pair.ref.frames(pair.frame_skip_ref) if roi is not None else None
         try:
-            for i in range(n):
-                fr = next(dframes, None)
-                rf = next(rframes, None) if rframes is not None else None
-                if fr is None or (rframes is not None and rf is None):
-                    pair.note(f"the clips ended after {i} of {n} expected frames (truncated?): scored those")
-                    break
+            for i, fr, rf in _frames(pair, roi is not None):
                 scored = not (ctx.subsample > 1 and i % ctx.subsample)
                 if not scored and masked is None:
                     continue

@@ -152,8 +152,8 @@ def parse_stages(text: str) -> list[list[int]]:
     return out
 
 
-def validate_config(cfg: TrainConfig) -> None:
-    """Refuse a configuration that cannot train, before any work (the CLI's argparse types check most of it)."""
+def _check_choices(cfg: TrainConfig) -> None:
+    """The named choices, the architecture, the roots, batch size, learning rate and stages."""
     from tinysal.model.arch import ARCHITECTURES
 
     choices = {
@@ -177,6 +177,10 @@ def validate_config(cfg: TrainConfig) -> None:
         raise TinysalError(f"learning rate must be a positive finite number, got {cfg.lr}")
     if not cfg.stages or any(int(c) <= 0 or int(c) % 8 or int(e) <= 0 for c, e in cfg.stages):
         raise TinysalError(f"stages must be positive multiples of 8 with positive epochs, got {cfg.stages}")
+
+
+def _check_ranges(cfg: TrainConfig) -> None:
+    """Ranges, probabilities, sampling, weights, backgrounds, and crops that fit the architecture and the cache."""
     lo, hi = cfg.scale_range
     if not (0 < lo <= hi <= 4):
         raise TinysalError(f"scale range must satisfy 0 < LO <= HI <= 4, got {lo},{hi}")
@@ -201,3 +205,9 @@ def validate_config(cfg: TrainConfig) -> None:
         )
     if cfg.resize < max(int(c) for c, _ in cfg.stages) or cfg.resize < 8:
         raise TinysalError(f"resize ({cfg.resize}) must be at least the largest crop")
+
+
+def validate_config(cfg: TrainConfig) -> None:
+    """Refuse a configuration that cannot train, before any work (the CLI's argparse types check most of it)."""
+    _check_choices(cfg)
+    _check_ranges(cfg)

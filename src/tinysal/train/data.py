@@ -214,6 +214,22 @@ def load_pair(p: Pair, short_side: int | None = None, strict: bool = False) -> t
     return np.asarray(img, dtype=np.uint8), m
 
 
+def _cache_key(pairs: Sequence[Pair], short_side: int, skip_bad: bool) -> tuple[str, list[tuple[str, str]]]:
+    """The cache's key (the files by absolute path, size and mtime, the short side, the skip rule) and the files'
+    absolute paths: the same files named from another working directory (../datasets vs /work/datasets) are the
+    same cache, not a second 5 GB copy, and its index names them so from any directory."""
+    try:
+        stats = [(p.image.stat(), p.mask.stat()) for p in pairs]
+    except OSError as e:
+        raise TinysalError(f"cannot read {e.filename}: {e.strerror}") from None
+    names = [(os.path.abspath(p.image), os.path.abspath(p.mask)) for p in pairs]
+    files = [
+        (im, si.st_size, si.st_mtime_ns, mk, sm.st_size, sm.st_mtime_ns) for (im, mk), (si, sm) in zip(names, stats)
+    ]
+    key_src = json.dumps([CACHE_VERSION, short_side, skip_bad, files])
+    return hashlib.sha256(key_src.encode()).hexdigest()[:16], names
+
+
 class PairCache:
     """A pre-resized uint8 cache: one flat memory-mapped file for images, one for masks, and a JSON index.
 
@@ -255,25 +271,7 @@ class PairCache:
         Every pair is decoded and checked (``load_pair(strict=True)``) while the cache is built, so bad data stops
         a run before its first epoch, never halfway. With ``skip_bad`` bad pairs are left out and listed in
         ``meta["skipped"]``; ``meta["kept"]`` maps cache items back to positions in ``pairs``."""
-        try:
-            stats = [(p.image.stat(), p.mask.stat()) for p in pairs]
-        except OSError as e:
-            raise TinysalError(f"cannot read {e.filename}: {e.strerror}") from None
-        # absolute paths: the same files named from another working directory (../datasets vs /work/datasets) are
-        # the same cache, not a second 5 GB copy, and its index names them so from any directory
-        names = [(os.path.abspath(p.image), os.path.abspath(p.mask)) for p in pairs]
-        key_src = json.dumps(
-            [
-                CACHE_VERSION,
-                short_side,
-                skip_bad,
-                [
-                    (im, si.st_size, si.st_mtime_ns, mk, sm.st_size, sm.st_mtime_ns)
-                    for (im, mk), (si, sm) in zip(names, stats)
-                ],
-            ]
-        )
-        key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
+        key, names = _cache_key(pairs, short_side, skip_bad)
         folder = Path(cache_root) / f"s{short_side}-{key}"
         if (folder / "index.json").is_file():
             return cls(folder)
@@ -322,18 +320,17 @@ class PairCache:
             raise TinysalError(f"no usable image/mask pairs left {('in ' + label) if label else ''}after skipping")
         os.replace(tmp_i, folder / "images.u8")
         os.replace(tmp_m, folder / "masks.u8")
-        index = {
-            "version": CACHE_VERSION,
-            "short_side": short_side,
-            "shapes": shapes,
-            "offsets": offsets,
-            "kept": kept,
-            "skipped": skipped,
-            "sources": [names[i][0] for i in kept],
-        }
-        (folder / "index.json.tmp").write_text(json.dumps(index))
-        os.replace(folder / "index.json.tmp", folder / "index.json")
+        _write_index(folder, short_side, shapes, offsets, kept, skipped, [names[i][0] for i in kept])
         return cls(folder)
+
+
+def _write_index(folder: Path, short_side: int, shapes: list[tuple[int, int]], offsets: list[int], kept: list[int],
+                 skipped: list[str], sources: list[str]) -> None:  # fmt: skip
+    """The cache's index, written last and atomically: a cache without it is rebuilt."""
+    index = {"version": CACHE_VERSION, "short_side": short_side, "shapes": shapes, "offsets": offsets, "kept": kept,
+             "skipped": skipped, "sources": sources}  # fmt: skip
+    (folder / "index.json.tmp").write_text(json.dumps(index))
+    os.replace(folder / "index.json.tmp", folder / "index.json")
 
 
 def load_backgrounds(folder: str | os.PathLike[str], short_side: int) -> list[np.ndarray]:

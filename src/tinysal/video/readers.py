@@ -147,6 +147,40 @@ _Y4M_C = {
 }
 
 
+def _y4m_tags(path: Path, tags: list[str]) -> tuple[int | None, int | None, str, float | None, str | None]:
+    """(width, height, colour format, frame rate, range) from a Y4M header's tags; a malformed tag is one line."""
+
+    def number(tag: str, text: str) -> int:
+        if not text.isdigit() or len(text) > 9:
+            raise TinysalError(f"{path}: Y4M header tag {tag}{text!r} is not a whole number")
+        return int(text)
+
+    def ratio(tag: str, text: str, what: str) -> tuple[int, int]:
+        num, sep, den = text.partition(":")
+        if not sep:
+            raise TinysalError(f"{path}: Y4M {what} {tag}{text!r} is not NUM:DEN")
+        return number(tag, num), number(tag, den)
+
+    w = h = None
+    c, fps, rng = "420jpeg", None, None
+    for t in tags:
+        k, val = t[0], t[1:]
+        if k == "W":
+            w = number("W", val)
+        elif k == "H":
+            h = number("H", val)
+        elif k == "C":
+            c = val
+        elif k == "F":
+            n_, d_ = ratio("F", val, "frame rate")
+            fps = n_ / d_ if d_ else None
+        elif k == "A":
+            ratio("A", val, "aspect")
+        elif k == "X" and val.upper().startswith("COLORRANGE="):
+            rng = "full" if val.split("=", 1)[1].upper() == "FULL" else "limited"
+    return w, h, c, fps, rng
+
+
 class Y4mReader:
     """YUV4MPEG2: size, chroma format, bit depth, frame rate and (``XCOLORRANGE``) range from the header."""
 
@@ -159,38 +193,8 @@ class Y4mReader:
         if not header.startswith(b"YUV4MPEG2 ") or not header.endswith(b"\n"):
             raise TinysalError(f"{self.path}: not a Y4M file (no YUV4MPEG2 header line)")
         self.header_len = len(header)
-        tags = header.decode("ascii", "replace").split()[1:]
-        w = h = None
-        c = "420jpeg"
-        self.fps: float | None = None
-        self.range: str | None = None
+        w, h, c, self.fps, self.range = _y4m_tags(self.path, header.decode("ascii", "replace").split()[1:])
         self.colorspace: str | None = None
-        def number(tag: str, text: str) -> int:
-            if not text.isdigit() or len(text) > 9:
-                raise TinysalError(f"{self.path}: Y4M header tag {tag}{text!r} is not a whole number")
-            return int(text)
-
-        for t in tags:
-            k, val = t[0], t[1:]
-            if k == "W":
-                w = number("W", val)
-            elif k == "H":
-                h = number("H", val)
-            elif k == "C":
-                c = val
-            elif k == "F":
-                num, sep, den = val.partition(":")
-                if not sep:
-                    raise TinysalError(f"{self.path}: Y4M frame rate F{val!r} is not NUM:DEN")
-                n_, d_ = number("F", num), number("F", den)
-                self.fps = n_ / d_ if d_ else None
-            elif k == "A":
-                num, sep, den = val.partition(":")
-                if not sep:
-                    raise TinysalError(f"{self.path}: Y4M aspect A{val!r} is not NUM:DEN")
-                number("A", num), number("A", den)
-            elif k == "X" and val.upper().startswith("COLORRANGE="):
-                self.range = "full" if val.split("=", 1)[1].upper() == "FULL" else "limited"
         if w is None or h is None:
             raise TinysalError(f"{self.path}: Y4M header lacks W or H")
         if c.startswith("mono"):

@@ -268,8 +268,8 @@ def test_non_root_permissions(shared_tmp: Path) -> None:
         (["--feature_params", "mobilesal:extra_stats=banana"], "expected 1 or 0"),
         (["--feature_params", "mobilesal:roi_fade=0"], "roi_fade > 0"),
         (["--feature_params", "mobilesal:roi_threshold=abc"], "must be a number"),
-        (["--frame_skip_ref", "-3"], "must be >= 0"),
-        (["--subsample", "0"], "must be >= 1"),
+        (["--frame_skip_ref", "-3"], "must be at least 0"),
+        (["--subsample", "0"], "must be at least 1"),
     ],
 )
 def test_resource_bombs_and_bad_values_are_refused_up_front(tmp_path: Path, extra: list[str], needle: str) -> None:

@@ -17,24 +17,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tinysal import __version__
+from tinysal.cli.args import int_at_least, int_in
 from tinysal.errors import OneLineParser
 from tinysal.features.task import MAX_THREADS
 
 if TYPE_CHECKING:
     from tinysal.features.task import ScoreOptions, ScoreResult
-
-
-def _count(lo: int, hi: int | None = None) -> Any:
-    def conv(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if v < lo or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(f"must be {lo} to {hi}, got {v}" if hi else f"must be >= {lo}, got {v}")
-        return v
-
-    return conv
 
 
 def add_score_arguments(p: argparse.ArgumentParser) -> None:
@@ -79,13 +67,13 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
     fmt.add_argument("--json", dest="fmt", action="store_const", const="json")
     fmt.add_argument("--xml", dest="fmt", action="store_const", const="xml")
     fmt.add_argument("--csv", dest="fmt", action="store_const", const="csv")
-    p.add_argument("--frame_cnt", type=_count(0), default=0, help="score at most this many frames")
-    p.add_argument("--frame_skip_ref", type=_count(0), default=0)
-    p.add_argument("--frame_skip_dist", type=_count(0), default=0)
-    p.add_argument("--subsample", type=_count(1), default=1, help="score every Nth frame")
+    p.add_argument("--frame_cnt", type=int_at_least(0), default=0, help="score at most this many frames")
+    p.add_argument("--frame_skip_ref", type=int_at_least(0), default=0)
+    p.add_argument("--frame_skip_dist", type=int_at_least(0), default=0)
+    p.add_argument("--subsample", type=int_at_least(1), default=1, help="score every Nth frame")
     p.add_argument(
         "--threads",
-        type=_count(0, MAX_THREADS),
+        type=int_in(0, MAX_THREADS),
         default=0,
         help=f"libvmaf threads, and saliency frames scored in parallel (0 = one per core; at most {MAX_THREADS})",
     )

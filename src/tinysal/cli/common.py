@@ -62,13 +62,13 @@ def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2))
 
 
-def report(path: str | None, report: dict[str, Any], args: argparse.Namespace, inputs: Sequence[str]) -> None:
+def report(path: str | None, doc: dict[str, Any], args: argparse.Namespace, inputs: Sequence[str]) -> None:
     from tinysal.fileio import write_json
     from tinysal.provenance import run_provenance
 
     if path:
-        report = {**report, "run_provenance": run_provenance(vars_clean(args), inputs, [path])}
-        write_json(path, report)
+        doc = {**doc, "run_provenance": run_provenance(vars_clean(args), inputs, [path])}
+        write_json(path, doc)
 
 
 def precheck(path: str | None) -> None:
@@ -79,20 +79,23 @@ def precheck(path: str | None) -> None:
         check_writable_target(path)
 
 
+def options_from(cls: type, args: argparse.Namespace) -> Any:
+    """A task's options dataclass from the parsed command line: its fields are the command's flags."""
+    import dataclasses
+
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
 def vars_clean(args: argparse.Namespace) -> dict[str, Any]:
     """The parsed arguments as a run's provenance records them (without the parser's own entries)."""
     return {k: v for k, v in vars(args).items() if k not in ("func", "flag_names")}
 
 
-def open_input(args: argparse.Namespace) -> Any:
-    from tinysal.video.readers import open_video, parse_pix_fmt, resolve_bitdepth
-
-    args.bitdepth = resolve_bitdepth(args.pixel_format, args.bitdepth)
-    reader = open_video(args.input, args.width, args.height, parse_pix_fmt(args.pixel_format), args.bitdepth)
-    note = getattr(reader, "note", None)
-    if note:  # a file cut short is worked on as far as it goes, as FFmpeg does, but never silently
-        defer_warning(f"tinysal {args.command}: warning: {note.replace('scoring those', 'using those')}")
-    return reader
+def warn_notes(notes: Sequence[str], command: str) -> None:
+    """A task's notes on its input (a file cut short is worked on as far as it goes, as FFmpeg does, but never
+    silently), as warnings printed when the command ends."""
+    for note in notes:
+        defer_warning(f"tinysal {command}: warning: {note.replace('scoring those', 'using those')}")
 
 
 def check_file_roles(

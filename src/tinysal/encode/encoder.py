@@ -36,7 +36,7 @@ from tinysal.encode.roi import (
     read_map,
 )
 from tinysal.errors import TinysalError
-from tinysal.video.readers import YuvFrame
+from tinysal.video.readers import VideoInput, YuvFrame
 
 ENCODERS = ("libx264", "libx265")
 #: containers ``encode`` writes H.264/H.265 into (a raw stream or an image format is refused before any work)
@@ -346,17 +346,12 @@ def _copy_plane(plane: Any, arr: np.ndarray) -> None:
     buf[:h, :w] = arr
 
 
-@dataclass
-class EncodeOptions:
+@dataclass(kw_only=True)
+class EncodeOptions(VideoInput):
     """The ``encode`` task's options: the input (as ``tinysal encode`` reads it), the output and the encoder
     settings; the names are the command's flags (``--roi-strength`` is ``roi_strength``)."""
 
-    input: str
     output: str
-    width: int | None = None
-    height: int | None = None
-    pixel_format: str = "420"
-    bitdepth: int | None = None
     frame_cnt: int = 0
     fps: float | None = None  # raw YUV only: it carries no frame rate (default 25)
     codec: str = "libx264"
@@ -392,11 +387,8 @@ class EncodeOptions:
 def encode(opts: EncodeOptions, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Check ``opts``, open the input and encode it; the summary (output, frames, bytes, kbit/s, seconds, ROI,
     streams kept) with ``notes`` on the input (e.g. a truncated file, encoded as far as it goes)."""
-    from tinysal.video.readers import open_video, parse_pix_fmt, resolve_bitdepth
-
     s = opts.settings()
-    opts.bitdepth = resolve_bitdepth(opts.pixel_format, opts.bitdepth)
-    reader = open_video(opts.input, opts.width, opts.height, parse_pix_fmt(opts.pixel_format), opts.bitdepth)
+    reader = opts.open_input()
     note = getattr(reader, "note", None)
     info = encode_video(reader, opts.output, s, overwrite=opts.overwrite, frame_cnt=opts.frame_cnt,
                         progress=progress, fps=opts.fps)  # fmt: skip

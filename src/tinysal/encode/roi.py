@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from tinysal.errors import TinysalError
-from tinysal.video.readers import YuvFrame
+from tinysal.video.readers import VideoInput, YuvFrame
 
 MAX_OFFSET = 12
 #: encoder -> default block (CTU / macroblock) size, as in the reference system
@@ -267,4 +267,29 @@ def read_map(path: Path, encoder: str, rows: int, cols: int) -> np.ndarray:
     return grid.astype(np.int8)
 
 
-__all__ = ["block_offsets", "regions_from_offsets", "roi_maps", "Region", "SaliencyBlocks"]
+@dataclass(kw_only=True)
+class RoiMapsOptions(VideoInput):
+    """The ``roi-maps`` task's options (the command's flags): the input, the folder the maps replace as a whole,
+    the encoder whose map format is written, its block size, the strength and how often a map is made."""
+
+    outdir: str
+    frame_cnt: int = 0
+    model_path: str | None = None
+    encoder: str = "x265"
+    ctu: int | None = None  # None: the encoder's default block (DEFAULT_CTU)
+    strength: float = 6.0
+    every: int = 1
+
+
+def make_roi_maps(opts: RoiMapsOptions, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Open the input and write its maps (``roi_maps``); the summary, with ``notes`` on the input."""
+    reader = opts.open_input()
+    note = getattr(reader, "note", None)
+    info = roi_maps(reader, opts.outdir, opts.encoder, opts.ctu, opts.strength, opts.every, opts.model_path,
+                    opts.frame_cnt, progress)  # fmt: skip
+    info["notes"] = [note] if note else []
+    return info
+
+
+__all__ = ["block_offsets", "regions_from_offsets", "roi_maps", "make_roi_maps", "RoiMapsOptions", "Region",
+           "SaliencyBlocks"]  # fmt: skip

@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -340,3 +340,49 @@ def plot_rd(result: dict[str, Any], path: str | os.PathLike[str]) -> None:
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png")
+
+
+@dataclass
+class RoiEvalOptions:
+    """The ``roi-eval`` task's options (the command's flags): a DAVIS-layout root, its sequences, the bitrates
+    (at least 4), the codec and preset, the ROI strengths (empty: the codec's encode default), the models as
+    ``NAME=PATH.onnx`` (empty: the production model), whether the ground-truth oracle runs, the first N frames."""
+
+    root: str
+    sequences: list[str]
+    bitrates: list[int]
+    codec: str = "libx264"
+    strengths: list[float] = field(default_factory=list)
+    model: list[str] = field(default_factory=list)
+    no_oracle: bool = False
+    preset: str = "medium"
+    frames: int = 0
+
+    def models(self) -> list[tuple[str, str | None]]:
+        """(name, path) of each model compared; the production model alone when none is named."""
+        if not self.model:
+            return [("model", None)]
+        out: list[tuple[str, str | None]] = []
+        for spec in self.model:
+            name, sep, path = spec.partition("=")
+            if not sep or not name or not path:
+                raise TinysalError(f"--model {spec!r}: expected NAME=PATH.onnx (the name labels its rows)")
+            if name in ("oracle", "plain") or name in {n for n, _ in out}:
+                raise TinysalError(f"--model name {name!r} is taken (plain, oracle, or an earlier --model)")
+            out.append((name, path))
+        return out
+
+    def check(self) -> None:
+        if not self.sequences:
+            raise TinysalError("--sequences names no sequence")
+        self.models()
+
+
+def roi_eval(opts: RoiEvalOptions, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Check ``opts`` and run the A/B experiment (``run_roi_eval``)."""
+    from tinysal.encode.roi import DEFAULT_ROI_STRENGTH
+
+    opts.check()
+    strengths = opts.strengths or [DEFAULT_ROI_STRENGTH[opts.codec]]
+    return run_roi_eval(opts.root, opts.sequences, opts.bitrates, opts.codec, strengths, opts.models(),
+                        not opts.no_oracle, opts.preset, opts.frames, progress)  # fmt: skip

@@ -3,6 +3,7 @@ refuse a configuration that cannot train before any work (one clear ``TinysalErr
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -136,6 +137,27 @@ class TrainConfig:
         for k in ("out_dir", "device", "cache_dir", "export", "skip_bad", "calibrate"):
             d.pop(k)
         return d
+
+
+def from_preset(preset: str, *, epochs: int | None = None, crop: int | None = None, **options: Any) -> TrainConfig:
+    """A run's configuration: the named recipe, then each option given (None: the recipe's value), then
+    ``epochs`` (single-stage recipes) and ``crop`` (every stage's crop) on top of the stages."""
+    if preset not in PRESETS:
+        raise TinysalError(f"unknown preset {preset!r}; choose {', '.join(sorted(PRESETS))}")
+    cfg = TrainConfig(preset=preset, **copy.deepcopy(PRESETS[preset]))
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    for k, v in options.items():
+        if k not in names:
+            raise TinysalError(f"unknown training option {k!r}")
+        if v is not None:
+            setattr(cfg, k, v)
+    if epochs:
+        if len(cfg.stages) != 1:
+            raise TinysalError("--epochs applies to single-stage recipes; use --stages for multi-stage ones")
+        cfg.stages = [[cfg.stages[0][0], epochs]]
+    if crop:
+        cfg.stages = [[crop, e] for _, e in cfg.stages]
+    return cfg
 
 
 def parse_stages(text: str) -> list[list[int]]:

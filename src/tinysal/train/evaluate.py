@@ -12,6 +12,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,29 @@ def evaluate(
             }
         )
     return out
+
+
+@dataclass
+class EvalOptions:
+    """The ``eval`` task's options (the command's flags): an ONNX model, dataset roots, the inference short side
+    (0 = native), the groups to keep (empty: all) and ONNX Runtime's threads (0 = one per core)."""
+
+    model: str
+    roots: list[str]
+    short_side: int = 256
+    groups: list[str] = field(default_factory=list)
+    threads: int = 0
+
+    def check(self) -> None:
+        if self.short_side < 0:
+            raise TinysalError("--short-side must be >= 0 (0 = native resolution)")
+        if not 0 <= self.threads <= 64:
+            raise TinysalError(f"--threads must be 0..64, got {self.threads}")
+        if not self.roots:
+            raise TinysalError("no dataset root given")
+
+
+def run_eval(opts: EvalOptions, progress: bool = True) -> dict[str, Any]:
+    """Check ``opts`` and evaluate: metrics per dataset root (``evaluate``)."""
+    opts.check()
+    return evaluate(opts.model, opts.roots, opts.short_side, opts.groups, opts.threads, progress)

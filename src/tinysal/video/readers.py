@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -383,3 +384,20 @@ def parse_pix_fmt(text: str) -> str:
     if m:
         return m.group(1)
     return t
+
+
+@dataclass(kw_only=True)
+class VideoInput:
+    """The input of a task that reads one video, as the commands name it: a file (raw ``.yuv`` needs ``width``
+    and ``height``), with the raw format's ``pixel_format`` and ``bitdepth``. Task options extend it."""
+
+    input: str
+    width: int | None = None
+    height: int | None = None
+    pixel_format: str = "420"
+    bitdepth: int | None = None  # None: what pixel_format implies, else 8
+
+    def open_input(self) -> Any:
+        """The reader (with a ``note`` attribute when the file is cut short: worked on as far as it goes)."""
+        self.bitdepth = resolve_bitdepth(self.pixel_format, self.bitdepth)
+        return open_video(self.input, self.width, self.height, parse_pix_fmt(self.pixel_format), self.bitdepth)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tinysal.cli.common import precheck
+from tinysal.cli.common import precheck, report
 
 HELP = "check an ONNX model against the op allowlist and the I/O contract"
 #: the arguments it reads, the files it writes, the folders it writes as a whole (common.check_file_roles)
@@ -21,11 +21,11 @@ def run(args: argparse.Namespace) -> int:
     from tinysal.model.checks import check_ops, describe_failures
 
     precheck(args.out_json)
-    report = check_ops(args.model)
-    report(args.out_json, report, args, [args.model])
-    if not report["ok"]:
-        for line in describe_failures(report):
+    rep = check_ops(args.model)
+    report(args.out_json, rep, args, [args.model])
+    if not rep["ok"]:
+        for line in describe_failures(rep):
             print(f"FAIL {args.model}: {line}", file=sys.stderr)
         return 1
-    print(f"OK {args.model}: opset {report['opset']}, ops {', '.join(report['op_types'])}")
+    print(f"OK {args.model}: opset {rep['opset']}, ops {', '.join(rep['op_types'])}")
     return 0

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tinysal.cli.args import bitrate, input_arguments, int_at_least, number
-from tinysal.cli.common import progress_bar
-from tinysal.errors import defer_warning
+from tinysal.cli.common import options_from, progress_bar, warn_notes
 
 HELP = "encode with libx264/libx265; --roi puts the bits where the saliency is"
 #: the arguments it reads, the files it writes, the folders it writes as a whole (common.check_file_roles)
@@ -34,18 +33,14 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import fields
-
     from tinysal.encode.encoder import EncodeOptions, encode
 
-    opts = EncodeOptions(**{f.name: getattr(args, f.name) for f in fields(EncodeOptions)})
     cb, close = progress_bar(0, "encode", args.quiet)
     try:
-        info = encode(opts, cb)
+        info = encode(options_from(EncodeOptions, args), cb)
     finally:
         close()
-    for note in info["notes"]:  # a file cut short is encoded as far as it goes, as FFmpeg does, but never silently
-        defer_warning(f"tinysal encode: warning: {note.replace('scoring those', 'using those')}")
+    warn_notes(info["notes"], "encode")
     roi = f", ROI every {info['roi_every']} frames" if info["roi"] else ""
     k = info["kept"]
     if k["audio"] or k["subtitles"]:

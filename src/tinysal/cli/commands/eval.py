@@ -7,7 +7,6 @@ import os
 
 from tinysal.cli.args import int_in
 from tinysal.cli.common import precheck, report
-from tinysal.errors import TinysalError
 
 HELP = "SOD metrics (IoU, MAE, max/mean-F, S, E) of an ONNX model on datasets"
 #: the arguments it reads, the files it writes, the folders it writes as a whole (common.check_file_roles)
@@ -24,13 +23,13 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tinysal.train.evaluate import evaluate
+    from tinysal.train.evaluate import EvalOptions, run_eval
 
-    if args.short_side < 0:
-        raise TinysalError("--short-side must be >= 0 (0 = native resolution)")
+    opts = EvalOptions(args.model, list(args.roots), args.short_side, [g for g in (args.groups or "").split(",") if g],
+                       args.threads)  # fmt: skip
+    opts.check()
     precheck(args.out_json)
-    groups = [g for g in (args.groups or "").split(",") if g]
-    rep = evaluate(args.model, args.roots, args.short_side, groups, args.threads)
+    rep = run_eval(opts)
     report(args.out_json, rep, args, [args.model])
     print(f"{'dataset':<20} {'n':>5} {'IoU':>7} {'MAE':>7} {'maxF':>7} {'meanF':>7} {'S':>7} {'E':>7}")
     for d in rep["datasets"]:

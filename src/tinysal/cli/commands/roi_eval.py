@@ -7,7 +7,6 @@ import sys
 
 from tinysal.cli.args import bitrate, int_at_least, number
 from tinysal.cli.common import precheck, report
-from tinysal.errors import TinysalError
 
 HELP = "A/B of plain vs ROI encodes on sequences with ground-truth masks (BD-rate)"
 #: the arguments it reads, the files it writes, the folders it writes as a whole (common.check_file_roles)
@@ -45,35 +44,21 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tinysal.encode.roi_eval import plot_rd, run_roi_eval
+    from tinysal.encode.roi_eval import RoiEvalOptions, plot_rd, roi_eval
 
+    opts = RoiEvalOptions(args.root, [s for s in args.sequences.split(",") if s], args.bitrates, args.codec,
+                          args.strengths or [], args.model or [], args.no_oracle, args.preset, args.frames)  # fmt: skip
     precheck(args.out_json)
     if args.plot:
         precheck(args.plot)
-    seqs = [s for s in args.sequences.split(",") if s]
-    if not seqs:
-        raise TinysalError("--sequences names no sequence")
-    models: list[tuple[str, str | None]] = [("model", None)]  # the production model
-    if args.model:
-        models = []
-        for spec in args.model:
-            name, sep, path = spec.partition("=")
-            if not sep or not name or not path:
-                raise TinysalError(f"--model {spec!r}: expected NAME=PATH.onnx (the name labels its rows)")
-            if name in ("oracle", "plain") or name in {n for n, _ in models}:
-                raise TinysalError(f"--model name {name!r} is taken (plain, oracle, or an earlier --model)")
-            models.append((name, path))
+    opts.check()
     quiet = args.quiet
 
     def say(msg: str) -> None:
         if not quiet:
             print(msg, file=sys.stderr, flush=True)
 
-    from tinysal.encode.roi import DEFAULT_ROI_STRENGTH
-
-    strengths = args.strengths or [DEFAULT_ROI_STRENGTH[args.codec]]
-    res = run_roi_eval(args.root, seqs, args.bitrates, args.codec, strengths, models, not args.no_oracle,
-                       args.preset, args.frames, say)  # fmt: skip
+    res = roi_eval(opts, say)
     report(args.out_json, res, args, [args.root])
     if args.plot:
         plot_rd(res, args.plot)

@@ -7,7 +7,6 @@ import json
 import sys
 
 from tinysal.cli.args import float_pair, fraction, int_at_least, positive_float, stages, weights
-from tinysal.errors import TinysalError
 
 HELP = "train a saliency student (--preset sod: the shipped recipe)"
 #: the arguments it reads, the files it writes, the folders it writes as a whole (common.check_file_roles)
@@ -77,56 +76,25 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--quiet", action="store_true")
 
 
+#: flags passed to the recipe as they are (None: the recipe's value)
+_OVERRIDES = ("arch", "out_dir", "stages", "batch_size", "lr", "resize", "val_crop", "val_fraction", "copy_paste",
+              "color_jitter", "sampling", "epoch_samples", "source_weights", "crop_mode", "rrc_area", "backgrounds",
+              "composite", "loss", "ema", "val_mode", "scale_range", "select", "amp", "seed", "limit", "cache_dir",
+              "device", "skip_bad")  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from tinysal.train.config import PRESETS, TrainConfig
+    from tinysal.train.config import from_preset
 
-    preset = dict(PRESETS[args.preset])
-    cfg = TrainConfig(arch=args.arch, roots=list(args.roots), out_dir=args.out_dir, preset=args.preset, **preset)
-    over = {
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "resize": args.resize,
-        "val_crop": args.val_crop,
-        "val_fraction": args.val_fraction,
-        "copy_paste": args.copy_paste,
-        "color_jitter": args.color_jitter,
-        "sampling": args.sampling,
-        "epoch_samples": args.epoch_samples,
-        "source_weights": args.source_weights,
-        "crop_mode": args.crop_mode,
-        "rrc_area": args.rrc_area,
-        "backgrounds": args.backgrounds,
-        "composite": args.composite,
-        "loss": args.loss,
-        "ema": args.ema,
-        "val_mode": args.val_mode,
-        "scale_range": args.scale_range,
-        "select": args.select,
-        "amp": args.amp,
-        "seed": args.seed,
-        "limit": args.limit,
-        "cache_dir": args.cache_dir,
-        "device": args.device,
-    }
-    for k, v in over.items():
-        if v is not None:
-            setattr(cfg, k, v)
-    if args.stages:
-        cfg.stages = args.stages
-    if args.epochs:
-        if len(cfg.stages) != 1:
-            raise TinysalError("--epochs applies to single-stage recipes; use --stages for multi-stage ones")
-        cfg.stages = [[cfg.stages[0][0], args.epochs]]
-    if args.crop:
-        cfg.stages = [[args.crop, e] for _, e in cfg.stages]
-    cfg.val_groups = [g for g in (args.val_groups or "").split(",") if g]
-    cfg.exclude_groups = [g for g in (args.exclude_groups or "").split(",") if g]
-    cfg.export = not args.no_export
-    cfg.skip_bad = args.skip_bad
-    if args.no_calibrate:
-        cfg.calibrate = False
+    cfg = from_preset(
+        args.preset, epochs=args.epochs, crop=args.crop, roots=list(args.roots),
+        val_groups=[g for g in (args.val_groups or "").split(",") if g],
+        exclude_groups=[g for g in (args.exclude_groups or "").split(",") if g],
+        export=not args.no_export, calibrate=False if args.no_calibrate else None,
+        **{k: getattr(args, k) for k in _OVERRIDES},
+    )  # fmt: skip
     from tinysal.train.trainer import train
 
     print(f"training {cfg.arch}: {json.dumps(dataclasses.asdict(cfg))}", file=sys.stderr)

@@ -140,3 +140,15 @@ def progress_bar(total: int, desc: str, quiet: bool) -> tuple[Callable[[int, int
         bar.update(i - bar.n)
 
     return cb, bar.close
+
+
+def run_task(task: Callable[[Any, Any], dict[str, Any]], opts: Any, command: str, quiet: bool) -> dict[str, Any]:
+    """Run a frame-by-frame task (``task(opts, progress)``) with a progress bar on a TTY; its notes on the input
+    become warnings printed when the command ends."""
+    cb, close = progress_bar(0, command, quiet)
+    try:
+        info = task(opts, cb)
+    finally:
+        close()
+    warn_notes(info.get("notes", []), command)
+    return info

@@ -18,4 +18,5 @@ COMMANDS = (
     "validate-model",
     "eval",
     "score",
+    "batch",
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tinysal.cli.args import bitrate, input_arguments, int_at_least, number
-from tinysal.cli.common import options_from, progress_bar, warn_notes
+from tinysal.cli.common import options_from, run_task
 
 HELP = "encode with libx264/libx265; --roi puts the bits where the saliency is"
 #: the arguments it reads, the files it writes, the folders it writes as a whole (common.check_file_roles)
@@ -35,12 +35,7 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tinysal.encode.encoder import EncodeOptions, encode
 
-    cb, close = progress_bar(0, "encode", args.quiet)
-    try:
-        info = encode(options_from(EncodeOptions, args), cb)
-    finally:
-        close()
-    warn_notes(info["notes"], "encode")
+    info = run_task(encode, options_from(EncodeOptions, args), "encode", args.quiet)
     roi = f", ROI every {info['roi_every']} frames" if info["roi"] else ""
     k = info["kept"]
     if k["audio"] or k["subtitles"]:

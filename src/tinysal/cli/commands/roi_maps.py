@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tinysal.cli.args import input_arguments, int_at_least, number
-from tinysal.cli.common import options_from, progress_bar, warn_notes
+from tinysal.cli.common import options_from, run_task
 
 HELP = "per-block QP-offset maps from saliency, in the reference system's formats"
 #: the arguments it reads, the files it writes, the folders it writes as a whole (common.check_file_roles)
@@ -24,12 +24,7 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tinysal.encode.roi import RoiMapsOptions, make_roi_maps
 
-    cb, close = progress_bar(0, "roi-maps", args.quiet)
-    try:
-        info = make_roi_maps(options_from(RoiMapsOptions, args), cb)
-    finally:
-        close()
-    warn_notes(info["notes"], "roi-maps")
+    info = run_task(make_roi_maps, options_from(RoiMapsOptions, args), "roi-maps", args.quiet)
     rows, cols = info["grid"]
     print(f"wrote {len(info['maps'])} {info['encoder']} maps ({cols}x{rows} blocks of {info['ctu']}) to {args.outdir}")
     return 0

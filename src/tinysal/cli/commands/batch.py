@@ -1,0 +1,39 @@
+"""``tinysal batch``: score and encode a catalogue from a manifest, resumable, one process per job."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tinysal.cli.args import int_at_least
+from tinysal.errors import CheckFailed
+
+HELP = "run a manifest of score/encode jobs on a local process pool (resumable; DIR/summary.csv)"
+#: the arguments it reads, the files it writes, the folders it writes as a whole (common.check_file_roles)
+FILE_ROLES = (("manifest",), ("events",), ())
+
+
+def add_arguments(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("manifest", help="CSV or JSONL: id, task (score|encode) and the task's flags as columns")
+    sp.add_argument("--out", required=True, help="folder of the job records (DIR/jobs/<id>.json) and summary.csv")
+    sp.add_argument("--engine", choices=["local"], default="local", help="where jobs run (default local)")
+    sp.add_argument("--workers", type=int_at_least(0), default=0, help="jobs at once (0 = one per core)")
+    sp.add_argument("--retries", type=int_at_least(0), default=1, help="retries of a job whose worker died")
+    sp.add_argument("--force", action="store_true", help="redo every job, also those already done")
+    sp.add_argument("--events", help="NDJSON events to this file, or - for stdout")
+    sp.add_argument("--quiet", "-q", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tinysal.batch import run as run_batch
+
+    rows = run_batch(args.manifest, args.out, args.engine, args.workers, args.retries, args.force, args.events,
+                     progress=not args.quiet and sys.stderr.isatty())  # fmt: skip
+    failed = [r for r in rows if r["status"] != "done"]
+    for r in failed:
+        print(f"{r['id']}: failed: {r['error']}", file=sys.stderr)
+    out = sys.stderr if args.events == "-" else sys.stdout
+    print(f"{len(rows) - len(failed)} of {len(rows)} jobs done; table in {args.out}/summary.csv", file=out)
+    if failed:
+        raise CheckFailed(f"{len(failed)} of {len(rows)} jobs failed (their records say why)")
+    return 0

@@ -1,0 +1,137 @@
+"""``tinysal batch``: a manifest checked whole before any work, jobs in processes of their own with atomic records,
+a rerun that skips what is done, failures isolated, the table, the events, the lock (issue 24)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import assert_clean_error, run_cli, write_yuv_clip
+
+
+@pytest.fixture
+def catalogue(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(3)]
+    write_yuv_clip(tmp_path / "clip.yuv", frames)
+    (tmp_path / "bad.mp4").write_text("not a video")
+    (tmp_path / "enc").mkdir()
+    rows = [
+        {"id": "s1", "task": "score", "reference": "clip.yuv", "distorted": "clip.yuv", "width": 96, "height": 64,
+         "feature": ["mobilesal"]},
+        {"id": "e1", "task": "encode", "input": "clip.yuv", "output": "enc/e1.mp4", "width": 96, "height": 64,
+         "crf": 30, "preset": "ultrafast"},
+        {"id": "bad", "task": "score", "reference": "clip.yuv", "distorted": "bad.mp4", "no_prediction": True,
+         "feature": ["mobilesal"]},
+    ]  # fmt: skip
+    m = tmp_path / "m.jsonl"
+    m.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return m
+
+
+def test_batch_runs_records_resumes_and_isolates_a_failure(catalogue: Path, tmp_path: Path) -> None:
+    out, ev = tmp_path / "out", tmp_path / "ev.ndjson"
+    p = run_cli("tinysal", "batch", str(catalogue), "--out", str(out), "--events", str(ev), "--workers", "2")
+    assert_clean_error(p, "1 of 3 jobs failed")  # the bad job fails alone; the others finish
+    recs = {r: json.loads((out / "jobs" / f"{r}.json").read_text()) for r in ("s1", "e1", "bad")}
+    assert recs["s1"]["status"] == recs["e1"]["status"] == "done"
+    assert recs["bad"]["status"] == "failed" and "bad.mp4" in recs["bad"]["error"]
+    # the score record holds the libvmaf-layout result the vmaf command writes; inputs by size and mtime
+    direct = run_cli("vmaf", "-r", str(tmp_path / "clip.yuv"), "-d", str(tmp_path / "clip.yuv"), "-w", "96", "-h",
+                     "64", "--feature", "mobilesal", "-q", "--threads", "1")  # fmt: skip
+    want = json.loads(direct.stdout)
+    got = recs["s1"]["result"]
+    assert got["pooled_metrics"]["vmaf"] == want["pooled_metrics"]["vmaf"]
+    assert got["pooled_metrics"]["saliency_mean"] == pytest.approx(want["pooled_metrics"]["saliency_mean"], abs=1e-6)
+    assert recs["s1"]["inputs"][str(tmp_path / "clip.yuv")]["size"] == os.path.getsize(tmp_path / "clip.yuv")
+    assert (tmp_path / "enc" / "e1.mp4").stat().st_size == recs["e1"]["info"]["bytes"] > 0
+    table = (out / "summary.csv").read_text().splitlines()
+    assert table[0].startswith("id,task,status,error,seconds") and len(table) == 4
+    assert table[1].startswith("s1,score,done,") and table[3].startswith("bad,score,failed,")
+    events = [json.loads(x)["event"] for x in ev.read_text().splitlines()]
+    assert events.count("job-start") == 3 and events.count("job-done") == 2 and events[-1] == "batch-done"
+    # a rerun skips the finished jobs (their records untouched) and redoes the failed one
+    before = {r: (out / "jobs" / f"{r}.json").stat().st_mtime_ns for r in recs}
+    p = run_cli("tinysal", "batch", str(catalogue), "--out", str(out))
+    assert p.returncode == 1, p.stderr
+    after = {r: (out / "jobs" / f"{r}.json").stat().st_mtime_ns for r in recs}
+    assert after["s1"] == before["s1"] and after["e1"] == before["e1"] and after["bad"] != before["bad"]
+    # a record edited by hand is not trusted: that job is redone
+    rec = json.loads((out / "jobs" / "s1.json").read_text())
+    rec["status"], rec["result"] = "done", {"pooled_metrics": {"vmaf": {"mean": 100}}}
+    (out / "jobs" / "s1.json").write_text(json.dumps(rec))
+    run_cli("tinysal", "batch", str(catalogue), "--out", str(out))
+    assert json.loads((out / "jobs" / "s1.json").read_text())["result"]["pooled_metrics"]["vmaf"] == want[
+        "pooled_metrics"]["vmaf"]  # fmt: skip
+
+
+def test_a_bad_manifest_names_every_bad_row_and_runs_nothing(tmp_path: Path) -> None:
+    (tmp_path / "a.yuv").write_bytes(bytes(96 * 64 * 3 // 2))
+    m = tmp_path / "m.csv"
+    m.write_text(
+        "id,task,reference,distorted,width,crf,output,input\n"
+        "ok,score,a.yuv,a.yuv,96,,,\n"
+        "ok,score,a.yuv,a.yuv,96,,,\n"  # duplicate id
+        "t,transcode,a.yuv,a.yuv,,,,\n"  # unknown task
+        "w,score,a.yuv,a.yuv,wide,,,\n"  # not a number
+        "x,score,a.yuv,gone.yuv,96,,,\n"  # missing input
+        "c,score,a.yuv,a.yuv,96,30,,\n"  # a column score does not take
+        "e1,encode,,,96,30,o.mp4,a.yuv\n"
+        "e2,encode,,,96,30,o.mp4,a.yuv\n"  # the same output twice
+    )
+    p = run_cli("tinysal", "batch", str(m), "--out", str(tmp_path / "out"))
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    for needle in ("duplicate id 'ok'", "unknown task 'transcode'", "width: expected", "input not found",
+                   "unknown column 'crf'", "writes", "nothing run"):  # fmt: skip
+        assert needle in p.stderr, (needle, p.stderr)
+    assert not (tmp_path / "out").exists()  # nothing was run or created
+
+
+def test_a_second_batch_on_the_same_folder_is_refused(catalogue: Path, tmp_path: Path) -> None:
+    import fcntl
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".lock", "a") as held:  # another batch holds the folder
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert_clean_error(run_cli("tinysal", "batch", str(catalogue), "--out", str(out)), "another batch")
+    not_dir = tmp_path / "file"
+    not_dir.write_text("x")
+    assert_clean_error(run_cli("tinysal", "batch", str(catalogue), "--out", str(not_dir)), "not a folder")
+
+
+def test_a_worker_killed_mid_job_is_retried_and_the_table_is_complete(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(300)]  # seconds of scoring
+    write_yuv_clip(tmp_path / "long.yuv", frames)
+    m = tmp_path / "m.jsonl"
+    m.write_text(json.dumps({"id": "long", "task": "score", "reference": "long.yuv", "distorted": "long.yuv",
+                             "width": 96, "height": 64, "feature": ["mobilesal"]}) + "\n")  # fmt: skip
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "tinysal.cli.main", "batch", str(m), "--out", str(out), "-q"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    killed = None
+    t0 = time.time()
+    while killed is None and time.time() - t0 < 60 and p.poll() is None:
+        ps = subprocess.run(["ps", "-ww", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
+        kids = [int(ln.split()[0]) for ln in ps.splitlines() if "tinysal.batch.worker" in ln
+                and ln.split()[1] == str(p.pid)]  # fmt: skip
+        if kids:
+            time.sleep(1.0)  # mid-job
+            os.kill(kids[0], signal.SIGKILL)
+            killed = kids[0]
+        time.sleep(0.1)
+    _, err = p.communicate(timeout=300)
+    assert killed is not None, "no worker seen"
+    assert p.returncode == 0, err
+    rec = json.loads((out / "jobs" / "long.json").read_text())
+    assert rec["status"] == "done" and rec["attempts"] == 2 and rec["info"]["frames_scored"] == 300
+    assert (out / "summary.csv").read_text().splitlines()[1].startswith("long,score,done,")

@@ -135,3 +135,38 @@ def test_a_worker_killed_mid_job_is_retried_and_the_table_is_complete(tmp_path: 
     rec = json.loads((out / "jobs" / "long.json").read_text())
     assert rec["status"] == "done" and rec["attempts"] == 2 and rec["info"]["frames_scored"] == 300
     assert (out / "summary.csv").read_text().splitlines()[1].startswith("long,score,done,")
+
+
+def test_ctrl_c_stops_the_workers_and_writes_no_record_for_the_job_in_flight(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import interruptible
+
+    rng = np.random.default_rng(2)
+    write_yuv_clip(tmp_path / "long.yuv", [rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(300)])
+    m = tmp_path / "m.jsonl"
+    m.write_text(json.dumps({"id": "long", "task": "score", "reference": "long.yuv", "distorted": "long.yuv",
+                             "width": 96, "height": 64, "feature": ["mobilesal"]}) + "\n")  # fmt: skip
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "tinysal.cli.main", "batch", str(m), "--out", str(out), "-q"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
+    worker = None
+    t0 = time.time()
+    while worker is None and time.time() - t0 < 60 and p.poll() is None:
+        ps = subprocess.run(["ps", "-ww", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
+        kids = [int(ln.split()[0]) for ln in ps.splitlines() if "tinysal.batch.worker" in ln
+                and ln.split()[1] == str(p.pid)]  # fmt: skip
+        worker = kids[0] if kids else None
+        time.sleep(0.1)
+    assert worker is not None, "no worker seen"
+    time.sleep(1.0)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert not (out / "jobs" / "long.json").exists()  # in flight: no record, so a rerun does it
+    time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):  # the worker was stopped with the batch
+        os.kill(worker, 0)

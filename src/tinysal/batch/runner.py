@@ -209,6 +209,8 @@ class _Runner:
             attempts += 1
             ans, why = self.pool.run(job)
         secs = time.perf_counter() - t
+        if ans is None and self.pool.stopping:  # the batch was interrupted: this job was in flight, no record
+            return {"id": job.id, "status": "interrupted"}
         if ans is None:
             rec = records.write(self.out, job, self.vers, "failed", None, why, secs, attempts)
         else:
@@ -244,21 +246,22 @@ def _run_locked(jobs: list[Job], out: Path, workers: int, retries: int, force: b
     bar = tqdm(total=len(jobs), initial=len(done), desc="batch", unit="job", disable=not progress, leave=False)
     runner = _Runner(out, vers, retries, ev)
     t0 = time.time()
+    ex = ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="tinysal-batch")
     try:
-        with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="tinysal-batch") as ex:
-            futs: set[Future[Any]] = {ex.submit(runner, j) for j in todo}
-            while futs:
-                fin, futs = wait(futs, return_when=FIRST_COMPLETED)
-                for f in fin:
-                    rec = f.result()
-                    done[rec["id"]] = rec
-                    bar.update(1)
-                    if on_job:
-                        on_job(rec)
+        futs: set[Future[Any]] = {ex.submit(runner, j) for j in todo}
+        while futs:
+            fin, futs = wait(futs, return_when=FIRST_COMPLETED)
+            for f in fin:
+                rec = f.result()
+                done[rec["id"]] = rec
+                bar.update(1)
+                if on_job:
+                    on_job(rec)
     except BaseException:
-        runner.pool.stop()
+        runner.pool.stop()  # first: the pool's threads return as soon as their workers are gone
         raise
     finally:
+        ex.shutdown(wait=True, cancel_futures=True)
         bar.close()
     rows = [_row(done[j.id]) for j in jobs]
     _write_table(out, rows)

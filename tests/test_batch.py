@@ -81,11 +81,12 @@ def test_a_bad_manifest_names_every_bad_row_and_runs_nothing(tmp_path: Path) -> 
         "c,score,a.yuv,a.yuv,96,30,,\n"  # a column score does not take
         "e1,encode,,,96,30,o.mp4,a.yuv\n"
         "e2,encode,,,96,30,o.mp4,a.yuv\n"  # the same output twice
+        "e3,encode,,,96,30,a.yuv,a.yuv\n"  # an output that is an input
     )
     p = run_cli("tinysal", "batch", str(m), "--out", str(tmp_path / "out"))
     assert p.returncode == 2 and "Traceback" not in p.stderr
     for needle in ("duplicate id 'ok'", "unknown task 'transcode'", "width: expected", "input not found",
-                   "unknown column 'crf'", "writes", "nothing run"):  # fmt: skip
+                   "unknown column 'crf'", "writes", "e3: output", "an input: refusing", "nothing run"):  # fmt: skip
         assert needle in p.stderr, (needle, p.stderr)
     assert not (tmp_path / "out").exists()  # nothing was run or created
 

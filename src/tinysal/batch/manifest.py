@@ -157,6 +157,31 @@ def _job(base: Path, n: int, row: dict[str, Any], from_text: bool) -> Job:
     return Job(jid, task, opts, n)
 
 
+#: output fields that name a folder the task replaces as a whole
+DIR_FIELDS = ("saliency_out",)
+
+
+def _overlaps(name: str, jobs: list[Job]) -> list[str]:
+    """One line per job whose output is an input of any job, a folder holding one, or another job's output."""
+    from tinysal.fileio import refuse_overlaps
+
+    inputs = {f"{j.id}: {f}": getattr(j.options, f) for j in jobs for f in TASKS[j.task][1]}
+    problems, writers = [], {}
+    for job in jobs:
+        outs = {f"{job.id}: {f}": getattr(job.options, f) for f in TASKS[job.task][2] if f not in DIR_FIELDS}
+        dirs = {f"{job.id}: {f}": getattr(job.options, f) for f in DIR_FIELDS if hasattr(job.options, f)}
+        try:
+            refuse_overlaps(inputs, outs, dirs)
+        except TinysalError as e:
+            problems.append(f"{name}:{job.row}: {e}")
+        for p in job.outputs():
+            key = str(Path(p).resolve())
+            if key in writers:
+                problems.append(f"{name}:{job.row}: {job.id} writes {p}, as {writers[key]} does")
+            writers[key] = job.id
+    return problems
+
+
 def load(path: str | Path) -> list[Job]:
     """Every job of the manifest, or one ``TinysalError`` listing every bad row (one line each)."""
     path = Path(path)
@@ -176,13 +201,7 @@ def load(path: str | Path) -> list[Job]:
             if not Path(p).exists():
                 problems.append(f"{path.name}:{n}: {job.id}: input not found: {p}")
         jobs.append(job)
-    writers: dict[str, str] = {}
-    for job in jobs:
-        for p in job.outputs():
-            key = str(Path(p).resolve())
-            if key in writers:
-                problems.append(f"{path.name}:{job.row}: {job.id} writes {p}, as {writers[key]} does")
-            writers[key] = job.id
+    problems += _overlaps(path.name, jobs)
     if not jobs and not problems:
         problems.append(f"{path.name}: no jobs")
     if problems:

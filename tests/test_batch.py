@@ -51,6 +51,14 @@ def test_batch_runs_records_resumes_and_isolates_a_failure(catalogue: Path, tmp_
     table = (out / "summary.csv").read_text().splitlines()
     assert table[0].startswith("id,task,status,error,seconds") and len(table) == 4
     assert table[1].startswith("s1,score,done,") and table[3].startswith("bad,score,failed,")
+    try:  # the same table as Parquet when pyarrow is installed (the dev extra installs it)
+        import pyarrow.parquet as pq
+
+        pt = pq.read_table(out / "summary.parquet").to_pylist()
+        assert [r["id"] for r in pt] == ["s1", "e1", "bad"] and pt[0]["vmaf_mean"] == got["pooled_metrics"]["vmaf"][
+            "mean"]  # fmt: skip
+    except ImportError:
+        assert not (out / "summary.parquet").exists()
     events = [json.loads(x)["event"] for x in ev.read_text().splitlines()]
     assert events.count("job-start") == 3 and events.count("job-done") == 2 and events[-1] == "batch-done"
     # a rerun skips the finished jobs (their records untouched) and redoes the failed one

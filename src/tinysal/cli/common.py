@@ -127,13 +127,13 @@ def check_file_roles(
     refuse_overlaps(named(ins), named(outs), named(dirs))
 
 
-def progress_bar(total: int, desc: str, quiet: bool) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
-    """A tqdm progress callback on a TTY (and its closer)."""
+def progress_bar(desc: str, quiet: bool) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
+    """A tqdm progress callback ``cb(done, total)`` on a TTY (and its closer)."""
     if quiet or not sys.stderr.isatty():
         return None, lambda: None
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="frame", leave=False)
+    bar = tqdm(desc=desc, unit="frame", leave=False)
 
     def cb(i: int, n: int) -> None:
         bar.total = n  # the task knows the count once it has opened its input
@@ -145,7 +145,7 @@ def progress_bar(total: int, desc: str, quiet: bool) -> tuple[Callable[[int, int
 def run_task(task: Callable[[Any, Any], dict[str, Any]], opts: Any, command: str, quiet: bool) -> dict[str, Any]:
     """Run a frame-by-frame task (``task(opts, progress)``) with a progress bar on a TTY; its notes on the input
     become warnings printed when the command ends."""
-    cb, close = progress_bar(0, command, quiet)
+    cb, close = progress_bar(command, quiet)
     try:
         info = task(opts, cb)
     finally:

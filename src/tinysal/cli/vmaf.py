@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tinysal import __version__
 from tinysal.cli.args import int_at_least, int_in
@@ -136,33 +136,17 @@ def _summary(prog: str, res: ScoreResult, output: str | None) -> str:
 
 
 def run(args: argparse.Namespace, prog: str = "vmaf") -> int:
+    from tinysal.cli.common import progress_bar
     from tinysal.errors import defer_warning, take_warnings
     from tinysal.features.output import RENDERERS
     from tinysal.features.task import score
 
     opts = options(args)
-    bar: Any = None
-    if not args.quiet and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(
-            desc="mobilesal"
-            if any(f.split(":")[0].removeprefix("name=") == "mobilesal" for f in opts.feature)
-            else "vmaf",
-            unit="frame",
-            leave=False,
-        )
-
-    def progress(i: int, n: int) -> None:
-        if bar is not None:
-            bar.total = n
-            bar.update(i - bar.n)
-
+    progress, close = progress_bar("mobilesal" if opts.wants_saliency() else "vmaf", args.quiet)
     try:
         res = score(opts, progress, lambda msg: defer_warning(f"{prog}: warning: {msg}"))
     finally:
-        if bar is not None:
-            bar.close()
+        close()
     for w in take_warnings():  # the run went well: now its warnings (a failed run shows only its error)
         print(w, file=sys.stderr)
     if not args.quiet:

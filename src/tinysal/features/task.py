@@ -21,6 +21,12 @@ MAX_THREADS = 64  # frames in flight are 2 x threads: bounded memory whatever th
 FORMATS = ("json", "xml", "csv")
 
 
+def _feature_name(spec: str) -> tuple[str, str]:
+    """``NAME[:k=v...]`` (or libvmaf's ``name=NAME:...``) -> (name, the ``k=v`` rest)."""
+    name, _, rest = spec.partition(":")
+    return name.removeprefix("name="), rest
+
+
 @dataclass
 class ScoreOptions:
     """What to score and where to write it; the names are the ``vmaf`` command's flags (``--frame_cnt`` is
@@ -101,6 +107,10 @@ class ScoreOptions:
             {"--saliency-out": self.saliency_out},
         )
 
+    def wants_saliency(self) -> bool:
+        """Whether the mobilesal feature is asked for (without parsing or checking its parameters)."""
+        return any(_feature_name(spec)[0] == "mobilesal" for spec in self.feature)
+
     def features(self) -> tuple[dict[str, dict[str, str]], list[tuple[str, dict[str, str]]]]:
         """(mobilesal params by name, libvmaf features as (name, params)) from ``feature`` / ``feature_params``."""
         from tinysal.features.mobilesal import parse_feature_params
@@ -108,9 +118,7 @@ class ScoreOptions:
 
         feats: dict[str, dict[str, str]] = {}
         for spec in self.feature:
-            name, _, rest = spec.partition(":")
-            if name.startswith("name="):
-                name = name[5:]
+            name, rest = _feature_name(spec)
             if name != "mobilesal" and name not in LIBVMAF_FEATURES:
                 raise TinysalError(f"unknown feature {name!r}; available: mobilesal, {', '.join(LIBVMAF_FEATURES)}")
             feats.setdefault(name, {})

@@ -112,34 +112,39 @@ def test_a_second_batch_on_the_same_folder_is_refused(catalogue: Path, tmp_path:
     assert_clean_error(run_cli("tinysal", "batch", str(catalogue), "--out", str(not_dir)), "not a folder")
 
 
-def test_a_worker_killed_mid_job_is_retried_and_the_table_is_complete(tmp_path: Path) -> None:
-    import signal
+def _long_batch(tmp_path: Path, seed: int, **popen: object) -> tuple[object, Path, int]:
+    """A batch of one score job long enough to interrupt (300 frames), started; (process, out dir, its worker's
+    pid, once the worker is running)."""
     import subprocess
     import sys
     import time
 
-    rng = np.random.default_rng(1)
-    frames = [rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(300)]  # seconds of scoring
-    write_yuv_clip(tmp_path / "long.yuv", frames)
+    rng = np.random.default_rng(seed)
+    write_yuv_clip(tmp_path / "long.yuv", [rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(300)])
     m = tmp_path / "m.jsonl"
     m.write_text(json.dumps({"id": "long", "task": "score", "reference": "long.yuv", "distorted": "long.yuv",
                              "width": 96, "height": 64, "feature": ["mobilesal"]}) + "\n")  # fmt: skip
     out = tmp_path / "out"
-    p = subprocess.Popen([sys.executable, "-m", "tinysal.cli.main", "batch", str(m), "--out", str(out), "-q"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    killed = None
+    cmd = [sys.executable, "-m", "tinysal.cli.main", "batch", str(m), "--out", str(out), "-q"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
     t0 = time.time()
-    while killed is None and time.time() - t0 < 60 and p.poll() is None:
+    while time.time() - t0 < 60 and p.poll() is None:
         ps = subprocess.run(["ps", "-ww", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
         kids = [int(ln.split()[0]) for ln in ps.splitlines() if "tinysal.batch.worker" in ln
                 and ln.split()[1] == str(p.pid)]  # fmt: skip
         if kids:
             time.sleep(1.0)  # mid-job
-            os.kill(kids[0], signal.SIGKILL)
-            killed = kids[0]
+            return p, out, kids[0]
         time.sleep(0.1)
+    raise AssertionError(f"no worker seen: {p.communicate(timeout=60)[1]}")
+
+
+def test_a_worker_killed_mid_job_is_retried_and_the_table_is_complete(tmp_path: Path) -> None:
+    import signal
+
+    p, out, worker = _long_batch(tmp_path, 1)
+    os.kill(worker, signal.SIGKILL)
     _, err = p.communicate(timeout=300)
-    assert killed is not None, "no worker seen"
     assert p.returncode == 0, err
     rec = json.loads((out / "jobs" / "long.json").read_text())
     assert rec["status"] == "done" and rec["attempts"] == 2 and rec["info"]["frames_scored"] == 300
@@ -148,30 +153,11 @@ def test_a_worker_killed_mid_job_is_retried_and_the_table_is_complete(tmp_path: 
 
 def test_ctrl_c_stops_the_workers_and_writes_no_record_for_the_job_in_flight(tmp_path: Path) -> None:
     import signal
-    import subprocess
-    import sys
     import time
 
     from conftest import interruptible
 
-    rng = np.random.default_rng(2)
-    write_yuv_clip(tmp_path / "long.yuv", [rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(300)])
-    m = tmp_path / "m.jsonl"
-    m.write_text(json.dumps({"id": "long", "task": "score", "reference": "long.yuv", "distorted": "long.yuv",
-                             "width": 96, "height": 64, "feature": ["mobilesal"]}) + "\n")  # fmt: skip
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "tinysal.cli.main", "batch", str(m), "--out", str(out), "-q"]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
-    worker = None
-    t0 = time.time()
-    while worker is None and time.time() - t0 < 60 and p.poll() is None:
-        ps = subprocess.run(["ps", "-ww", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
-        kids = [int(ln.split()[0]) for ln in ps.splitlines() if "tinysal.batch.worker" in ln
-                and ln.split()[1] == str(p.pid)]  # fmt: skip
-        worker = kids[0] if kids else None
-        time.sleep(0.1)
-    assert worker is not None, "no worker seen"
-    time.sleep(1.0)
+    p, out, worker = _long_batch(tmp_path, 2, preexec_fn=interruptible)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err, err

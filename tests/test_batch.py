@@ -112,15 +112,15 @@ def test_a_second_batch_on_the_same_folder_is_refused(catalogue: Path, tmp_path:
     assert_clean_error(run_cli("tinysal", "batch", str(catalogue), "--out", str(not_dir)), "not a folder")
 
 
-def _long_batch(tmp_path: Path, seed: int, **popen: object) -> tuple[object, Path, int]:
-    """A batch of one score job long enough to interrupt (300 frames), started; (process, out dir, its worker's
-    pid, once the worker is running)."""
+def _long_batch(tmp_path: Path, seed: int, frames: int = 300, **popen: object) -> tuple[object, Path, int]:
+    """A batch of one score job long enough to interrupt (300 frames: a few seconds), started; (process, out dir,
+    its worker's pid, once the worker is running)."""
     import subprocess
     import sys
     import time
 
     rng = np.random.default_rng(seed)
-    write_yuv_clip(tmp_path / "long.yuv", [rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(300)])
+    write_yuv_clip(tmp_path / "long.yuv", [rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(frames)])
     m = tmp_path / "m.jsonl"
     m.write_text(json.dumps({"id": "long", "task": "score", "reference": "long.yuv", "distorted": "long.yuv",
                              "width": 96, "height": 64, "feature": ["mobilesal"]}) + "\n")  # fmt: skip
@@ -165,3 +165,38 @@ def test_ctrl_c_stops_the_workers_and_writes_no_record_for_the_job_in_flight(tmp
     time.sleep(0.2)
     with pytest.raises(ProcessLookupError):  # the worker was stopped with the batch
         os.kill(worker, 0)
+
+
+def test_kill_9_of_the_batch_ends_its_workers_and_leaves_no_record(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    p, out, worker = _long_batch(tmp_path, 3, frames=2000)  # ~30 s of work: it must not finish by itself
+    p.kill()  # kill -9: no cleanup of the batch's own runs; its workers die with it (PR_SET_PDEATHSIG)
+    p.communicate(timeout=30)
+    t0 = time.time()
+    while time.time() - t0 < 5:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        raise AssertionError("the worker ran on after kill -9 of its batch")
+    assert not (out / "jobs" / "long.json").exists() and not list((out / "jobs").glob(".*"))
+
+
+def test_a_redo_replaces_its_own_encode_never_a_file_it_did_not_write(catalogue: Path, tmp_path: Path) -> None:
+    from tinysal.batch import run
+
+    out, enc = tmp_path / "out", tmp_path / "enc" / "e1.mp4"
+    run(catalogue, out, progress=False)
+    first = json.loads((out / "jobs" / "e1.json").read_text())
+    rows = {r["id"]: r for r in run(catalogue, out, progress=False, force=True)}  # --force: redo all, e1 included
+    assert rows["e1"]["status"] == "done" and enc.stat().st_size == first["info"]["bytes"]
+    enc.unlink()
+    enc.write_bytes(b"somebody else's file")  # not what the batch wrote: kept, and the job says why it failed
+    rows = {r["id"]: r for r in run(catalogue, out, progress=False, force=True)}
+    assert rows["e1"]["status"] == "failed" and "exists" in rows["e1"]["error"]
+    assert enc.read_bytes() == b"somebody else's file"

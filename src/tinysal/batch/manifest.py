@@ -27,7 +27,7 @@ TASKS: dict[str, tuple[type, tuple[str, ...], tuple[str, ...]]] = {
     "encode": (EncodeOptions, ("input", "roi_maps", "model_path"), ("output",)),
 }
 #: fields a batch sets itself: the score record holds the result (no --output), the pool sets the threads
-RESERVED = {"score": ("output", "fmt", "threads"), "encode": ()}
+RESERVED = {"score": ("output", "fmt", "threads"), "encode": ("threads",)}
 MAX_ROWS = 1_000_000
 
 

@@ -1,20 +1,20 @@
-"""The batch runner: every job of a manifest in a process of its own, on a local pool, with its record written as
-it finishes, a table of all jobs at the end, a progress bar and optional NDJSON events.
+"""The batch runner: every job of a manifest in a process of its own, on a local pool or on Ray
+(``engines``), with its record written as it finishes, a table of all jobs at the end, a progress bar and optional
+NDJSON events.
 
-Threads: ``workers`` jobs run at once and each gets ``cores // workers`` threads (libvmaf's and the saliency
-model's), so the pool never asks for more threads than the machine has. A worker that dies (killed, out of
-memory) is retried up to ``retries`` times; a job that fails for a reason of its own is not (it would fail again).
-Ctrl-C or SIGTERM stops the workers (their process groups: FFmpeg children too) and loses only the jobs in flight.
+Threads: every job is given ``threads`` (libvmaf's, the saliency model's, the encoder's), and the engine runs as
+many jobs at once as it has cores for: locally ``cores // threads`` (or ``workers``), on Ray one task per job with
+``num_cpus = threads``, so neither asks for more threads than there are cores. A worker that dies (killed, out of
+memory, its Ray node lost) is retried up to ``retries`` times; a job that fails for a reason of its own is not (it
+would fail again). Ctrl-C or SIGTERM stops the workers (their process groups: FFmpeg children too) and loses only
+the jobs in flight.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import IO, Any
 
-from tinysal.batch import records
+from tinysal.batch import engines, records
 from tinysal.batch.manifest import Job, load
 from tinysal.errors import TinysalError
 
@@ -71,48 +71,6 @@ class _Events:
             self.f.close()
 
 
-class _Workers:
-    """The live worker processes, so that an interrupted batch stops every one (and its FFmpeg children)."""
-
-    def __init__(self) -> None:
-        self.procs: set[subprocess.Popen] = set()
-        self.lock = threading.Lock()
-        self.stopping = False
-
-    def run(self, job: Job) -> tuple[dict[str, Any] | None, str]:
-        """(the worker's answer, or None if it died; what happened)."""
-        import dataclasses
-
-        payload = json.dumps({"task": job.task, "options": dataclasses.asdict(job.options)})
-        with self.lock:
-            if self.stopping:
-                return None, "stopped"
-            p = subprocess.Popen([sys.executable, "-m", "tinysal.batch.worker"], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 start_new_session=True)  # fmt: skip
-            self.procs.add(p)
-        try:
-            out, err = p.communicate(payload)
-        finally:
-            with self.lock:
-                self.procs.discard(p)
-        if p.returncode != 0:
-            how = f"signal {-p.returncode}" if p.returncode < 0 else f"exit {p.returncode}"
-            last = err.strip().splitlines()[-1:] if err.strip() else []
-            return None, f"worker died ({how}){': ' + last[0][:200] if last else ''}"
-        try:
-            return json.loads(out), ""
-        except ValueError:
-            return None, "worker died (no answer)"
-
-    def stop(self) -> None:
-        with self.lock:
-            self.stopping = True
-            for p in self.procs:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(p.pid, signal.SIGKILL)
-
-
 def _row(rec: dict[str, Any]) -> dict[str, Any]:
     row = {k: rec.get(k) for k in ("id", "task", "status", "error", "seconds", "attempts")}
     res, info = rec.get("result") or {}, rec.get("info") or {}
@@ -158,13 +116,16 @@ def _prepare_dir(out: str | os.PathLike[str]) -> Path:
     return out_dir
 
 
-def _pool_size(workers: int, n_jobs: int) -> tuple[int, int]:
-    """(jobs at once, threads per job) so that their product never exceeds the cores."""
+def _threads(threads: int, workers: int, engine: str) -> int:
+    """Each job's threads: as given; or, locally, the cores shared among ``workers`` (one each by default: on a
+    catalogue, jobs side by side use the cores better than threads within one job); on Ray one."""
+    for flag, v in (("--threads", threads), ("--workers", workers)):
+        if v < 0:
+            raise TinysalError(f"{flag} must be at least 0, got {v}")
+    if threads:
+        return threads
     cores = os.cpu_count() or 1
-    if workers < 0:
-        raise TinysalError(f"--workers must be at least 0, got {workers}")
-    w = max(1, min(workers or cores, cores, max(n_jobs, 1)))
-    return w, max(1, cores // w)
+    return max(1, cores // workers) if engine == "local" and workers else 1
 
 
 def run(
@@ -177,39 +138,72 @@ def run(
     events: str | None = None,
     progress: bool = True,
     on_job: Callable[[dict[str, Any]], None] | None = None,
+    address: str | None = None,
+    threads: int = 0,
 ) -> list[dict[str, Any]]:
-    """Run (or resume) a batch; returns the table (one dict per job, ``COLUMNS``), also DIR/summary.csv."""
-    if engine != "local":
-        raise TinysalError(f"engine {engine!r} is not available yet; use --engine local")
+    """Run (or resume) a batch; returns the table (one dict per job, ``COLUMNS``), also DIR/summary.csv.
+
+    ``engine``: ``local`` or ``ray`` (``address``: None starts a local Ray, ``auto`` or ``[ray://]host:port`` joins
+    a cluster). ``workers``: jobs at once (0: as many as the cores allow at ``threads`` each); ``threads``: each
+    job's threads (0: see :func:`_threads`)."""
     if retries < 0:
         raise TinysalError(f"--retries must be at least 0, got {retries}")
+    if engine not in ("local", "ray"):
+        raise TinysalError(f"--engine must be local or ray, got {engine!r}")
+    job_threads = _threads(threads, workers, engine)
     jobs = load(manifest)
     out = _prepare_dir(out_dir)
     lock = _Lock(out)
     ev = _Events(events)
     try:
-        return _run_locked(jobs, out, workers, retries, force, ev, progress, on_job)
+        eng = engines.make(engine, address)
+        try:
+            runner = _Runner(out, records.versions(), retries, ev, eng, job_threads)
+            return _run_locked(jobs, runner, workers, force, progress, on_job)
+        finally:
+            eng.close()
     finally:
         ev.close()
         lock.release()
 
 
+def _wrote_before(out: Path, job: Job) -> bool:
+    """True when this job's earlier record (done, untouched) says the batch wrote the output that is there now: a
+    redo may replace it. Any other file at the output path is the user's, and is kept unless the row says
+    overwrite."""
+    rec = records.read(records.path_of(out, job.id))
+    if rec is None or rec.get("status") != "done" or not isinstance(rec.get("info"), dict):
+        return False
+    mine = rec["info"].get("output")
+    try:
+        same = bool(mine) and os.path.samefile(mine, job.options.output)
+        return same and os.path.getsize(mine) == rec["info"].get("bytes")
+    except OSError:
+        return False
+
+
 class _Runner:
     """Runs one job (with retries of a worker that died), writes its record and says so."""
 
-    def __init__(self, out: Path, vers: dict[str, Any], retries: int, ev: _Events) -> None:
+    def __init__(self, out: Path, vers: dict[str, Any], retries: int, ev: _Events, engine: Any, threads: int) -> None:
         self.out, self.vers, self.retries, self.ev = out, vers, retries, ev
-        self.pool = _Workers()
+        self.engine, self.threads = engine, threads
 
     def __call__(self, job: Job) -> dict[str, Any]:
+        import dataclasses
+
         self.ev.emit("job-start", id=job.id, task=job.task)
+        opts = dataclasses.asdict(job.options)
+        if job.task == "encode" and _wrote_before(self.out, job):
+            opts["overwrite"] = True  # its own earlier output (options or inputs changed since, or --force)
+        payload = json.dumps({"task": job.task, "options": opts})
         t = time.perf_counter()
         ans, why, attempts = None, "", 0
-        while ans is None and attempts <= self.retries and not self.pool.stopping:
+        while ans is None and attempts <= self.retries and not self.engine.stopping:
             attempts += 1
-            ans, why = self.pool.run(job)
+            ans, why = self.engine.run(payload, self.threads)
         secs = time.perf_counter() - t
-        if ans is None and self.pool.stopping:  # the batch was interrupted: this job was in flight, no record
+        if ans is None and self.engine.stopping:  # the batch was interrupted: this job was in flight, no record
             return {"id": job.id, "status": "interrupted"}
         if ans is None:
             rec = records.write(self.out, job, self.vers, "failed", None, why, secs, attempts)
@@ -233,20 +227,20 @@ def _split(jobs: list[Job], out: Path, vers: dict[str, Any], force: bool) -> tup
     return done, todo
 
 
-def _run_locked(jobs: list[Job], out: Path, workers: int, retries: int, force: bool, ev: _Events, progress: bool,
+def _run_locked(jobs: list[Job], runner: _Runner, workers: int, force: bool, progress: bool,
                 on_job: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:  # fmt: skip
     from tqdm import tqdm
 
-    vers = records.versions()
-    done, todo = _split(jobs, out, vers, force)
-    n_workers, threads = _pool_size(workers, len(todo))
+    out, engine, threads, ev = runner.out, runner.engine, runner.threads, runner.ev
+    done, todo = _split(jobs, out, runner.vers, force)
     for job in todo:
-        if job.task == "score":
-            job.options.threads = threads
-    bar = tqdm(total=len(jobs), initial=len(done), desc="batch", unit="job", disable=not progress, leave=False)
-    runner = _Runner(out, vers, retries, ev)
+        job.options.threads = threads
+    n_slots = max(1, min(engine.slots(threads, workers), max(len(todo), 1)))
+    bar = tqdm(total=len(jobs), initial=len(done), desc=f"batch ({engine.name})", unit="job", disable=not progress,
+               leave=False)  # fmt: skip
     t0 = time.time()
-    ex = ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="tinysal-batch")
+    ev.emit("batch-start", jobs=len(jobs), to_run=len(todo), engine=engine.name, slots=n_slots, threads=threads)
+    ex = ThreadPoolExecutor(max_workers=n_slots, thread_name_prefix="tinysal-batch")
     try:
         futs: set[Future[Any]] = {ex.submit(runner, j) for j in todo}
         while futs:
@@ -258,7 +252,7 @@ def _run_locked(jobs: list[Job], out: Path, workers: int, retries: int, force: b
                 if on_job:
                     on_job(rec)
     except BaseException:
-        runner.pool.stop()  # first: the pool's threads return as soon as their workers are gone
+        engine.stop()  # first: the pool's threads return as soon as their workers are gone
         raise
     finally:
         ex.shutdown(wait=True, cancel_futures=True)

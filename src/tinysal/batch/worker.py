@@ -28,8 +28,13 @@ def run_job(task: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
-    from tinysal.errors import TinysalError, take_warnings
+    import os
 
+    from tinysal.errors import TinysalError, take_warnings
+    from tinysal.features.vmaf import die_with_parent
+
+    if parent := os.environ.get("TINYSAL_BATCH_PARENT"):  # kill -9 of the batch (or its Ray worker) ends the job
+        die_with_parent(int(parent))
     job = json.loads(sys.stdin.read())
     try:
         out = {"status": "done", **run_job(job["task"], job["options"])}

@@ -59,6 +59,7 @@ class EncodeSettings:
     roi_maps: str = ""  # folder of x264-format maps (roi-maps --encoder x264) instead of the model
     model_path: str | None = None
     block: int = 16
+    threads: int = 0  # the encoder's threads (x264 threads, x265 pools); 0: the encoder's default (all cores)
 
 
 def check_settings(s: EncodeSettings) -> None:
@@ -76,6 +77,8 @@ def check_settings(s: EncodeSettings) -> None:
         s.roi_strength = DEFAULT_ROI_STRENGTH[s.codec]
     if not 0 <= s.roi_strength <= 12:
         raise TinysalError(f"--roi-strength must be 0..12 (QP), got {s.roi_strength:g}")
+    if not 0 <= s.threads <= 256:
+        raise TinysalError(f"--threads must be 0..256, got {s.threads}")
     if s.preset not in PRESETS:
         raise TinysalError(f"--preset must be one of {', '.join(PRESETS)}")
 
@@ -137,7 +140,11 @@ def _open_output(path: Path, s: EncodeSettings, width: int, height: int, fps: Fr
         # turns it off): keep AQ on in every encode, plain or ROI, so the two stay comparable
         opts["aq-mode"] = "1" if s.preset == "ultrafast" else "-1"
     if s.codec == "libx265":
-        opts["x265-params"] = "log-level=error"
+        # x265's threads are its pools; with one, one frame at a time as well (frame threads share the pool)
+        pools = f":pools={s.threads}" + (":frame-threads=1" if s.threads == 1 else "") if s.threads else ""
+        opts["x265-params"] = "log-level=error" + pools
+    elif s.threads:
+        opts["threads"] = str(s.threads)
     st.options = opts
     return container, st
 
@@ -365,6 +372,7 @@ class EncodeOptions(VideoInput):
     model_path: str | None = None
     no_audio: bool = False
     overwrite: bool = False
+    threads: int = 0  # the encoder's threads; 0: its default (as many as the machine has)
 
     def settings(self) -> EncodeSettings:
         """The encoder settings, checked (one ``TinysalError`` line for options that cannot go together)."""
@@ -378,7 +386,7 @@ class EncodeOptions(VideoInput):
             codec=self.codec, bitrate=self.bitrate or 0, crf=23.0 if self.crf is None else self.crf,
             preset=self.preset, roi=self.roi or bool(self.roi_maps), roi_strength=self.roi_strength,
             roi_every=self.roi_every, roi_maps=self.roi_maps or "", model_path=self.model_path,
-            no_audio=self.no_audio,
+            no_audio=self.no_audio, threads=self.threads,
         )  # fmt: skip
         check_settings(s)
         return s

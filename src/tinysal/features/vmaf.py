@@ -94,9 +94,10 @@ def stall_seconds() -> float:
     return v
 
 
-def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Ask Linux to SIGKILL this (child) process when its parent dies (prctl PR_SET_PDEATHSIG). Set only when the
-    main thread starts the child: the signal follows the thread that forked, not the process."""
+def die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child
+    """Ask Linux to SIGKILL this (child) process when its parent dies (prctl PR_SET_PDEATHSIG), between fork and
+    exec or first thing in a Python child. The signal follows the thread that forked, not the process: use it only
+    when that thread outlives the child (the main thread, or a pool thread that waits for the child)."""
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -292,7 +293,7 @@ class VmafJob:
                     stderr=err,
                     start_new_session=True,  # a Ctrl-C reaches us, and we stop the child ourselves
                     # and if we are killed (kill -9: no cleanup runs), the kernel kills the child
-                    preexec_fn=functools.partial(_die_with_parent, os.getpid())
+                    preexec_fn=functools.partial(die_with_parent, os.getpid())
                     if threading.current_thread() is threading.main_thread()
                     else None,
                 )

@@ -29,6 +29,8 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--roi-maps", help="folder of x264 maps from `roi-maps --encoder x264` instead of the model")
     sp.add_argument("--overwrite", action="store_true", help="replace an existing output")
     sp.add_argument("--no-audio", action="store_true", help="drop the input's audio (kept by default)")
+    sp.add_argument("--threads", type=int_at_least(0), default=0,
+                    help="encoder threads (x264 threads, x265 pools; default 0: the encoder's own, all cores)")
     sp.add_argument("--fps", type=number, help="frame rate of raw YUV input (default 25; other inputs carry theirs)")
 
 

@@ -172,8 +172,8 @@ def test_unknown_source_weight_and_missing_backgrounds_are_refused(tmp_path: Pat
     assert not (tmp_path / "r2").exists()
 
 
-def _corrupt(root: Path, kind: str) -> Path:
-    img = sorted((root / "images" / "seq1").glob("*.jpg"))[1]
+def _corrupt(root: Path, kind: str, k: int = 1) -> Path:
+    img = sorted((root / "images" / "seq1").glob("*.jpg"))[k]
     mask = root / "masks" / "seq1" / (img.stem + ".png")
     if kind == "truncated image":
         img.write_bytes(img.read_bytes()[:200])
@@ -188,31 +188,39 @@ def _corrupt(root: Path, kind: str) -> Path:
     return img if kind in ("truncated image", "not an image", "no mask") else mask
 
 
-@pytest.mark.parametrize(
-    "kind,needle",
-    [
-        ("truncated image", "cannot read image"),
-        ("not an image", "cannot read image"),
-        ("mask size", "mask is 10x10"),
-        ("empty mask", "empty mask"),
-        ("no mask", "no mask for 1 image"),
-    ],
-)
-def test_bad_training_data_names_the_file_or_is_skipped(tmp_path: Path, kind: str, needle: str) -> None:
+BAD_DATA = [
+    ("truncated image", "cannot read image"),
+    ("not an image", "cannot read image"),
+    ("mask size", "mask is 10x10"),
+    ("empty mask", "empty mask"),
+    ("no mask", "no mask for 1 image"),
+]
+SMALL_RUN = ["--stages", "32:1", "--batch-size", "4", "--resize", "40", "--val-crop", "32", "--val-fraction", "0.34",
+             "--quiet", "--no-export"]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind,needle", BAD_DATA)
+def test_bad_training_data_names_the_file(tmp_path: Path, kind: str, needle: str) -> None:
     root = make_blob_dataset(tmp_path / "ds", n_groups=3, per_group=3)
     bad = _corrupt(root, kind)
-    args = ["tinysal", "train", str(root), "--stages", "32:1", "--batch-size", "4", "--resize", "40",
-            "--val-crop", "32", "--val-fraction", "0.34", "--quiet", "--no-export"]  # fmt: skip
-    p = run_cli(*args, "--out-dir", str(tmp_path / "r"), "--metrics-out", str(tmp_path / "m.json"))
+    p = run_cli("tinysal", "train", str(root), *SMALL_RUN, "--out-dir", str(tmp_path / "r"), "--metrics-out",
+                str(tmp_path / "m.json"))  # fmt: skip
     assert_clean_error(p, needle, bad.name)
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "r" / "last.pt").exists()
-    p = run_cli(*args, "--skip-bad", "--out-dir", str(tmp_path / "r2"), "--metrics-out", str(tmp_path / "m2.json"))
+
+
+def test_skip_bad_trains_on_the_rest(tmp_path: Path) -> None:
+    """Every kind of bad pair at once (one image each), skipped with --skip-bad, the rest trained on."""
+    root = make_blob_dataset(tmp_path / "ds", n_groups=3, per_group=8)
+    for k, (kind, _) in enumerate(BAD_DATA):
+        _corrupt(root, kind, k)
+    p = run_cli("tinysal", "train", str(root), *SMALL_RUN, "--skip-bad", "--out-dir", str(tmp_path / "r2"),
+                "--metrics-out", str(tmp_path / "m2.json"))  # fmt: skip
     assert p.returncode == 0, p.stderr
     assert "skipped" in p.stderr and "Traceback" not in p.stderr
     m = json.loads((tmp_path / "m2.json").read_text())
-    assert m["train_pairs"] + m["val_pairs"] == 8
-    if kind != "no mask":
-        assert m["skipped_bad_pairs"] == 1
+    assert m["skipped_bad_pairs"] == 4  # read, found bad and skipped (the image without a mask is not a pair)
+    assert m["train_pairs"] + m["val_pairs"] == 3 * 8 - 1 - 4
 
 
 def test_decompression_bomb_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -65,6 +65,16 @@ class Ema:
                     e.copy_(v)
 
 
+def _deterministic(torch: Any, on: bool) -> None:
+    """``torch.use_deterministic_algorithms(on, warn_only=True)`` without its import of ``torch._inductor`` (3 s
+    of every training process, to set a flag only ``torch.compile`` reads; tinysal trains eagerly)."""
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:  # another torch: the public call
+        torch.use_deterministic_algorithms(on, warn_only=True)
+    else:
+        setter(on, warn_only=True)
+
+
 @dataclass
 class Learner:
     """The model being trained, its optimiser and schedule, the EMA, and the model validation and checkpoints use
@@ -87,7 +97,7 @@ class Learner:
         channels_last = device.type == "cpu"
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
-        torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
+        _deterministic(torch, device.type == "cpu")
         model = create_model(cfg.arch).to(device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)

@@ -130,12 +130,11 @@ def _run_epoch(torch: Any, cfg: TrainConfig, lr: Learner, data: RunData, log: st
 
 def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None, progress: bool = True) -> dict:
     """Run (or resume) training; return the metrics dict (also written to ``metrics_out`` if given)."""
-    validate_config(cfg)
-    try:
-        import torch
-    except ImportError:
-        raise TinysalError("training needs PyTorch: pip install 'tinysal[train]'") from None
+    import importlib.util
 
+    validate_config(cfg)
+    if importlib.util.find_spec("torch") is None:
+        raise TinysalError("training needs PyTorch: pip install 'tinysal[train]'")
     out = Path(cfg.out_dir)
     state_path = out / "last.pt"
     if metrics_out:
@@ -144,7 +143,9 @@ def train(cfg: TrainConfig, resume: bool = False, metrics_out: str | None = None
         check_writable_target(metrics_out)
     if state_path.is_file() and not resume:
         raise TinysalError(f"{state_path} exists: pass --resume to continue it, or choose another --out-dir")
-    data = prepare_data(cfg, out, progress)
+    data = prepare_data(cfg, out, progress)  # before importing torch (seconds): bad data is said at once
+    import torch
+
     lr = Learner.build(torch, cfg, _pick_device(torch, cfg.device))
     log = state.resume(torch, state_path, cfg, lr) if resume and state_path.is_file() else state.RunLog()
     if progress:

@@ -165,6 +165,9 @@ def test_ctrl_c_stops_the_workers_and_writes_no_record_for_the_job_in_flight(tmp
     time.sleep(0.2)
     with pytest.raises(ProcessLookupError):  # the worker was stopped with the batch
         os.kill(worker, 0)
+    p = run_cli("tinysal", "batch", str(tmp_path / "m.jsonl"), "--out", str(out), "-q")  # the rerun finishes it
+    assert p.returncode == 0, p.stderr
+    assert json.loads((out / "jobs" / "long.json").read_text())["info"]["frames_scored"] == 300
 
 
 def test_kill_9_of_the_batch_ends_its_workers_and_leaves_no_record(tmp_path: Path) -> None:
@@ -200,3 +203,26 @@ def test_a_redo_replaces_its_own_encode_never_a_file_it_did_not_write(catalogue:
     rows = {r["id"]: r for r in run(catalogue, out, progress=False, force=True)}
     assert rows["e1"]["status"] == "failed" and "exists" in rows["e1"]["error"]
     assert enc.read_bytes() == b"somebody else's file"
+
+
+def test_an_input_that_vanishes_mid_run_fails_its_job_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tinysal.batch import manifest, run, runner
+
+    rng = np.random.default_rng(5)
+    for name in ("a", "b"):
+        write_yuv_clip(tmp_path / f"{name}.yuv", [rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(2)])
+    rows = [{"id": n, "task": "score", "reference": f"{n}.yuv", "distorted": f"{n}.yuv", "width": 96, "height": 64}
+            for n in ("a", "b")]  # fmt: skip
+    m = tmp_path / "m.jsonl"
+    m.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def load_then_delete(path: object) -> list:  # the manifest passes its check; then b's input goes away
+        jobs = manifest.load(path)
+        (tmp_path / "b.yuv").unlink()
+        return jobs
+
+    monkeypatch.setattr(runner, "load", load_then_delete)
+    table = run(m, tmp_path / "out", progress=False)
+    status = {r["id"]: (r["status"], r["error"]) for r in table}
+    assert status["a"] == ("done", None)
+    assert status["b"][0] == "failed" and "b.yuv" in status["b"][1] and "\n" not in status["b"][1]

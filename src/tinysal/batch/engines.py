@@ -46,6 +46,9 @@ def _answer(p: subprocess.Popen, out: str, err: str) -> Answer:
 
 def _start_worker() -> subprocess.Popen:
     env = {**os.environ, "TINYSAL_BATCH_PARENT": str(os.getpid())}  # the worker dies with this process
+    # BLAS/OpenMP pools of numpy and friends: one thread, as on the encoder's path; the job's own threads (libvmaf,
+    # ONNX Runtime, x264/x265) are set from its options
+    env.update(dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1"))
     return subprocess.Popen([sys.executable, "-m", "tinysal.batch.worker"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env=env)  # fmt: skip

@@ -63,8 +63,8 @@ class VmafContext:
     """Collects per-frame metrics from the features in use and pools them.
 
     ``threads`` is how many frames :func:`score_files` scores side by side (0 = one per core), each on one ONNX
-    Runtime thread. :meth:`read_pictures` scores the frame it is given in the caller's thread, so with the default
-    it runs single-threaded; ``VmafContext(threads=1)`` instead gives each frame every core.
+    Runtime thread, so ``threads=N`` uses N cores for the model, never more (a batch job's ``--threads 1`` is one
+    thread). :meth:`read_pictures` scores the frame it is given in the caller's thread, on one thread.
     """
 
     def __init__(
@@ -98,7 +98,7 @@ class VmafContext:
         """Register a feature by name with its parameters (``model_path``, ``short_side``, ...)."""
         if name not in FEATURES:
             raise TinysalError(f"unknown feature {name!r}; available: {', '.join(FEATURES)}")
-        feat = feature_from_params({k: str(v) for k, v in (params or {}).items()}, threads=1 if self.threads > 1 else 0)
+        feat = feature_from_params({k: str(v) for k, v in (params or {}).items()}, threads=1)
         self.features.append(feat)
         for m in feat.metric_names:
             self.scores.setdefault(m, {})

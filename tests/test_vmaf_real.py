@@ -211,7 +211,9 @@ def test_mismatched_pairs(pair: tuple[Path, Path], tmp_path: Path) -> None:
     mp4 = tmp_path / "ref.y4m"
     _ffmpeg("-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", "352x288", "-i", str(ref), str(mp4))
     out2 = tmp_path / "s2.json"
-    assert_clean_error(run_cli("vmaf", "-r", str(mp4), "-d", str(y4m), "-o", str(out2)), "352x288", "128x96")
+    # another size is scaled by default (test_a_smaller_distorted_is_scaled_as_ffmpeg_would); --no-scale refuses
+    p = run_cli("vmaf", "-r", str(mp4), "-d", str(y4m), "-o", str(out2), "--no-scale")
+    assert_clean_error(p, "352x288", "128x96")
     assert not out2.exists()
 
 
@@ -418,3 +420,64 @@ def test_a_wedged_ffmpeg_is_stopped_with_one_line(pair: tuple[Path, Path], tmp_p
     p = _vmaf(ref, dist, out, env=env)
     assert_clean_error(p, "no progress for 2 s")
     assert time.time() - t0 < 60 and not out.exists() and not list(tmp_path.glob("tinysal-vmaf-*"))
+
+
+def test_a_smaller_distorted_is_scaled_as_ffmpeg_would(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    """A 176x144 distorted against the 352x288 reference: libvmaf on the distorted scaled with the named scaler,
+    frame for frame what a direct FFmpeg scale + libvmaf gives; the output says it was scaled and how."""
+    ref, dist = pair
+    raw = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", "352x288"]
+    small = tmp_path / "small.mp4"
+    _ffmpeg(*raw, "-i", str(dist), "-vf", "scale=176:144", "-c:v", "libx264", "-qp", "0", "-preset", "ultrafast",
+            str(small))  # fmt: skip
+    log = tmp_path / "direct.json"
+    for scaler in ("bicubic", "lanczos"):
+        _ffmpeg("-i", str(small), *raw, "-i", str(ref), "-lavfi",
+                f"[0:v]scale=w=352:h=288:flags={scaler}[d];[d][1:v]libvmaf=log_fmt=json:log_path={log}", "-f", "null",
+                "-")  # fmt: skip
+        direct = [f["metrics"]["vmaf"] for f in json.loads(log.read_text())["frames"]]
+        out = tmp_path / f"{scaler}.json"
+        p = run_cli("vmaf", "-r", str(ref), "-d", str(small), "-w", "352", "-h", "288", "--scaler", scaler, "-q", "-o",
+                    str(out), "--feature", "mobilesal")  # fmt: skip
+        assert p.returncode == 0 and "scaled to 352x288" in p.stderr, p.stderr
+        doc = json.loads(out.read_text())
+        assert _frames(out, "vmaf") == direct and len(direct) == 12
+        assert doc["scaling"] == {"distorted": "176x144", "scaled_to": "352x288", "scaler": scaler}
+        assert "saliency_mean" in doc["pooled_metrics"]
+    xml = run_cli("vmaf", "-r", str(ref), "-d", str(small), "-w", "352", "-h", "288", "-q", "--xml").stdout
+    assert '<params qualityWidth="352" qualityHeight="288" distortedSize="176x144" scaler="bicubic" />' in xml
+    base = ["vmaf", "-r", str(ref), "-d", str(small), "-w", "352", "-h", "288", "-q"]
+    assert_clean_error(run_cli(*base, "--no-scale"), "but distorted is 176x144 (scaling is off)")
+    assert_clean_error(run_cli(*base, "--feature", "mobilesal:roi_score=1"), "pixel by pixel")
+
+
+def test_a_converted_rate_is_refused_a_relabelled_one_scored(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    ref, _ = pair
+    raw = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", "352x288"]
+    r25, r30, tag30 = tmp_path / "r25.mp4", tmp_path / "r30.mp4", tmp_path / "tag30.mp4"
+    lossless = ["-c:v", "libx264", "-qp", "0", "-preset", "ultrafast"]
+    _ffmpeg(*raw, "-r", "25", "-i", str(ref), *lossless, str(r25))
+    _ffmpeg("-i", str(r25), "-r", "30", *lossless, str(r30))  # converted: frames repeated over the same duration
+    _ffmpeg(*raw, "-r", "30", "-i", str(ref), *lossless, str(tag30))  # the same 12 pictures, labelled 30 fps
+    p = run_cli("vmaf", "-r", str(r25), "-d", str(r30), "-q")
+    assert_clean_error(p, "reference is 25 fps (12 frames) but distorted is 30 fps", "convert the distorted")
+    out = tmp_path / "s.json"
+    p = run_cli("vmaf", "-r", str(r25), "-d", str(tag30), "-q", "-o", str(out))
+    assert p.returncode == 0 and "same frame count: scored frame by frame" in p.stderr, p.stderr
+    assert min(_frames(out, "vmaf")) > 97
+
+
+def test_dist_delay_pairs_a_late_distorted(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    """A distorted that starts 3 frames late (3 other frames, then the reference's): with --dist-delay 3 each frame
+    meets its own, as with --frame_skip_dist 3; without it every frame meets another."""
+    ref, dist = pair
+    frame = 352 * 288 * 3 // 2
+    late = tmp_path / "late.yuv"
+    late.write_bytes(dist.read_bytes()[-3 * frame:] + ref.read_bytes())
+    scores = {}
+    for name, extra in (("none", []), ("delay", ["--dist-delay", "3"]), ("skip", ["--frame_skip_dist", "3"])):
+        out = tmp_path / f"{name}.json"
+        assert _vmaf(ref, late, out, *extra).returncode == 0
+        scores[name] = _frames(out, "vmaf")
+    assert scores["delay"] == scores["skip"] and len(scores["delay"]) == 12 and min(scores["delay"]) > 97
+    assert np.mean(scores["none"]) < np.mean(scores["delay"]) - 10

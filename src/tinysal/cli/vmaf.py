@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from tinysal import __version__
 from tinysal.cli.args import int_at_least, int_in
 from tinysal.errors import OneLineParser
-from tinysal.features.task import MAX_THREADS
+from tinysal.features.task import MAX_THREADS, SCALERS
 
 if TYPE_CHECKING:
     from tinysal.features.task import ScoreOptions, ScoreResult
@@ -70,6 +70,13 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frame_cnt", type=int_at_least(0), default=0, help="score at most this many frames")
     p.add_argument("--frame_skip_ref", type=int_at_least(0), default=0)
     p.add_argument("--frame_skip_dist", type=int_at_least(0), default=0)
+    p.add_argument("--dist-delay", type=int_at_least(0), default=0, metavar="N",
+                   help="the distorted starts N frames late: its frame N+i is scored against the reference's frame i "
+                   "(adds to --frame_skip_dist)")  # fmt: skip
+    p.add_argument("--scaler", choices=SCALERS, default="bicubic",
+                   help="how a distorted of another size is scaled to the reference's for VMAF (default bicubic, "
+                   "FFmpeg's swscale)")  # fmt: skip
+    p.add_argument("--no-scale", action="store_true", help="refuse a distorted of another size instead of scaling it")
     p.add_argument("--subsample", type=int_at_least(1), default=1, help="score every Nth frame")
     p.add_argument(
         "--threads",

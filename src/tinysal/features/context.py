@@ -92,6 +92,8 @@ class VmafContext:
         #: libvmaf's own pooled values for its metrics (computed at full precision, as libvmaf reports them)
         self.vmaf_pooled: dict[str, dict[str, float]] = {}
         self.vmaf_metrics: list[str] = []
+        #: set when the distorted was scaled to the reference's size: its size, the size scored, the scaler
+        self.scaling: dict[str, str] | None = None
 
     # -- set-up ---------------------------------------------------------------------------------------
     def use_feature(self, name: str, params: dict[str, Any] | None = None) -> MobileSal:
@@ -203,6 +205,7 @@ class VmafContext:
             "aggregate_metrics": {},
             "width": self.width,
             "height": self.height,
+            **({"scaling": self.scaling} if self.scaling else {}),
         }
 
     def write_output(self, path: str | os.PathLike[str], fmt: str = "json", fps: float = float("nan")) -> None:

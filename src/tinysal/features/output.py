@@ -81,15 +81,25 @@ def render_json(result: dict[str, Any]) -> str:
         pooled.append(f"    {json.dumps(name)}: {{\n{body}\n    }}")
     lines.append('  "pooled_metrics": {' + ("\n" + ",\n".join(pooled) + "\n" if pooled else "") + "  },")
     agg = ",\n".join(f"    {json.dumps(k)}: {_num(v)}" for k, v in result.get("aggregate_metrics", {}).items())
-    lines.append('  "aggregate_metrics": {' + ("\n" + agg if agg else "") + "\n  }")
+    more = "," if result.get("scaling") else ""
+    lines.append('  "aggregate_metrics": {' + ("\n" + agg if agg else "") + "\n  }" + more)
+    if result.get("scaling"):  # the distorted was scaled to the reference's size: its size and the scaler
+        lines.append(f'  "scaling": {json.dumps(result["scaling"])}')
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _scaling_attrs(result: dict[str, Any]) -> str:
+    sc = result.get("scaling")
+    if not sc:
+        return ""
+    return f" distortedSize={quoteattr(sc['distorted'])} scaler={quoteattr(sc['scaler'])}"
 
 
 def render_xml(result: dict[str, Any]) -> str:
     out = [
         f"<VMAF version={quoteattr(result['version'])}>",
-        f'  <params qualityWidth="{result["width"]}" qualityHeight="{result["height"]}" />',
+        f'  <params qualityWidth="{result["width"]}" qualityHeight="{result["height"]}"{_scaling_attrs(result)} />',
         f'  <fyi fps="{result["fps"]:.2f}" />',
         "  <frames>",
     ]

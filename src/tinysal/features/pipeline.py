@@ -45,6 +45,8 @@ class Pair:
     ref_cr: str | None
     notes: list[str] = field(default_factory=list)
     warn: Callable[[str], None] | None = None
+    #: (width, height, scaler) the distorted is scaled to for libvmaf when its size is not the reference's
+    scale: tuple[int, int, str] | None = None
 
     def note(self, msg: str | None) -> None:
         if msg:
@@ -61,9 +63,11 @@ def open_pair(
     frame_cnt: int,
     skips: tuple[int, int],
     warn: Callable[[str], None] | None,
+    scaler: str | None = "bicubic",
 ) -> Pair:
     """Sources: open both clips, check they can be compared, and settle the frame count (the common prefix after
-    skips, as libvmaf does) and the colour matrix and range each is read in."""
+    skips, as libvmaf does) and the colour matrix and range each is read in. A distorted of another size is scaled
+    to the reference's with ``scaler`` for libvmaf (None: refused); clips of different frame rates are refused."""
     frame_skip_ref, frame_skip_dist = skips
     dist = open_video(distorted, *geometry)
     pair = Pair(None, dist, dist.frame_count - frame_skip_dist, frame_skip_ref, frame_skip_dist, None, None, None,
@@ -73,8 +77,13 @@ def open_pair(
         ref = pair.ref = open_video(reference, *geometry)
         if reference != distorted:
             pair.note(getattr(ref, "note", None))
+        _check_rates(ref, dist, pair)
         if (ref.width, ref.height) != (dist.width, dist.height):
-            raise TinysalError(f"reference is {ref.width}x{ref.height} but distorted is {dist.width}x{dist.height}")
+            sizes = f"reference is {ref.width}x{ref.height} but distorted is {dist.width}x{dist.height}"
+            if scaler is None:
+                raise TinysalError(f"{sizes} (scaling is off)")
+            pair.scale = (ref.width, ref.height, scaler)
+            pair.note(f"{sizes}: the distorted is scaled to {ref.width}x{ref.height} ({scaler}) for VMAF")
         n, n_ref = pair.n, ref.frame_count - frame_skip_ref
         if n_ref != n:
             pair.note(
@@ -93,9 +102,34 @@ def open_pair(
     return pair
 
 
+def _check_rates(ref: Any, dist: Any, pair: Pair) -> None:
+    """Two clips whose declared frame rates differ: if they hold the same number of frames, the rate is a label on
+    the same pictures (re-muxed, or a raw file given a rate) and they are scored frame by frame, as libvmaf's tool
+    does; if not, one was converted to another rate (frames dropped or repeated over the same duration) and pairing
+    by index would compare unrelated pictures: refused. Raw YUV carries no rate and is not checked."""
+    a, b = getattr(ref, "fps", None), getattr(dist, "fps", None)
+    if not (a and b) or abs(a - b) <= 0.001 * max(a, b):
+        return
+    na, nb = ref.frame_count, dist.frame_count
+    if abs(na - nb) <= 1:
+        pair.note(f"reference is {a:.6g} fps and distorted {b:.6g} fps, with the same frame count: scored frame by "
+                  "frame")  # fmt: skip
+        return
+    raise TinysalError(
+        f"reference is {a:.6g} fps ({na} frames) but distorted is {b:.6g} fps ({nb} frames): different frame rates "
+        "pair unrelated frames; convert the distorted to the reference's rate first (ffmpeg -i DIST -r RATE ...)"
+    )
+
+
 def check_libvmaf_input(ctx: VmafContext, pair: Pair, roi: MobileSal | None) -> None:
     if (ctx.wants_vmaf or roi) and pair.ref is None:
         raise TinysalError("VMAF and saliency-weighted scores need a reference")
+    if roi is not None and pair.scale is not None:
+        w, h, _ = pair.scale
+        raise TinysalError(
+            f"roi_score and psnr_saliency compare the two clips pixel by pixel: give a distorted of the reference's "
+            f"size ({w}x{h}); the distorted is {pair.dist.width}x{pair.dist.height}"
+        )
     if not (ctx.wants_vmaf or (roi and roi.roi_score)):
         return
     ref, dist = pair.ref, pair.dist
@@ -127,7 +161,7 @@ def start_libvmaf(
     if ctx.wants_vmaf:
         plain = VmafJob(
             source_of(dist, distorted), source_of(ref, reference), n, pair.frame_skip_dist, pair.frame_skip_ref,
-            ctx.vmaf_models, ctx.vmaf_features, lv_threads, ctx.subsample,
+            ctx.vmaf_models, ctx.vmaf_features, lv_threads, ctx.subsample, scale=pair.scale,
         )  # fmt: skip
         jobs.append(plain.start())
     if roi and roi.roi_score:

@@ -34,17 +34,20 @@ def score_files(
     frame_skip_dist: int = 0,
     progress: Callable[[int, int], None] | None = None,
     warn: Callable[[str], None] | None = None,
+    scaler: str | None = "bicubic",
 ) -> dict[str, Any]:
     """Score a clip pair with the context's features and, when asked (:meth:`VmafContext.use_vmaf`), real VMAF.
 
     libvmaf runs in an FFmpeg child process on the two files while saliency runs here, so the two overlap.
     Saliency (``saliency_mean``) is no-reference: it runs on the distorted frames. ``roi_score`` also analyses
-    the reference frames and streams a masked copy of the distorted clip into a second libvmaf pass.
+    the reference frames and streams a masked copy of the distorted clip into a second libvmaf pass. A distorted
+    of another size is scaled to the reference's with ``scaler`` (an FFmpeg swscale name) for libvmaf, as
+    ffmpeg-quality-metrics does, and the result names it; ``scaler=None`` refuses such a pair.
     Returns facts about the run; results stay in ``ctx``."""
     if not ctx.features and not ctx.wants_vmaf:
         raise TinysalError("nothing to compute: use a feature (mobilesal) or VMAF")
     pair = open_pair(ctx, reference, distorted, (width, height, pix_fmt, bitdepth), frame_cnt,
-                      (frame_skip_ref, frame_skip_dist), warn)  # fmt: skip
+                      (frame_skip_ref, frame_skip_dist), warn, scaler)  # fmt: skip
     roi = next((f for f in ctx.features if f.uses_reference), None)
     check_libvmaf_input(ctx, pair, roi)
     t0 = time.perf_counter()
@@ -66,6 +69,10 @@ def score_files(
     dist = pair.dist
     if not ctx.features:
         ctx.width, ctx.height = dist.width, dist.height
+    if pair.scale is not None:  # the quality is measured at the reference's size
+        ctx.width, ctx.height = pair.scale[0], pair.scale[1]
+        ctx.scaling = {"distorted": f"{dist.width}x{dist.height}", "scaled_to": f"{ctx.width}x{ctx.height}",
+                       "scaler": pair.scale[2]}  # fmt: skip
     elapsed = time.perf_counter() - t0
     return {
         "frames_scored": done,

@@ -17,6 +17,8 @@ from typing import Any
 
 from tinysal.errors import TinysalError
 
+#: FFmpeg swscale's scalers a distorted of another size can be scaled with (``--scaler``)
+SCALERS = ("bicubic", "bilinear", "lanczos", "spline", "area", "neighbor")
 MAX_THREADS = 64  # frames in flight are 2 x threads: bounded memory whatever the clip length
 FORMATS = ("json", "xml", "csv")
 
@@ -47,6 +49,9 @@ class ScoreOptions:
     frame_cnt: int = 0
     frame_skip_ref: int = 0
     frame_skip_dist: int = 0
+    dist_delay: int = 0  # the distorted starts this many frames late (adds to frame_skip_dist)
+    scaler: str = "bicubic"  # a distorted of another size is scaled to the reference's with this
+    no_scale: bool = False  # refuse a distorted of another size instead
     subsample: int = 1
     threads: int = 0
     colorspace: str = "bt709"
@@ -65,12 +70,12 @@ class ScoreOptions:
         if self.output == "-":  # standard output, as libvmaf's tool and most Unix tools read "-"
             self.output = None
         for name, lo, hi in (("frame_cnt", 0, None), ("frame_skip_ref", 0, None), ("frame_skip_dist", 0, None),
-                             ("subsample", 1, None), ("threads", 0, MAX_THREADS)):  # fmt: skip
+                             ("dist_delay", 0, None), ("subsample", 1, None), ("threads", 0, MAX_THREADS)):  # fmt: skip
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
                 span = f"{lo} to {hi}" if hi is not None else f">= {lo}"
                 raise TinysalError(f"{name} must be a whole number {span}, got {v!r}")
-        for name, allowed in (("fmt", FORMATS), ("colorspace", ("bt709", "bt601", "bt2020")),
+        for name, allowed in (("fmt", FORMATS), ("colorspace", ("bt709", "bt601", "bt2020")), ("scaler", SCALERS),
                               ("color_range", ("limited", "full")), ("saliency_format", ("png", "npy"))):  # fmt: skip
             if getattr(self, name) not in allowed:
                 raise TinysalError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -192,7 +197,8 @@ def score(
     try:
         info = score_files(ctx, opts.reference, opts.distorted, opts.width, opts.height,
                            parse_pix_fmt(opts.pixel_format), opts.bitdepth, opts.frame_cnt, opts.frame_skip_ref,
-                           opts.frame_skip_dist, progress=progress, warn=warn)  # fmt: skip
+                           opts.frame_skip_dist + opts.dist_delay, progress=progress, warn=warn,
+                           scaler=None if opts.no_scale else opts.scaler)  # fmt: skip
         result = ctx.result(info["fps"])
         _write_outputs(opts, result, sink)
     finally:

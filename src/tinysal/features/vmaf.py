@@ -228,8 +228,10 @@ class VmafJob:
         threads: int = 0,
         subsample: int = 1,
         label: str = "VMAF",
+        scale: tuple[int, int, str] | None = None,
     ) -> None:
         self.distorted, self.reference = distorted, reference
+        self.scale = scale  # (width, height, swscale flags): the distorted scaled to the reference's size
         self.frames, self.skip_dist, self.skip_ref = frames, skip_dist, skip_ref
         self.models = list(models) or [VmafModel.parse(DEFAULT_MODEL)]
         self.names = model_names(self.models)
@@ -272,7 +274,11 @@ class VmafJob:
                 f"settb=1/{PAIRING_RATE},setpts=N[{label}]"
             )
 
-        graph = ";".join([trim(0, self.skip_dist, "d"), trim(1, self.skip_ref, "r"), "[d][r]libvmaf=" + ":".join(opts)])
+        dist = trim(0, self.skip_dist, "d")
+        if self.scale:  # after the trim: only the frames scored are scaled
+            w, h, flags = self.scale
+            dist = dist.removesuffix("[d]") + f",scale=w={w}:h={h}:flags={flags}[d]"
+        graph = ";".join([dist, trim(1, self.skip_ref, "r"), "[d][r]libvmaf=" + ":".join(opts)])
         cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostats", "-y"]
         if self.distorted.path != "-":
             cmd.append("-nostdin")

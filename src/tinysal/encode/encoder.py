@@ -149,7 +149,7 @@ def _open_output(path: Path, s: EncodeSettings, width: int, height: int, fps: Fr
     return container, st
 
 
-def _output_path(output: str | os.PathLike[str], codec: str, overwrite: bool) -> Path:
+def output_path(output: str | os.PathLike[str], codec: str, overwrite: bool) -> Path:
     """The file the encode ends in (a symlink's target: ``--overwrite`` of a link keeps the link), checked."""
     from tinysal.fileio import check_writable_target
 
@@ -295,7 +295,7 @@ def encode_video(
     from tinysal.video.readers import AvReader
 
     check_settings(settings)
-    out = _output_path(output, settings.codec, overwrite)
+    out = output_path(output, settings.codec, overwrite)
     rate = _frame_rate(reader, fps)
     n = reader.frame_count if not frame_cnt else min(frame_cnt, reader.frame_count)
     every = settings.roi_every or max(1, round(float(rate) / 3))

@@ -14,6 +14,7 @@ COMMANDS = (
     "roi-maps",
     "encode",
     "roi-eval",
+    "crf-search",
     "validate-registry",
     "validate-model",
     "eval",

@@ -1,0 +1,410 @@
+"""Target-quality search (``tinysal crf-search``): the highest CRF whose encode keeps VMAF, and optionally the
+saliency-weighted ``vmaf_roi``, at or above a target, found on samples of the clip as ab-av1 does.
+
+1. **Samples.** ``samples`` segments of ``sample_seconds`` spread evenly over the clip (the whole clip when it is
+   shorter than all of them together), cut from one decode of the input into raw 8-bit 4:2:0 files: lossless, so
+   each sample's encode is scored against exactly the frames it was made from.
+2. **Attempts.** An attempt encodes every sample at one CRF with the ``encode`` task (plain or ROI, its guarantees)
+   and scores it with the ``score`` task, as ``vmaf`` scores (libvmaf in FFmpeg; ``vmaf_roi`` from the reference
+   frames' saliency when a ROI target is set). The per-frame scores of all samples are pooled by ``pool``: the
+   mean, libvmaf's harmonic mean, or ``pN``, the N-th percentile (``p5``: Av1an's probing statistic).
+3. **Search.** Not a sweep: after the first attempt, the next CRF is interpolated (or extrapolated) from the
+   attempts' margins to the targets, within the bracket of the highest CRF that passed and the lowest that failed,
+   until the two are adjacent. The predicted size scales the samples' bytes to the clip's length.
+4. **ROI.** With ``roi``, one search per ROI strength of a small set (0 = the plain encode); the smallest predicted
+   size wins: what ROI saves on this title at equal quality.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from tinysal.encode.encoder import ENCODERS, PRESETS, EncodeOptions, encode
+from tinysal.encode.roi import DEFAULT_ROI_STRENGTH
+from tinysal.errors import TinysalError
+from tinysal.video.readers import VideoInput
+
+#: CRF range searched by default (x264 and x265 both take 0..51; below 10 is visually lossless, above 45 useless)
+DEFAULT_CRF_RANGE = (10.0, 45.0)
+#: the first attempt, per codec (their own defaults' neighbourhood for VMAF 90-95 targets)
+FIRST_CRF = {"libx264": 26.0, "libx265": 28.0}
+#: VMAF points lost per CRF step, to extrapolate from a single attempt (measured ~1.5-2.5 on the shared clips)
+SLOPE_GUESS = 2.0
+MAX_ATTEMPTS = 12
+DEFAULT_FPS = 25.0
+
+
+def roi_strengths(codec: str) -> tuple[float, ...]:
+    """The ROI strengths a ``--roi`` search tries: plain (0), the codec's default, and a stronger one."""
+    d = DEFAULT_ROI_STRENGTH[codec]
+    return (0.0, d, d + 2.0)
+
+
+def parse_pool(pool: str) -> tuple[str, float | None]:
+    if pool in ("mean", "harmonic_mean"):
+        return pool, None
+    if pool.startswith("p"):
+        try:
+            q = float(pool[1:])
+        except ValueError:
+            q = math.nan
+        if 1 <= q <= 99:
+            return "percentile", q
+        raise TinysalError(f"--pool {pool}: a percentile must be p1 to p99")
+    raise TinysalError(f"--pool must be mean, harmonic_mean or pN (p1..p99), got {pool!r}")
+
+
+def pooled(values: list[float], pool: str) -> float:
+    kind, q = parse_pool(pool)
+    a = np.asarray(values, dtype=np.float64)
+    if kind == "mean":
+        return float(a.mean())
+    if kind == "harmonic_mean":  # libvmaf's: 1 / mean(1 / (x + 1)) - 1
+        return float(1.0 / np.mean(1.0 / (a + 1.0)) - 1.0)
+    return float(np.percentile(a, q))
+
+
+@dataclass(kw_only=True)
+class CrfSearchOptions(VideoInput):
+    """The ``crf-search`` task's options; the names are the command's flags."""
+
+    codec: str = "libx264"
+    min_vmaf: float
+    min_vmaf_roi: float | None = None
+    roi: bool = False
+    pool: str = "mean"
+    samples: int = 3
+    sample_seconds: float = 2.0
+    min_crf: float | None = None
+    max_crf: float | None = None
+    preset: str = "medium"
+    fps: float | None = None  # raw YUV only
+    out_json: str | None = None
+    encode: str | None = None  # encode the whole clip at the answer into this file
+    overwrite: bool = False
+    events: str | None = None
+    threads: int = 0
+    frame_cnt: int = 0  # search (and --encode) at most this many frames of the clip
+    model_path: str | None = None  # saliency model for ROI encodes and vmaf_roi (default: the production model)
+
+    def check(self) -> tuple[float, float]:
+        """Refuse, before any work, what cannot run (one line each); the CRF range."""
+        if self.codec not in ENCODERS:
+            raise TinysalError(f"--codec must be one of {', '.join(ENCODERS)}")
+        import av
+
+        if self.codec not in av.codecs_available:
+            raise TinysalError(f"this FFmpeg build (PyAV) has no {self.codec} encoder")
+        if self.preset not in PRESETS:
+            raise TinysalError(f"--preset must be one of {', '.join(PRESETS)}")
+        for flag, v in (("--min-vmaf", self.min_vmaf), ("--min-vmaf-roi", self.min_vmaf_roi)):
+            if v is not None and not (math.isfinite(v) and 0 <= v <= 100):
+                raise TinysalError(f"{flag} must be 0..100, got {v:g}")
+        parse_pool(self.pool)
+        if self.samples < 1 or self.samples > 100:
+            raise TinysalError(f"--samples must be 1..100, got {self.samples}")
+        if not (math.isfinite(self.sample_seconds) and 0.1 <= self.sample_seconds <= 600):
+            raise TinysalError(f"--sample-seconds must be 0.1..600, got {self.sample_seconds:g}")
+        lo = DEFAULT_CRF_RANGE[0] if self.min_crf is None else self.min_crf
+        hi = DEFAULT_CRF_RANGE[1] if self.max_crf is None else self.max_crf
+        for flag, v in (("--min-crf", lo), ("--max-crf", hi)):
+            if not (math.isfinite(v) and 0 <= v <= 51 and v == int(v)):
+                raise TinysalError(f"{flag} must be a whole CRF 0..51, got {v:g}")
+        if lo >= hi:
+            raise TinysalError(f"--min-crf {lo:g} must be below --max-crf {hi:g}")
+        if self.encode:
+            from tinysal.encode.encoder import output_path
+
+            output_path(self.encode, self.codec, self.overwrite)
+        return lo, hi
+
+
+@dataclass
+class Sample:
+    path: Path
+    start: int  # first frame in the clip
+    frames: int
+
+
+@dataclass
+class Attempt:
+    crf: float
+    roi_strength: float
+    vmaf: float
+    vmaf_roi: float | None
+    bytes: int  # predicted for the whole clip
+    kbps: float
+    size_percent: float
+    frames_encoded: int
+    seconds: float
+    passed: bool = False
+    margin: float = 0.0
+
+    def doc(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in ("crf", "roi_strength", "vmaf", "vmaf_roi", "bytes", "kbps", "size_percent",
+                                          "frames_encoded", "seconds", "passed")}  # fmt: skip
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+class Events:
+    """NDJSON events (ab-av1's names) to a file or stdout, and each attempt as a line on stderr."""
+
+    def __init__(self, target: str | None, quiet: bool = False) -> None:
+        self.f: IO[str] | None = None
+        self.own = False
+        self.quiet = quiet
+        if target == "-":
+            self.f = sys.stdout
+        elif target:
+            self.f, self.own = open(target, "a", encoding="utf-8"), True  # noqa: SIM115
+
+    def emit(self, event: str, **fields: Any) -> None:
+        if self.f is not None:
+            self.f.write(json.dumps({"event": event, "time": round(time.time(), 3), **fields}, default=str) + "\n")
+            self.f.flush()
+
+    def say(self, line: str) -> None:
+        if not self.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.own and self.f is not None:
+            self.f.close()
+
+
+def plan_samples(total: int, fps: float, n: int, seconds: float) -> list[tuple[int, int]]:
+    """(start, frames) of each sample: ``n`` of ``seconds`` spread evenly (centred in equal parts of the clip), or
+    the whole clip when it is not longer than the samples together."""
+    k = max(1, round(seconds * fps))
+    if total < k:
+        raise TinysalError(f"the clip is {total / fps:.2f} s ({total} frames), shorter than one sample "
+                           f"({seconds:g} s): pass a smaller --sample-seconds")  # fmt: skip
+    if total <= n * k:
+        return [(0, total)]
+    return [(min(total - k, max(0, round((i + 0.5) * total / n - k / 2))), k) for i in range(n)]
+
+
+def cut_samples(reader: Any, plan: list[tuple[int, int]], folder: Path) -> list[Sample]:
+    """One decode of the input; each sample's frames written as raw 8-bit 4:2:0."""
+    if (reader.pix_fmt, reader.bitdepth) != ("420", 8):
+        raise TinysalError(f"crf-search takes 8-bit 4:2:0 input (as encode does); {reader.path} is "
+                           f"{reader.pix_fmt} {reader.bitdepth}-bit")  # fmt: skip
+    samples = [Sample(folder / f"sample{i}.yuv", s, k) for i, (s, k) in enumerate(plan)]
+    files = [open(s.path, "wb") for s in samples]  # noqa: SIM115 - closed below
+    end = max(s.start + s.frames for s in samples)
+    try:
+        for i, fr in enumerate(reader.frames()):
+            if i >= end:
+                break
+            for s, f in zip(samples, files):
+                if s.start <= i < s.start + s.frames:
+                    f.write(fr.y.tobytes() + fr.u.tobytes() + fr.v.tobytes())
+    finally:
+        for f in files:
+            f.close()
+    size = reader.width * reader.height * 3 // 2
+    for s in samples:
+        got = s.path.stat().st_size // size
+        if got < s.frames:  # a clip that ends before its announced length
+            s.frames = got
+    samples = [s for s in samples if s.frames > 0]
+    if not samples:
+        raise TinysalError(f"{reader.path}: no frames could be read for the samples")
+    return samples
+
+
+@dataclass
+class Search:
+    """The search's state: the samples, the targets and every attempt made (cached by CRF and strength)."""
+
+    opts: CrfSearchOptions
+    samples: list[Sample]
+    width: int
+    height: int
+    fps: float
+    total_frames: int
+    input_bytes: int
+    folder: Path
+    events: Events
+    attempts: list[Attempt] = field(default_factory=list)
+
+    def _encode_sample(self, s: Sample, crf: float, strength: float, k: int) -> tuple[Path, int]:
+        out = self.folder / f"enc{k}.mp4"
+        o = self.opts
+        eo = EncodeOptions(input=str(s.path), width=self.width, height=self.height, output=str(out), fps=self.fps,
+                           codec=o.codec, crf=crf, preset=o.preset, roi=strength > 0,
+                           roi_strength=strength if strength > 0 else None, overwrite=True, no_audio=True,
+                           threads=o.threads, model_path=o.model_path)  # fmt: skip
+        info = encode(eo)
+        return out, int(info["bytes"])
+
+    def _score_sample(self, s: Sample, enc: Path) -> tuple[list[float], list[float]]:
+        from tinysal.features.task import ScoreOptions, score
+
+        o = self.opts
+        feat = ["mobilesal:roi_score=1"] if o.min_vmaf_roi is not None else []
+        params = [f"mobilesal:model_path={o.model_path}"] if feat and o.model_path else []
+        so = ScoreOptions(reference=str(s.path), distorted=str(enc), width=self.width, height=self.height,
+                          feature=feat, feature_params=params, threads=o.threads)  # fmt: skip
+        res = score(so).result
+        vm = [f["metrics"]["vmaf"] for f in res["frames"]]
+        roi = [f["metrics"]["vmaf_roi"] for f in res["frames"] if "vmaf_roi" in f["metrics"]]
+        return vm, roi
+
+    def attempt(self, crf: float, strength: float) -> Attempt:
+        for a in self.attempts:
+            if a.crf == crf and a.roi_strength == strength:
+                return a
+        o = self.opts
+        t = time.perf_counter()
+        vm: list[float] = []
+        roi: list[float] = []
+        nbytes = frames = 0
+        for k, s in enumerate(self.samples):
+            enc, b = self._encode_sample(s, crf, strength, k)
+            v, r = self._score_sample(s, enc)
+            vm += v
+            roi += r
+            nbytes += b
+            frames += s.frames
+            self.events.emit("sample-encode-done", sample=k, crf=crf, roi_strength=strength, frames=s.frames,
+                             bytes=b, vmaf=pooled(v, o.pool))  # fmt: skip
+        predicted = round(nbytes / frames * self.total_frames)
+        seconds = self.total_frames / self.fps
+        a = Attempt(crf, strength, pooled(vm, o.pool), pooled(roi, o.pool) if roi else None, predicted,
+                    predicted * 8 / seconds / 1000, 100 * predicted / self.input_bytes, frames,
+                    time.perf_counter() - t)  # fmt: skip
+        margins = [a.vmaf - o.min_vmaf]
+        if o.min_vmaf_roi is not None and a.vmaf_roi is not None:
+            margins.append(a.vmaf_roi - o.min_vmaf_roi)
+        a.margin = min(margins)
+        a.passed = a.margin >= 0
+        self.attempts.append(a)
+        roi_txt = f" vmaf_roi {a.vmaf_roi:.2f}" if a.vmaf_roi is not None else ""
+        tag = f" roi {strength:g}" if o.roi else ""
+        self.events.say(f"crf {crf:g}{tag}: vmaf {a.vmaf:.2f}{roi_txt} predicted {a.kbps:.0f} kbit/s "
+                        f"({a.size_percent:.1f}% of the input){'' if a.passed else ' (below target)'}")  # fmt: skip
+        self.events.emit("crf-search-attempt", **a.doc())
+        return a
+
+
+def _next_crf(points: list[Attempt], lo: float, hi: float) -> float | None:
+    """The next CRF to try, or None when the answer is known: interpolate the margin to 0 between the highest
+    passing and the lowest failing attempt; extrapolate from the nearest two (or the slope guess) otherwise."""
+    passed = [a for a in points if a.passed]
+    failed = [a for a in points if not a.passed]
+    best_pass = max(passed, key=lambda a: a.crf) if passed else None
+    worst_fail = min(failed, key=lambda a: a.crf) if failed else None
+    if best_pass and worst_fail:
+        if worst_fail.crf - best_pass.crf <= 1:
+            return None
+        p, f = best_pass, worst_fail
+        c = p.crf + (f.crf - p.crf) * p.margin / (p.margin - f.margin) if p.margin != f.margin else (p.crf + f.crf) / 2
+        return float(min(f.crf - 1, max(p.crf + 1, round(c))))
+    ref = best_pass or worst_fail
+    assert ref is not None
+    if best_pass and best_pass.crf >= hi:
+        return None  # even the highest CRF in range meets the targets
+    if worst_fail and worst_fail.crf <= lo:
+        return None  # even the lowest fails: unreachable
+    side = sorted(points, key=lambda a: a.crf)
+    slope = SLOPE_GUESS
+    if len(side) >= 2:
+        a, b = side[0], side[-1]
+        if b.crf != a.crf and a.margin != b.margin:
+            slope = max(0.25, (a.margin - b.margin) / (b.crf - a.crf))
+    step = ref.margin / slope  # margin > 0: up (a higher CRF); < 0: down
+    step = max(1.0, round(step)) if step > 0 else min(-1.0, round(step))
+    return float(min(hi, max(lo, ref.crf + step)))
+
+
+def search_one(s: Search, strength: float, lo: float, hi: float) -> dict[str, Any]:
+    """One strength's search: the highest CRF meeting every target (or None) and its attempts."""
+    first = float(min(hi, max(lo, FIRST_CRF[s.opts.codec])))
+    c: float | None = first
+    mine: list[Attempt] = []
+    for _ in range(MAX_ATTEMPTS):
+        assert c is not None
+        mine.append(s.attempt(c, strength))
+        c = _next_crf(mine, lo, hi)
+        if c is None:
+            break
+    passed = [a for a in mine if a.passed]
+    best = max(passed, key=lambda a: a.crf) if passed else None
+    return {"roi_strength": strength, "crf": best.crf if best else None, "predicted": best.doc() if best else None,
+            "best_reachable": max(mine, key=lambda a: a.margin).doc(),
+            "attempts": [a.doc() for a in sorted(mine, key=lambda a: a.crf)]}  # fmt: skip
+
+
+def crf_search(opts: CrfSearchOptions, quiet: bool = False) -> dict[str, Any]:
+    """Run the search; the result (``crf``, ``predicted``, ``attempts``, per ROI strength with ``roi``), also
+    written to ``out_json``. A target no CRF in range reaches raises :class:`TinysalError` naming the best."""
+    lo, hi = opts.check()
+    reader = opts.open_input()
+    fps = float(opts.fps or getattr(reader, "fps", None) or DEFAULT_FPS)
+    total = min(reader.frame_count, opts.frame_cnt) if opts.frame_cnt else reader.frame_count
+    ev = Events(opts.events, quiet)
+    folder = Path(tempfile.mkdtemp(prefix="tinysal-crf-search-"))
+    t0 = time.perf_counter()
+    try:
+        plan = plan_samples(total, fps, opts.samples, opts.sample_seconds)
+        samples = cut_samples(reader, plan, folder)
+        s = Search(opts, samples, reader.width, reader.height, fps, total,
+                   max(1, os.path.getsize(opts.input)), folder, ev)  # fmt: skip
+        ev.say(f"{len(samples)} sample(s) of {samples[0].frames} frames from {total} "
+               f"({reader.width}x{reader.height} at {fps:g} fps)")  # fmt: skip
+        runs = [search_one(s, k, lo, hi) for k in (roi_strengths(opts.codec) if opts.roi else (0.0,))]
+        ok = [r for r in runs if r["crf"] is not None]
+        targets = f"vmaf >= {opts.min_vmaf:g}" + (f", vmaf_roi >= {opts.min_vmaf_roi:g}" if opts.min_vmaf_roi
+                                                  is not None else "")  # fmt: skip
+        if not ok:
+            best = max((r["best_reachable"] for r in runs), key=lambda a: (a["vmaf"], -a["crf"]))
+            roi_txt = f", vmaf_roi {best['vmaf_roi']:.2f}" if best["vmaf_roi"] is not None else ""
+            msg = (f"no CRF in {lo:g}..{hi:g} reaches {targets} (pooled by {opts.pool}); the best reachable: crf "
+                   f"{best['crf']:g} gives vmaf {best['vmaf']:.2f}{roi_txt}")  # fmt: skip
+            ev.emit("crf-search-error", error=msg, best=best)
+            raise TinysalError(msg)
+        win = min(ok, key=lambda r: r["predicted"]["bytes"])
+        plain = next((r for r in runs if r["roi_strength"] == 0), None)
+        doc: dict[str, Any] = {
+            "input": opts.input, "codec": opts.codec, "preset": opts.preset, "targets": {
+                "min_vmaf": opts.min_vmaf, "min_vmaf_roi": opts.min_vmaf_roi, "pool": opts.pool},
+            "samples": [{"start": x.start, "frames": x.frames} for x in samples],
+            "crf": win["crf"], "roi_strength": win["roi_strength"], "predicted": win["predicted"],
+            "attempts": [a.doc() for a in s.attempts],
+            "frames_encoded": sum(a.frames_encoded for a in s.attempts),
+            "seconds": round(time.perf_counter() - t0, 2),
+        }  # fmt: skip
+        if opts.roi:
+            doc["per_strength"] = runs
+            if plain and plain["crf"] is not None:
+                ratio = win["predicted"]["bytes"] / plain["predicted"]["bytes"]
+                doc["roi_saving_percent"] = round(100 * (1 - ratio), 2)
+        ev.emit("crf-search-done", crf=doc["crf"], roi_strength=doc["roi_strength"], predicted=doc["predicted"])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        ev.close()
+    if opts.encode:
+        eo = EncodeOptions(input=opts.input, width=opts.width, height=opts.height, pixel_format=opts.pixel_format,
+                           bitdepth=opts.bitdepth, output=opts.encode, fps=opts.fps, codec=opts.codec,
+                           crf=doc["crf"], preset=opts.preset, roi=doc["roi_strength"] > 0,
+                           roi_strength=doc["roi_strength"] or None, overwrite=opts.overwrite,
+                           threads=opts.threads, frame_cnt=opts.frame_cnt, model_path=opts.model_path)  # fmt: skip
+        doc["encode"] = {k: v for k, v in encode(eo).items() if k != "notes"}
+    if opts.out_json:
+        from tinysal.fileio import write_json
+
+        write_json(opts.out_json, doc)
+    return doc
+

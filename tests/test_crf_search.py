@@ -1,0 +1,98 @@
+"""``tinysal crf-search`` (issue 26): sampled encodes scored with libvmaf, an interpolating search for the highest
+CRF meeting every target, the predicted size, events, ROI strengths, and one line for every bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import assert_clean_error, run_cli
+
+FAST = ["--samples", "2", "--sample-seconds", "0.3", "--preset", "ultrafast"]
+
+
+def test_pooling_matches_libvmaf_and_percentiles() -> None:
+    from tinysal.encode.search import pooled
+
+    v = [90.0, 80.0, 70.0, 95.0]
+    assert pooled(v, "mean") == pytest.approx(83.75)
+    assert pooled(v, "harmonic_mean") == pytest.approx(1 / np.mean(1 / (np.array(v) + 1)) - 1)
+    assert pooled(v, "p50") == pytest.approx(np.percentile(v, 50)) and pooled(v, "p5") < 72
+
+
+def test_samples_spread_over_the_clip_or_take_it_whole() -> None:
+    from tinysal.encode.search import plan_samples
+
+    plan = plan_samples(300, 25.0, 3, 2.0)  # 12 s, three 2-s samples: one in each third
+    assert [k for _, k in plan] == [50] * 3 and [s for s, _ in plan] == [25, 125, 225]
+    assert plan_samples(120, 25.0, 3, 2.0) == [(0, 120)]  # not longer than the samples together: all of it
+
+
+def test_crf_search_finds_the_highest_crf_meeting_the_target(video_dir: Path, tmp_path: Path) -> None:
+    clip = video_dir / "foreman_cif_60f_h264.mp4"
+    out, ev, enc = tmp_path / "r.json", tmp_path / "ev.ndjson", tmp_path / "full.mp4"
+    p = run_cli("tinysal", "crf-search", str(clip), "--min-vmaf", "90", *FAST, "--out-json", str(out), "--events",
+                str(ev), "--encode", str(enc))  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(out.read_text())
+    by_crf = {a["crf"]: a for a in doc["attempts"]}
+    crf = doc["crf"]
+    assert by_crf[crf]["passed"] and by_crf[crf]["vmaf"] >= 90 and doc["predicted"] == by_crf[crf]
+    assert not by_crf[crf + 1]["passed"]  # the next CRF up was tried and misses: crf is the highest
+    assert all(a["passed"] == (a["vmaf"] >= 90) for a in doc["attempts"])
+    assert all(a["crf"] <= crf for a in doc["attempts"] if a["passed"])
+    assert len(doc["attempts"]) <= 6  # interpolated, not a sweep of the 36 CRFs in 10..45
+    assert doc["predicted"]["kbps"] > 0 and doc["predicted"]["size_percent"] > 0
+    events = [json.loads(x)["event"] for x in ev.read_text().splitlines()]
+    assert events.count("crf-search-attempt") == len(doc["attempts"]) and events[-1] == "crf-search-done"
+    assert events.count("sample-encode-done") == 2 * len(doc["attempts"])
+    # --encode: the whole clip at the answer, and its real VMAF is near the predicted one
+    assert doc["encode"]["frames"] == 60 and enc.stat().st_size == doc["encode"]["bytes"]
+    s = tmp_path / "s.json"
+    assert run_cli("vmaf", "-r", str(clip), "-d", str(enc), "-q", "-o", str(s)).returncode == 0
+    real = json.loads(s.read_text())["pooled_metrics"]["vmaf"]["mean"]
+    assert abs(real - doc["predicted"]["vmaf"]) < 3, (real, doc["predicted"])
+
+
+def test_roi_search_tries_each_strength_and_keeps_the_smallest(video_dir: Path, tmp_path: Path) -> None:
+    clip = video_dir / "foreman_cif_60f_h264.mp4"
+    out = tmp_path / "r.json"
+    p = run_cli("tinysal", "crf-search", str(clip), "--min-vmaf", "85", "--min-vmaf-roi", "90", "--roi",
+                "--samples", "1", "--sample-seconds", "0.3", "--preset", "ultrafast", "--out-json", str(out),
+                "-q")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(out.read_text())
+    runs = doc["per_strength"]
+    assert [r["roi_strength"] for r in runs] == [0.0, 3.0, 5.0]
+    ok = [r for r in runs if r["crf"] is not None]
+    assert doc["predicted"]["bytes"] == min(r["predicted"]["bytes"] for r in ok)
+    assert all(r["predicted"]["vmaf"] >= 85 and r["predicted"]["vmaf_roi"] >= 90 for r in ok)
+    plain = runs[0]["predicted"]["bytes"]
+    assert doc["roi_saving_percent"] == pytest.approx(100 * (1 - doc["predicted"]["bytes"] / plain), abs=0.01)
+
+
+def test_bad_input_is_one_line_and_writes_nothing(video_dir: Path, tmp_path: Path) -> None:
+    clip = str(video_dir / "foreman_cif_60f_h264.mp4")
+    out = tmp_path / "r.json"
+    p = run_cli("tinysal", "crf-search", clip, "--min-vmaf", "99.9", "--min-crf", "44", "--max-crf", "45", *FAST,
+                "--out-json", str(out))  # fmt: skip
+    assert_clean_error(p, "no CRF in 44..45 reaches vmaf >= 99.9", "best reachable: crf 44")
+    assert not out.exists()
+    base = ["tinysal", "crf-search", clip, "--min-vmaf", "90", "--out-json", str(out)]
+    for extra, needle in [
+        (["--min-crf", "30", "--max-crf", "20"], "must be below --max-crf"),
+        (["--pool", "p100"], "p1 to p99"),
+        (["--pool", "median"], "--pool must be"),
+        (["--sample-seconds", "5"], "shorter than one sample"),
+        (["--min-crf", "60"], "--min-crf must be"),
+        (["--encode", str(tmp_path / "x.webm")], "give a .mp4"),
+        (["--encode", clip], "an input"),
+    ]:
+        assert_clean_error(run_cli(*base, *extra), needle)
+        assert not out.exists()
+    existing = tmp_path / "e.mp4"
+    existing.write_bytes(b"keep")
+    assert_clean_error(run_cli(*base, "--encode", str(existing)), "--overwrite")
+    assert existing.read_bytes() == b"keep"

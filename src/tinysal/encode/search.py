@@ -3,7 +3,10 @@ saliency-weighted ``vmaf_roi``, at or above a target, found on samples of the cl
 
 1. **Samples.** ``samples`` segments of ``sample_seconds`` spread evenly over the clip (the whole clip when it is
    shorter than all of them together), cut from one decode of the input into raw 8-bit 4:2:0 files: lossless, so
-   each sample's encode is scored against exactly the frames it was made from.
+   each sample's encode is scored against exactly the frames it was made from. A sample is encoded with up to half
+   its length of the frames that follow it, which are not scored: x264's macroblock tree starves the last frames
+   of a clip (nothing references them), and short samples scored to their very end under-predicted the full
+   encode's VMAF by 1-2 points (bench/bench_crf_search.py).
 2. **Attempts.** An attempt encodes every sample at one CRF with the ``encode`` task (plain or ROI, its guarantees)
    and scores it with the ``score`` task, as ``vmaf`` scores (libvmaf in FFmpeg; ``vmaf_roi`` from the reference
    frames' saliency when a ROI target is set). The per-frame scores of all samples are pooled by ``pool``: the
@@ -42,6 +45,8 @@ FIRST_CRF = {"libx264": 26.0, "libx265": 28.0}
 #: VMAF points lost per CRF step, to extrapolate from a single attempt (measured ~1.5-2.5 on the shared clips)
 SLOPE_GUESS = 2.0
 MAX_ATTEMPTS = 12
+#: the largest jump when extrapolating from one side of the target
+MAX_STEP = 6.0
 DEFAULT_FPS = 25.0
 
 
@@ -134,7 +139,8 @@ class CrfSearchOptions(VideoInput):
 class Sample:
     path: Path
     start: int  # first frame in the clip
-    frames: int
+    frames: int  # frames scored
+    tail: int = 0  # frames encoded after them and not scored (the clip goes on there)
 
 
 @dataclass
@@ -195,20 +201,20 @@ def plan_samples(total: int, fps: float, n: int, seconds: float) -> list[tuple[i
     return [(min(total - k, max(0, round((i + 0.5) * total / n - k / 2))), k) for i in range(n)]
 
 
-def cut_samples(reader: Any, plan: list[tuple[int, int]], folder: Path) -> list[Sample]:
+def cut_samples(reader: Any, plan: list[tuple[int, int]], folder: Path, total: int) -> list[Sample]:
     """One decode of the input; each sample's frames written as raw 8-bit 4:2:0."""
     if (reader.pix_fmt, reader.bitdepth) != ("420", 8):
         raise TinysalError(f"crf-search takes 8-bit 4:2:0 input (as encode does); {reader.path} is "
                            f"{reader.pix_fmt} {reader.bitdepth}-bit")  # fmt: skip
-    samples = [Sample(folder / f"sample{i}.yuv", s, k) for i, (s, k) in enumerate(plan)]
+    samples = [Sample(folder / f"sample{i}.yuv", s, k, min(k // 2, total - s - k)) for i, (s, k) in enumerate(plan)]
     files = [open(s.path, "wb") for s in samples]  # noqa: SIM115 - closed below
-    end = max(s.start + s.frames for s in samples)
+    end = max(s.start + s.frames + s.tail for s in samples)
     try:
         for i, fr in enumerate(reader.frames()):
             if i >= end:
                 break
             for s, f in zip(samples, files):
-                if s.start <= i < s.start + s.frames:
+                if s.start <= i < s.start + s.frames + s.tail:
                     f.write(fr.y.tobytes() + fr.u.tobytes() + fr.v.tobytes())
     finally:
         for f in files:
@@ -216,8 +222,8 @@ def cut_samples(reader: Any, plan: list[tuple[int, int]], folder: Path) -> list[
     size = reader.width * reader.height * 3 // 2
     for s in samples:
         got = s.path.stat().st_size // size
-        if got < s.frames:  # a clip that ends before its announced length
-            s.frames = got
+        if got < s.frames + s.tail:  # a clip that ends before its announced length
+            s.frames, s.tail = min(s.frames, got), max(0, got - s.frames)
     samples = [s for s in samples if s.frames > 0]
     if not samples:
         raise TinysalError(f"{reader.path}: no frames could be read for the samples")
@@ -256,7 +262,7 @@ class Search:
         feat = ["mobilesal:roi_score=1"] if o.min_vmaf_roi is not None else []
         params = [f"mobilesal:model_path={o.model_path}"] if feat and o.model_path else []
         so = ScoreOptions(reference=str(s.path), distorted=str(enc), width=self.width, height=self.height,
-                          feature=feat, feature_params=params, threads=o.threads)  # fmt: skip
+                          feature=feat, feature_params=params, threads=o.threads, frame_cnt=s.frames)  # fmt: skip
         res = score(so).result
         vm = [f["metrics"]["vmaf"] for f in res["frames"]]
         roi = [f["metrics"]["vmaf_roi"] for f in res["frames"] if "vmaf_roi" in f["metrics"]]
@@ -277,8 +283,8 @@ class Search:
             vm += v
             roi += r
             nbytes += b
-            frames += s.frames
-            self.events.emit("sample-encode-done", sample=k, crf=crf, roi_strength=strength, frames=s.frames,
+            frames += s.frames + s.tail
+            self.events.emit("sample-encode-done", sample=k, crf=crf, roi_strength=strength, frames=s.frames + s.tail,
                              bytes=b, vmaf=pooled(v, o.pool))  # fmt: skip
         predicted = round(nbytes / frames * self.total_frames)
         seconds = self.total_frames / self.fps
@@ -324,7 +330,9 @@ def _next_crf(points: list[Attempt], lo: float, hi: float) -> float | None:
         a, b = side[0], side[-1]
         if b.crf != a.crf and a.margin != b.margin:
             slope = max(0.25, (a.margin - b.margin) / (b.crf - a.crf))
-    step = ref.margin / slope  # margin > 0: up (a higher CRF); < 0: down
+    # margin > 0: up (a higher CRF); < 0: down. At most MAX_STEP: VMAF falls faster as CRF rises, so a slope
+    # measured at high quality overshoots far (seen: 26 and 29 passing led to a wasted attempt at 45)
+    step = max(-MAX_STEP, min(MAX_STEP, ref.margin / slope))
     step = max(1.0, round(step)) if step > 0 else min(-1.0, round(step))
     return float(min(hi, max(lo, ref.crf + step)))
 
@@ -359,7 +367,7 @@ def crf_search(opts: CrfSearchOptions, quiet: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         plan = plan_samples(total, fps, opts.samples, opts.sample_seconds)
-        samples = cut_samples(reader, plan, folder)
+        samples = cut_samples(reader, plan, folder, total)
         s = Search(opts, samples, reader.width, reader.height, fps, total,
                    max(1, os.path.getsize(opts.input)), folder, ev)  # fmt: skip
         ev.say(f"{len(samples)} sample(s) of {samples[0].frames} frames from {total} "
@@ -380,7 +388,7 @@ def crf_search(opts: CrfSearchOptions, quiet: bool = False) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "input": opts.input, "codec": opts.codec, "preset": opts.preset, "targets": {
                 "min_vmaf": opts.min_vmaf, "min_vmaf_roi": opts.min_vmaf_roi, "pool": opts.pool},
-            "samples": [{"start": x.start, "frames": x.frames} for x in samples],
+            "samples": [{"start": x.start, "frames": x.frames, "tail": x.tail} for x in samples],
             "crf": win["crf"], "roi_strength": win["roi_strength"], "predicted": win["predicted"],
             "attempts": [a.doc() for a in s.attempts],
             "frames_encoded": sum(a.frames_encoded for a in s.attempts),

@@ -67,7 +67,8 @@ def open_pair(
 ) -> Pair:
     """Sources: open both clips, check they can be compared, and settle the frame count (the common prefix after
     skips, as libvmaf does) and the colour matrix and range each is read in. A distorted of another size is scaled
-    to the reference's with ``scaler`` for libvmaf (None: refused); clips of different frame rates are refused."""
+    to the reference's with ``scaler`` for libvmaf (None: refused); a frame-rate conversion is refused
+    (``_check_rates``)."""
     frame_skip_ref, frame_skip_dist = skips
     dist = open_video(distorted, *geometry)
     pair = Pair(None, dist, dist.frame_count - frame_skip_dist, frame_skip_ref, frame_skip_dist, None, None, None,

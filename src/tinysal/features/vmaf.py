@@ -265,20 +265,19 @@ class VmafJob:
             feats = [":".join([f"name={f.name}", *(f"{k}={v}" for k, v in f.params.items())]) for f in self.features]
             opts.append("feature=" + "|".join(_esc(s) for s in feats))
 
-        def trim(i: int, skip: int, label: str) -> str:
+        def trim(i: int, skip: int, label: str, then: str = "") -> str:
             # libvmaf pairs its inputs by timestamp; the two files' rates and start times may differ (raw YUV has
             # none), so each frame's timestamp becomes its index on one common time base: frames pair by index,
             # as libvmaf's own tool pairs them, whatever the containers say
             return (
                 f"[{i}:v]trim=start_frame={skip}:end_frame={skip + self.frames},"
-                f"settb=1/{PAIRING_RATE},setpts=N[{label}]"
+                f"settb=1/{PAIRING_RATE},setpts=N{then}[{label}]"
             )
 
-        dist = trim(0, self.skip_dist, "d")
-        if self.scale:  # after the trim: only the frames scored are scaled
-            w, h, flags = self.scale
-            dist = dist.removesuffix("[d]") + f",scale=w={w}:h={h}:flags={flags}[d]"
-        graph = ";".join([dist, trim(1, self.skip_ref, "r"), "[d][r]libvmaf=" + ":".join(opts)])
+        # a distorted of another size is scaled after the trim: only the frames scored
+        scale = f",scale=w={self.scale[0]}:h={self.scale[1]}:flags={self.scale[2]}" if self.scale else ""
+        graph = ";".join([trim(0, self.skip_dist, "d", scale), trim(1, self.skip_ref, "r"),
+                          "[d][r]libvmaf=" + ":".join(opts)])  # fmt: skip
         cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostats", "-y"]
         if self.distorted.path != "-":
             cmd.append("-nostdin")

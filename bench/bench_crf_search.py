@@ -30,12 +30,13 @@ HELD_OUT = ["blackswan", "car-roundabout", "dance-twirl", "libby"]  # excluded f
 
 def davis_clip(seq: str, folder: Path) -> tuple[Path, int, int, object, list]:
     from tinysal.encode.roi_eval import load_sequence
+    from tinysal.features.mobilesal import frame_bytes_of
 
     src, masks = load_sequence(SHARED / "data" / "davis2016", seq)
     raw = folder / f"{seq}.yuv"
     with open(raw, "wb") as f:
         for fr in src.frames():
-            f.write(fr.y.tobytes() + fr.u.tobytes() + fr.v.tobytes())
+            f.write(frame_bytes_of(fr))
     return raw, src.width, src.height, src, masks
 
 

@@ -214,3 +214,33 @@ def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
         raise TinysalError(f"{what} is not valid JSON: {p}: {e}") from None
     except RecursionError:  # "[[[[...": valid JSON nested deeper than the parser's stack
         raise TinysalError(f"{what} is nested too deeply to read: {p}") from None
+
+
+class EventLog:
+    """NDJSON events for other programs: one JSON object a line (``event``, ``time``, the fields), appended to a
+    file, or to stdout for ``-``; nothing for None. Safe to emit from several threads."""
+
+    def __init__(self, target: str | None) -> None:
+        import sys
+        import threading
+
+        self.f: IO[str] | None = None
+        self.own = False
+        if target == "-":
+            self.f = sys.stdout
+        elif target:
+            self.f, self.own = open(target, "a", encoding="utf-8"), True  # noqa: SIM115 - closed by close()
+        self.lock = threading.Lock()
+
+    def emit(self, event: str, **fields: Any) -> None:
+        if self.f is None:
+            return
+        import time
+
+        with self.lock:
+            self.f.write(json.dumps({"event": event, "time": round(time.time(), 3), **fields}, default=str) + "\n")
+            self.f.flush()
+
+    def close(self) -> None:
+        if self.own and self.f is not None:
+            self.f.close()

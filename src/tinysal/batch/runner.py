@@ -15,17 +15,16 @@ from __future__ import annotations
 import csv
 import json
 import os
-import sys
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from tinysal.batch import engines, records
 from tinysal.batch.manifest import Job, load
 from tinysal.errors import TinysalError
+from tinysal.fileio import EventLog
 
 #: the table's columns: the job, then the pooled figures of score jobs, then the encode summary
 COLUMNS = ("id", "task", "status", "error", "seconds", "attempts", "frames", "vmaf_mean", "vmaf_min",
@@ -47,28 +46,6 @@ class _Lock:
 
     def release(self) -> None:
         self.f.close()
-
-
-class _Events:
-    def __init__(self, target: str | None) -> None:
-        self.f: IO[str] | None = None
-        self.own = False
-        if target == "-":
-            self.f = sys.stdout
-        elif target:
-            self.f, self.own = open(target, "a", encoding="utf-8"), True  # noqa: SIM115
-        self.lock = threading.Lock()
-
-    def emit(self, event: str, **fields: Any) -> None:
-        if self.f is None:
-            return
-        with self.lock:
-            self.f.write(json.dumps({"event": event, "time": round(time.time(), 3), **fields}, default=str) + "\n")
-            self.f.flush()
-
-    def close(self) -> None:
-        if self.own and self.f is not None:
-            self.f.close()
 
 
 def _row(rec: dict[str, Any]) -> dict[str, Any]:
@@ -154,7 +131,7 @@ def run(
     jobs = load(manifest)
     out = _prepare_dir(out_dir)
     lock = _Lock(out)
-    ev = _Events(events)
+    ev = EventLog(events)
     try:
         eng = engines.make(engine, address)
         try:
@@ -185,7 +162,7 @@ def _wrote_before(out: Path, job: Job) -> bool:
 class _Runner:
     """Runs one job (with retries of a worker that died), writes its record and says so."""
 
-    def __init__(self, out: Path, vers: dict[str, Any], retries: int, ev: _Events, engine: Any, threads: int) -> None:
+    def __init__(self, out: Path, vers: dict[str, Any], retries: int, ev: EventLog, engine: Any, threads: int) -> None:
         self.out, self.vers, self.retries, self.ev = out, vers, retries, ev
         self.engine, self.threads = engine, threads
 

@@ -253,11 +253,13 @@ class _Experiment:
 
     def sequence(self, root: Path, seq: str) -> dict[str, Any]:
         """Every configuration (plain, then each saliency source at each strength) at every bitrate."""
+        from tinysal.features.mobilesal import frame_bytes_of
+
         src, masks = load_sequence(root, seq, self.frame_limit)
         raw = self.tmp / f"{seq}.yuv"
         with open(raw, "wb") as f:
             for fr in src.frames():
-                f.write(fr.y.tobytes() + fr.u.tobytes() + fr.v.tobytes())
+                f.write(frame_bytes_of(fr))
         sal = _saliency_sources(self.models, masks, self.oracle)
         configs = [("plain", None, 0.0)] + [(f"{n}@{st:g}", fn, st) for n, fn in sal.items() for st in self.strengths]
         runs = {label: [self._point(src, masks, raw, seq, label, fn, st, br) for br in self.bitrates]

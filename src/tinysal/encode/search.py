@@ -20,7 +20,6 @@ saliency-weighted ``vmaf_roi``, at or above a target, found on samples of the cl
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -29,13 +28,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
 from tinysal.encode.encoder import ENCODERS, PRESETS, EncodeOptions, encode
 from tinysal.encode.roi import DEFAULT_ROI_STRENGTH
 from tinysal.errors import TinysalError
+from tinysal.fileio import EventLog
 from tinysal.video.readers import VideoInput
 
 #: CRF range searched by default (x264 and x265 both take 0..51; below 10 is visually lossless, above 45 useless)
@@ -163,30 +163,16 @@ class Attempt:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}
 
 
-class Events:
-    """NDJSON events (ab-av1's names) to a file or stdout, and each attempt as a line on stderr."""
+class Events(EventLog):
+    """NDJSON events (ab-av1's names), and each attempt as a line on stderr unless quiet."""
 
     def __init__(self, target: str | None, quiet: bool = False) -> None:
-        self.f: IO[str] | None = None
-        self.own = False
+        super().__init__(target)
         self.quiet = quiet
-        if target == "-":
-            self.f = sys.stdout
-        elif target:
-            self.f, self.own = open(target, "a", encoding="utf-8"), True  # noqa: SIM115
-
-    def emit(self, event: str, **fields: Any) -> None:
-        if self.f is not None:
-            self.f.write(json.dumps({"event": event, "time": round(time.time(), 3), **fields}, default=str) + "\n")
-            self.f.flush()
 
     def say(self, line: str) -> None:
         if not self.quiet:
             print(line, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.own and self.f is not None:
-            self.f.close()
 
 
 def plan_samples(total: int, fps: float, n: int, seconds: float) -> list[tuple[int, int]]:
@@ -206,6 +192,8 @@ def cut_samples(reader: Any, plan: list[tuple[int, int]], folder: Path, total: i
     if (reader.pix_fmt, reader.bitdepth) != ("420", 8):
         raise TinysalError(f"crf-search takes 8-bit 4:2:0 input (as encode does); {reader.path} is "
                            f"{reader.pix_fmt} {reader.bitdepth}-bit")  # fmt: skip
+    from tinysal.features.mobilesal import frame_bytes_of
+
     samples = [Sample(folder / f"sample{i}.yuv", s, k, min(k // 2, total - s - k)) for i, (s, k) in enumerate(plan)]
     files = [open(s.path, "wb") for s in samples]  # noqa: SIM115 - closed below
     end = max(s.start + s.frames + s.tail for s in samples)
@@ -215,7 +203,7 @@ def cut_samples(reader: Any, plan: list[tuple[int, int]], folder: Path, total: i
                 break
             for s, f in zip(samples, files):
                 if s.start <= i < s.start + s.frames + s.tail:
-                    f.write(fr.y.tobytes() + fr.u.tobytes() + fr.v.tobytes())
+                    f.write(frame_bytes_of(fr))
     finally:
         for f in files:
             f.close()

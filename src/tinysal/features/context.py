@@ -146,10 +146,12 @@ class VmafContext:
         cs, cr = colorspace or self.colorspace, color_range or self.color_range
         return [feat.infer(feat.preprocess(frame, cs, cr), frame.width, frame.height) for feat in self.features]
 
-    def _record(self, frame: YuvFrame, index: int, maps: list[np.ndarray]) -> None:
-        self.width, self.height = frame.width, frame.height
+    def _record(self, frame: YuvFrame, index: int, maps: list[np.ndarray], size: tuple[int, int] | None = None) -> None:
+        """Record one frame's statistics; ``size`` is the frame's own (width, height) when ``frame`` is the small
+        copy the one-decode route gives."""
+        self.width, self.height = size or (frame.width, frame.height)
         for feat, m in zip(self.features, maps):
-            for k, v in feat.statistics(m, frame.width, frame.height).items():
+            for k, v in feat.statistics(m, self.width, self.height).items():
                 self.scores[k][index] = v
             if self.map_sink is not None:
                 self.map_sink(index, frame, m, feat)

@@ -17,7 +17,7 @@ import numpy as np
 from tinysal.errors import TinysalError
 from tinysal.features.context import VmafContext
 from tinysal.features.mobilesal import MobileSal
-from tinysal.features.vmaf import RAW_PIX_FMTS, Source, VmafJob, frame_scores
+from tinysal.features.vmaf import RAW_PIX_FMTS, Source, Tap, VmafJob, frame_scores
 from tinysal.video.readers import YuvFrame, open_video
 
 
@@ -144,17 +144,59 @@ def check_libvmaf_input(ctx: VmafContext, pair: Pair, roi: MobileSal | None) -> 
         )
 
 
+#: ``TINYSAL_ONE_DECODE=0`` sends every frame through the Python readers (the reference the one-decode route is
+#: tested and benchmarked against)
+ONE_DECODE_ENV = "TINYSAL_ONE_DECODE"
+
+
+def saliency_tap(ctx: VmafContext, pair: Pair, roi: MobileSal | None) -> Tap | None:
+    """The one-decode route for the saliency feature, when it applies: the FFmpeg child that decodes the distorted
+    file (for libvmaf, or for saliency alone) also scales its frames to the model's input grid and pipes them here,
+    so Python never reads, converts or resizes a full-size plane. It applies to one ``mobilesal`` feature at a
+    reduced inference size (``short_side`` > 0) on the distorted frames alone; what needs full-size pixels here
+    (``roi_score``/``psnr_saliency``, saliency maps or contact sheets written out) takes the Python path."""
+    from tinysal.model.inputs import target_size
+
+    if os.environ.get(ONE_DECODE_ENV, "1") == "0" or roi is not None or ctx.map_sink is not None:
+        return None
+    if len(ctx.features) != 1 or ctx.features[0].short_side <= 0:
+        return None
+    dist = pair.dist
+    tw, th = target_size(dist.width, dist.height, ctx.features[0].short_side)
+    # at the frame's own size the Python path repeats chroma samples (no resize): so does the tap
+    scaler = "neighbor" if (tw, th) == (dist.width, dist.height) else "bilinear+accurate_rnd"
+    return Tap(tw, th, dist.bitdepth, ctx.subsample, scaler)
+
+
+def tap_frames(job: VmafJob, pair: Pair) -> Iterator[tuple[int, YuvFrame, None]]:
+    """(index, small 4:4:4 distorted frame, None) from a job's tap, as :func:`_frames` gives full-size ones."""
+    tap = job.tap
+    assert tap is not None
+    dt = np.uint8 if tap.bitdepth == 8 else np.dtype("<u2")
+    expected = len(range(0, pair.n, tap.subsample))
+    k = -1
+    for k, buf in enumerate(job.tap_frames()):
+        y, u, v = np.frombuffer(buf, dtype=dt).reshape(3, tap.height, tap.width)
+        yield k * tap.subsample, YuvFrame(y, u, v, tap.bitdepth, "444"), None
+    if k + 1 < expected:
+        pair.note(f"the clips ended after {(k + 1) * tap.subsample} of {pair.n} expected frames (truncated?): "
+                  "scored those")  # fmt: skip
+
+
 def start_libvmaf(
     ctx: VmafContext,
     pair: Pair,
     roi: MobileSal | None,
     paths: tuple[str | os.PathLike[str], str | os.PathLike[str]],
     jobs: list[VmafJob],
-) -> tuple[VmafJob | None, VmafJob | None]:
-    """The libvmaf passes (each an FFmpeg child, appended to ``jobs`` as it starts): on the two files, and with
-    ``roi_score`` on the reference against the saliency-masked distorted frames streamed from here."""
+) -> tuple[VmafJob | None, VmafJob | None, VmafJob | None]:
+    """The FFmpeg children (each appended to ``jobs`` as it starts): libvmaf on the two files, and with
+    ``roi_score`` on the reference against the saliency-masked distorted frames streamed from here. The third
+    is the job whose tap feeds the saliency feature (:func:`saliency_tap`): the libvmaf job itself, or, without
+    libvmaf, a child that only decodes and scales; None when the feature reads frames in Python."""
     reference, distorted = paths
     ref, dist, n = pair.ref, pair.dist, pair.n
+    tap = saliency_tap(ctx, pair, roi)
     # libvmaf's n_threads: with roi_score two libvmaf processes run side by side and each gets half (measured at
     # 1080p on 2 cores: as fast as two 2-thread passes, 140 MB less resident memory; docs/benchmarks.md)
     lv_threads = max(1, ctx.threads // 2) if roi and roi.roi_score else ctx.threads
@@ -162,9 +204,13 @@ def start_libvmaf(
     if ctx.wants_vmaf:
         plain = VmafJob(
             source_of(dist, distorted), source_of(ref, reference), n, pair.frame_skip_dist, pair.frame_skip_ref,
-            ctx.vmaf_models, ctx.vmaf_features, lv_threads, ctx.subsample, scale=pair.scale,
+            ctx.vmaf_models, ctx.vmaf_features, lv_threads, ctx.subsample, scale=pair.scale, tap=tap,
         )  # fmt: skip
         jobs.append(plain.start())
+    elif tap is not None:
+        tapped = VmafJob(source_of(dist, distorted), None, n, pair.frame_skip_dist, tap=tap, label="saliency")
+        jobs.append(tapped.start())
+        return None, None, tapped
     if roi and roi.roi_score:
         raw = (dist.width, dist.height, dist.pix_fmt, dist.bitdepth)
         masked = VmafJob(
@@ -172,7 +218,7 @@ def start_libvmaf(
             (), lv_threads, ctx.subsample, label="VMAF of the saliency-masked copy",
         )  # fmt: skip
         jobs.append(masked.start())
-    return plain, masked
+    return plain, masked, plain if tap is not None else None
 
 
 def frame_work(
@@ -222,10 +268,14 @@ def analyse_frames(
     roi: MobileSal | None,
     masked: VmafJob | None,
     progress: Callable[[int, int], None] | None,
+    tapped: VmafJob | None = None,
 ) -> int:
-    """Frames are read here, in order, and computed by a pool of workers; results are recorded (and masked frames
-    streamed) in order. At most 2 * workers frames are in flight, so memory stays flat. Returns frames scored."""
+    """Frames are read here, in order (from the files, or small ones from ``tapped``'s tap), and computed by a pool
+    of workers; results are recorded (and masked frames streamed) in order. At most 2 * workers frames are in
+    flight, so memory stays flat. Returns frames scored."""
     compute = frame_work(ctx, pair, roi, masked)
+    size = (pair.dist.width, pair.dist.height)  # the statistics are of the map as resized to the frame
+    frames = tap_frames(tapped, pair) if tapped is not None else _frames(pair, roi is not None)
     n, workers = pair.n, ctx.threads
     done = 0
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mobilesal") as executor:
@@ -236,7 +286,7 @@ def analyse_frames(
             i, fr, scored, fut = pending.popleft()
             maps, extra = fut.result()
             if scored:
-                ctx._record(fr, i, maps)
+                ctx._record(fr, i, maps, size)
                 if "psnr" in extra:
                     ctx.scores.setdefault("psnr_y_saliency", {})[i] = extra["psnr"]
                 done += 1
@@ -246,7 +296,7 @@ def analyse_frames(
                 progress(i + 1, n)
 
         try:
-            for i, fr, rf in _frames(pair, roi is not None):
+            for i, fr, rf in frames:
                 scored = not (ctx.subsample > 1 and i % ctx.subsample)
                 if not scored and masked is None:
                     continue

@@ -54,9 +54,9 @@ def score_files(
     done = 0
     jobs: list[VmafJob] = []
     try:
-        plain, masked = start_libvmaf(ctx, pair, roi, (reference, distorted), jobs)
+        plain, masked, tapped = start_libvmaf(ctx, pair, roi, (reference, distorted), jobs)
         if ctx.features:
-            done = analyse_frames(ctx, pair, roi, masked, progress)
+            done = analyse_frames(ctx, pair, roi, masked, progress, tapped)
         elif plain is not None and progress:  # VMAF alone: follow FFmpeg's progress reports
             while not plain.poll(0.5):
                 progress(min(plain.frames_done(), pair.n), pair.n)

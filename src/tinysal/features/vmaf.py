@@ -14,13 +14,14 @@ import functools
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -208,6 +209,36 @@ class Source:
         return out + ["-i", "pipe:0" if self.path == "-" else ffmpeg_url(self.path)]
 
 
+@dataclass(frozen=True)
+class Tap:
+    """The distorted frames as the saliency model takes them, cut out of the libvmaf child's decode: every
+    ``subsample``-th frame scaled to ``width`` x ``height`` with each plane resampled (4:4:4, no change of matrix or
+    range: the colour conversion stays in Python, on the small frames) and piped raw to stdout."""
+
+    width: int
+    height: int
+    bitdepth: int
+    subsample: int = 1
+    scaler: str = "bilinear+accurate_rnd"  # the closest to Pillow's bilinear (docs/benchmarks.md)
+
+    @property
+    def pix_fmt(self) -> str:
+        return "yuv444p" if self.bitdepth == 8 else "yuv444p10le"
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.width * self.height * 3 * (1 if self.bitdepth == 8 else 2)
+
+    def chain(self) -> str:
+        pick = f"select=not(mod(n\\,{self.subsample}))," if self.subsample > 1 else ""
+        # the same range in and out: swscale only resamples the planes (the file's range tag would otherwise
+        # make it convert a full-range source to limited)
+        return (
+            f"{pick}scale=w={self.width}:h={self.height}:flags={self.scaler}:in_range=pc:out_range=pc,"
+            f"format={self.pix_fmt}"
+        )
+
+
 class VmafJob:
     """One libvmaf pass over ``frames`` frames of (distorted, reference), skips applied, in an FFmpeg child.
 
@@ -219,7 +250,7 @@ class VmafJob:
     def __init__(
         self,
         distorted: Source,
-        reference: Source,
+        reference: Source | None,
         frames: int,
         skip_dist: int = 0,
         skip_ref: int = 0,
@@ -229,9 +260,12 @@ class VmafJob:
         subsample: int = 1,
         label: str = "VMAF",
         scale: tuple[int, int, str] | None = None,
+        tap: Tap | None = None,
     ) -> None:
         self.distorted, self.reference = distorted, reference
         self.scale = scale  # (width, height, swscale flags): the distorted scaled to the reference's size
+        #: the distorted frames also scaled to the saliency model's input grid and piped to stdout (one decode)
+        self.tap = tap
         self.frames, self.skip_dist, self.skip_ref = frames, skip_dist, skip_ref
         self.models = list(models) or [VmafModel.parse(DEFAULT_MODEL)]
         self.names = model_names(self.models)
@@ -243,7 +277,7 @@ class VmafJob:
         self._limit = stall_seconds()
         self._last_seen, self._since = -1, None
 
-    def command(self, log_path: str, model_dir: str) -> list[str]:
+    def _libvmaf_options(self, log_path: str, model_dir: str) -> str:
         models = []
         for k, (m, name) in enumerate(zip(self.models, self.names)):
             if m.path:  # a link with a plain name, so no path ever needs filtergraph escaping
@@ -264,25 +298,41 @@ class VmafJob:
         if self.features:
             feats = [":".join([f"name={f.name}", *(f"{k}={v}" for k, v in f.params.items())]) for f in self.features]
             opts.append("feature=" + "|".join(_esc(s) for s in feats))
+        return "libvmaf=" + ":".join(opts)
 
-        def trim(i: int, skip: int, label: str, then: str = "") -> str:
+    def graph(self, log_path: str, model_dir: str) -> str:
+        """The filtergraph: each input trimmed to the frames scored and restamped; libvmaf on the pair (unless
+        there is no reference); with a tap, a copy of the distorted frames scaled to the model's grid ([tap])."""
+
+        def trim(i: int, skip: int) -> str:
             # libvmaf pairs its inputs by timestamp; the two files' rates and start times may differ (raw YUV has
             # none), so each frame's timestamp becomes its index on one common time base: frames pair by index,
             # as libvmaf's own tool pairs them, whatever the containers say
-            return (
-                f"[{i}:v]trim=start_frame={skip}:end_frame={skip + self.frames},"
-                f"settb=1/{PAIRING_RATE},setpts=N{then}[{label}]"
-            )
+            return f"[{i}:v]trim=start_frame={skip}:end_frame={skip + self.frames},settb=1/{PAIRING_RATE},setpts=N"
 
-        # a distorted of another size is scaled after the trim: only the frames scored
-        scale = f",scale=w={self.scale[0]}:h={self.scale[1]}:flags={self.scale[2]}" if self.scale else ""
-        graph = ";".join([trim(0, self.skip_dist, "d", scale), trim(1, self.skip_ref, "r"),
-                          "[d][r]libvmaf=" + ":".join(opts)])  # fmt: skip
+        scale = f"scale=w={self.scale[0]}:h={self.scale[1]}:flags={self.scale[2]}" if self.scale else ""
+        if self.reference is None:  # the tap alone (saliency without libvmaf)
+            assert self.tap is not None
+            return f"{trim(0, self.skip_dist)},{self.tap.chain()}[tap]"
+        if self.tap is None:  # a distorted of another size is scaled after the trim: only the frames scored
+            chains = [f"{trim(0, self.skip_dist)}{',' + scale if scale else ''}[d]"]
+        else:  # one decode: the trimmed frames go to libvmaf and, scaled to the model's grid, to the tap
+            chains = [f"{trim(0, self.skip_dist)},split=2[d0][t0]", f"[t0]{self.tap.chain()}[tap]",
+                      f"[d0]{scale or 'null'}[d]"]  # fmt: skip
+        chains += [f"{trim(1, self.skip_ref)}[r]", f"[d][r]{self._libvmaf_options(log_path, model_dir)}[vmaf]"]
+        return ";".join(chains)
+
+    def command(self, log_path: str, model_dir: str) -> list[str]:
+        graph = self.graph(log_path, model_dir)
         cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostats", "-y"]
         if self.distorted.path != "-":
             cmd.append("-nostdin")
         progress = ["-progress", os.path.join(model_dir, "progress.txt"), "-stats_period", "0.5"]
-        return cmd + progress + self.distorted.args() + self.reference.args() + ["-lavfi", graph, "-f", "null", "-"]
+        inputs = self.distorted.args() + (self.reference.args() if self.reference else [])
+        outputs = ["-map", "[vmaf]", "-f", "null", "-"] if self.reference is not None else []
+        if self.tap is not None:
+            outputs += ["-map", "[tap]", "-fps_mode", "passthrough", "-f", "rawvideo", "pipe:1"]
+        return cmd + progress + inputs + ["-filter_complex", graph] + outputs
 
     def start(self) -> VmafJob:
         self.tmp = tempfile.mkdtemp(prefix="tinysal-vmaf-")
@@ -294,7 +344,7 @@ class VmafJob:
                 self.proc = subprocess.Popen(
                     cmd,
                     stdin=subprocess.PIPE if self.distorted.path == "-" else subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE if self.tap is not None else subprocess.DEVNULL,
                     stderr=err,
                     start_new_session=True,  # a Ctrl-C reaches us, and we stop the child ourselves
                     # and if we are killed (kill -9: no cleanup runs), the kernel kills the child
@@ -345,16 +395,50 @@ class VmafJob:
             self.proc.wait() if self.proc else None
             raise TinysalError(f"{self.label}: FFmpeg stopped reading its input: {self._stderr_tail()}") from None
 
+    def tap_frames(self) -> Iterator[bytearray]:
+        """The tap's frames, in order, as raw bytes (:class:`Tap`); stops at the child's end of output. A child that
+        failed is reported here, in one line, not as a short clip."""
+        assert self.proc is not None and self.proc.stdout is not None and self.tap is not None
+        size, fd = self.tap.frame_bytes, self.proc.stdout.fileno()
+        while True:
+            buf = bytearray(size)
+            view, got = memoryview(buf), 0
+            while got < size:
+                # waiting for data is watched like waiting for the exit: a wedged child is stopped, not waited on
+                if not select.select([fd], [], [], min(1.0, self._limit))[0]:
+                    self._watch()
+                    continue
+                n = os.readv(fd, [view[got:]])
+                if n == 0:
+                    break
+                got += n
+            if got < size:
+                break
+            self._last_seen = -1  # data flowed: the stall clock starts again from here
+            yield buf
+        if self._wait_watched() != 0:
+            self._raise_failed()
+
+    def _raise_failed(self) -> None:
+        assert self.proc is not None
+        rc = self.proc.returncode
+        how = f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
+        what = "libvmaf" if self.reference is not None else "decoding"
+        raise TinysalError(f"{self.label}: FFmpeg {what} failed ({how}): {self._stderr_tail()}")
+
     def wait(self) -> dict[str, Any]:
+        """libvmaf's parsed log (an empty dict for a tap without libvmaf) once the child has exited cleanly."""
         assert self.proc is not None
         if self.stdin is not None:
             with contextlib.suppress(BrokenPipeError):
                 self.stdin.close()
             self.stdin = None
-        rc = self._wait_watched()
-        if rc != 0:
-            how = f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
-            raise TinysalError(f"{self.label}: FFmpeg libvmaf failed ({how}): {self._stderr_tail()}")
+        if self.proc.stdout is not None:  # a tap nobody read to its end: do not let the child block on it
+            self.proc.stdout.close()
+        if self._wait_watched() != 0:
+            self._raise_failed()
+        if self.reference is None:
+            return {}
         try:
             with open(self.log_path, encoding="utf-8") as f:
                 log = json.load(f)

@@ -13,6 +13,7 @@ import ctypes
 import functools
 import json
 import os
+import queue
 import re
 import select
 import shutil
@@ -63,6 +64,9 @@ RAW_PIX_FMTS = {
     ("422", 10): "yuv422p10le",
     ("444", 10): "yuv444p10le",
 }
+#: small frames the one-decode route buffers between FFmpeg and the model (455x256 4:4:4: ~350 KB each)
+TAP_QUEUE = 48
+TAP_QUEUE_BYTES = 32 << 20  # and never more than this (a large short_side makes large frames)
 _SAFE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
@@ -397,7 +401,45 @@ class VmafJob:
 
     def tap_frames(self) -> Iterator[bytearray]:
         """The tap's frames, in order, as raw bytes (:class:`Tap`); stops at the child's end of output. A child that
-        failed is reported here, in one line, not as a short clip."""
+        failed is reported here, in one line, not as a short clip.
+
+        A thread drains the pipe into a queue of up to ``TAP_QUEUE`` frames (and 32 MB): FFmpeg's filter graph feeds
+        libvmaf and the tap from one decode, so a tap left unread for a moment would stall libvmaf too."""
+        assert self.tap is not None
+        q: queue.Queue[Any] = queue.Queue(maxsize=max(2, min(TAP_QUEUE, TAP_QUEUE_BYTES // self.tap.frame_bytes)))
+        stop = threading.Event()
+
+        def put(item: Any) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def pump() -> None:
+            try:
+                for buf in self._read_tap():
+                    if not put(buf):
+                        return
+                put(None)
+            except BaseException as e:  # handed to the consumer, raised there
+                put(e)
+
+        threading.Thread(target=pump, name="tinysal-tap", daemon=True).start()
+        try:
+            while True:
+                item = q.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+
+    def _read_tap(self) -> Iterator[bytearray]:
         assert self.proc is not None and self.proc.stdout is not None and self.tap is not None
         size, fd = self.tap.frame_bytes, self.proc.stdout.fileno()
         while True:

@@ -15,6 +15,7 @@ COMMANDS = (
     "encode",
     "roi-eval",
     "crf-search",
+    "ladder",
     "validate-registry",
     "validate-model",
     "eval",

@@ -1,0 +1,41 @@
+"""``tinysal ladder``: a per-title ladder (height x CRF), its convex hulls plain and ROI, and the BD-rate between."""
+
+from __future__ import annotations
+
+import argparse
+
+from tinysal.cli.args import input_arguments, int_at_least, number
+
+HELP = "encode every rung (height x CRF), score it at the source's size, hull plain vs ROI encodes, BD-rate"
+#: the arguments it reads, the files it writes, the folders it writes as a whole (common.check_file_roles)
+FILE_ROLES = (("input",), ("out_json", "plot"), ())
+
+
+def add_arguments(sp: argparse.ArgumentParser) -> None:
+    input_arguments(sp)
+    sp.add_argument("--codec", default="libx264", choices=["libx264", "libx265"])
+    sp.add_argument("--heights", default="1080,720,540,360", help="rung heights, at most the source's (default "
+                    "1080,720,540,360)")  # fmt: skip
+    sp.add_argument("--crfs", default="18:42:4", help="FIRST:LAST:STEP or a list (default 18:42:4)")
+    sp.add_argument("--roi", action="store_true", help="also ROI encodes (the codec's default strength): two hulls")
+    sp.add_argument("--preset", default="medium")
+    sp.add_argument("--scaler", default="bicubic", help="swscale scaler down to each rung and back up for scoring "
+                    "(default bicubic)")  # fmt: skip
+    sp.add_argument("--fps", type=number, help="frame rate of raw YUV input (default 25)")
+    sp.add_argument("--jobs", type=int_at_least(1), default=1, help="rungs encoded and scored at once (processes)")
+    sp.add_argument("--threads", type=int_at_least(0), default=0, help="encoder and libvmaf threads per rung "
+                    "(0 = all cores)")  # fmt: skip
+    sp.add_argument("--out-json", help="every rung, both hulls, the BD-rates")
+    sp.add_argument("--plot", help="PNG: the rungs and both hulls, bitrate against VMAF (and vmaf_roi)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tinysal.cli.common import options_from
+    from tinysal.encode.ladder import LadderOptions, ladder
+
+    doc = ladder(options_from(LadderOptions, args), quiet=args.quiet)
+    hull = doc["hulls"]["vmaf"]["plain"]
+    print(f"{len(doc['points'])} rungs; plain hull: " + ", ".join(f"{p['height']}p/crf {p['crf']:g}" for p in hull))
+    for m, v in doc["bd_rate"].items():
+        print(f"ROI against plain, BD-rate on {m}: " + (f"{v:+.2f}%" if isinstance(v, float) else f"none ({v})"))
+    return 0

@@ -1,0 +1,101 @@
+"""``tinysal ladder`` (issue 26, part 2): every rung encoded and scored at the source's size, convex hulls for plain
+and ROI encodes, the BD-rate between them, a plot; bad input one line and nothing written."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import assert_clean_error, run_cli
+from tinysal.encode.ladder import LadderOptions, convex_hull, parse_crfs, parse_heights
+from tinysal.errors import TinysalError
+
+
+def test_crfs_and_heights_parse() -> None:
+    assert parse_crfs("18:42:4") == [18, 22, 26, 30, 34, 38, 42]
+    assert parse_crfs("20:30:4") == [20, 24, 28]
+    assert parse_crfs("32,20,26") == [20, 26, 32]
+    assert parse_heights("360,1080,720") == [1080, 720, 360]
+    for bad in ("42:18:4", "18:42:0", "18:42", "a:b:c", "10,60"):
+        with pytest.raises(TinysalError):
+            parse_crfs(bad)
+    for bad in ("1080,721", "720,720", "x", "8"):
+        with pytest.raises(TinysalError):
+            parse_heights(bad)
+
+
+def test_convex_hull_keeps_only_the_envelope() -> None:
+    def pt(kbps: float, vmaf: float) -> dict:
+        return {"kbps": kbps, "vmaf": vmaf}
+
+    pts = [pt(100, 40), pt(200, 60), pt(400, 70), pt(300, 55), pt(800, 90), pt(1600, 91), pt(1700, 90.5)]
+    hull = convex_hull(pts)
+    assert [(p["kbps"], p["vmaf"]) for p in hull] == [(100, 40), (200, 60), (800, 90), (1600, 91)]
+    # (400, 70) is under the chord 200 -> 800 in log-rate; (300, 55) and (1700, 90.5) are beaten outright
+    for a, b, c in zip(hull, hull[1:], hull[2:]):  # concave in log-rate: slopes fall
+        s1 = (b["vmaf"] - a["vmaf"]) / math.log10(b["kbps"] / a["kbps"])
+        s2 = (c["vmaf"] - b["vmaf"]) / math.log10(c["kbps"] / b["kbps"])
+        assert s1 > s2
+
+
+def test_ladder_end_to_end(video_dir: Path, tmp_path: Path) -> None:
+    clip = video_dir / "foreman_cif_60f_h264.mp4"
+    out, png = tmp_path / "ladder.json", tmp_path / "ladder.png"
+    p = run_cli("tinysal", "ladder", str(clip), "--heights", "288,144", "--crfs", "24:40:16", "--roi", "--frame_cnt",
+                "8", "--preset", "veryfast", "--jobs", "2", "--out-json", str(out), "--plot", str(png))  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert "[8/8]" in p.stderr and "BD-rate on vmaf_roi" in p.stdout
+    doc = json.loads(out.read_text())
+    src = doc["source"]
+    assert doc["scaler"] == "bicubic" and src["frames"] == 8 and (src["width"], src["height"]) == (352, 288)
+    pts = doc["points"]
+    assert len(pts) == 8 and {(p["height"], p["width"]) for p in pts} == {(288, 352), (144, 176)}
+    assert all(p["frames"] == 8 and p["vmaf_roi"] is not None for p in pts)
+    for kind in ("plain", "roi"):
+        sel = [p for p in pts if (p["roi_strength"] > 0) == (kind == "roi")]
+        for h in (288, 144):  # a higher CRF costs fewer bits and scores lower, at every height
+            by_crf = sorted((p for p in sel if p["height"] == h), key=lambda p: p["crf"])
+            assert by_crf[0]["kbps"] > by_crf[1]["kbps"] and by_crf[0]["vmaf"] > by_crf[1]["vmaf"]
+        # scored at the source's size: the 144-line rung at CRF 24 loses to the 288-line one at CRF 24
+        best = {p["height"]: p["vmaf"] for p in sel if p["crf"] == 24}
+        assert best[288] > best[144]
+        for metric in ("vmaf", "vmaf_roi"):
+            hull = doc["hulls"][metric][kind]
+            assert hull and all(a["kbps"] < b["kbps"] and a[metric] < b[metric] for a, b in zip(hull, hull[1:]))
+    assert all(isinstance(v, (float, str)) for v in doc["bd_rate"].values()) and set(doc["bd_rate"]) == {
+        "vmaf", "vmaf_roi"}  # fmt: skip
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the same plain rungs through one process, without ROI: the same encodes and scores
+    out1 = tmp_path / "one.json"
+    p = run_cli("tinysal", "ladder", str(clip), "--heights", "144", "--crfs", "24", "--frame_cnt", "8", "--preset",
+                "veryfast", "--out-json", str(out1), "-q")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    (one,) = json.loads(out1.read_text())["points"]
+    twin = next(p for p in pts if p["height"] == 144 and p["crf"] == 24 and not p["roi_strength"])
+    assert (one["bytes"], one["vmaf"]) == (twin["bytes"], twin["vmaf"])
+    assert json.loads(out1.read_text())["bd_rate"] == {}
+
+
+def test_bad_input_is_one_line_and_writes_nothing(video_dir: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    clip = str(video_dir / "foreman_cif_60f_h264.mp4")
+    out, png = tmp_path / "l.json", tmp_path / "l.png"
+    base = ["tinysal", "ladder", clip, "--out-json", str(out), "--plot", str(png), "--frame_cnt", "4"]
+    for extra, needle in [
+        (["--heights", "576,288"], "taller than the source"),
+        (["--heights", "287"], "even height"),
+        (["--crfs", "40:20:4"], "FIRST <= LAST"),
+        (["--crfs", "20,70"], "outside 0..51"),
+        (["--scaler", "magic"], "--scaler must be"),
+        (["--preset", "warp"], "--preset must be"),
+    ]:
+        assert_clean_error(run_cli(*base, *extra), needle)
+        assert not out.exists() and not png.exists()
+    import av
+
+    monkeypatch.setattr(av, "codecs_available", set(av.codecs_available) - {"libx265"})
+    with pytest.raises(TinysalError, match="no libx265 encoder"):
+        LadderOptions(input=clip, codec="libx265").check()

@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
-"""VMAF + saliency benchmark: the cost of one combined ``vmaf --feature mobilesal`` run against its two parts run
-alone, back to back (a direct FFmpeg libvmaf run and a saliency-only run), on a real 1080p pair; per-frame VMAF
-against the direct run; peak RSS of the whole process tree; and the cost of ``roi_score``.
+"""VMAF + saliency benchmark (issue 25): what saliency costs beside libvmaf, measured against a direct FFmpeg
+libvmaf run on the same pair, in the same run, each configuration a fresh process tree, best of ``--repeats``.
 
-Every figure is measured in this run, on this machine.
+For each pair it runs: the direct libvmaf run (FFmpeg, ``n_threads=2``); ``vmaf --feature mobilesal`` on the
+one-decode route (the libvmaf child also scales the distorted frames for the model) and, as the baseline, on the
+Python route (``TINYSAL_ONE_DECODE=0``: every frame read, converted and resized in Python, containers decoded a
+second time); saliency alone (``--no_prediction``) on both routes; and ``roi_score=1``. CPU time is that of the
+whole process tree (``RUSAGE_CHILDREN``), peak RSS is sampled over the tree. It also times the parts of the
+saliency cost in this process (FFmpeg's tap, the colour conversion, the model) to say where the time goes.
 
-    python bench/bench_vmaf.py [--frames 30] [--crf 35] [--repeats 2] [--json out.json]
+    python bench/bench_vmaf.py [--frames 120] [--repeats 3] [--uhd | --uhd-only] [--json out.json]
 
-The pair: the bikes clip from ../shared/data/video upscaled to 1920x1080 (reference, raw I420) and the same
-through x264 at --crf (distorted, decoded back to raw I420).
+(docs/benchmarks.md: --frames 300 --uhd.)
+
+Pairs: the bikes clip from ../shared/data/video upscaled to 1920x1080, as raw I420 (reference) against its
+x264 CRF 35 encode decoded to raw I420; the same as an mp4 pair (reference x264 CRF 10, distorted CRF 35); with
+``--uhd`` a 3840x2160 mp4 pair, also run at 30 and 300 frames for peak RSS.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -32,17 +40,25 @@ def ffmpeg() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def make_pair(d: Path, frames: int, crf: int) -> tuple[Path, Path]:
-    ref, enc, dist = d / "ref.yuv", d / "dist.mp4", d / "dist.yuv"
+def make_pairs(d: Path, frames: int, uhd: bool) -> dict[str, dict]:
     q = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-y"]
     src = SHARED / "data" / "video" / "bikes.mp4"
-    up = ["-vf", "scale=1920:1080:flags=bicubic", "-pix_fmt", "yuv420p", "-f", "rawvideo"]
-    subprocess.run([*q, "-stream_loop", "-1", "-i", str(src), "-frames:v", str(frames), *up, str(ref)], check=True)
-    raw = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", "1920x1080"]
-    subprocess.run([*q, *raw, "-i", str(ref), "-c:v", "libx264", "-crf", str(crf), "-preset", "medium", str(enc)],
-                   check=True)  # fmt: skip
-    subprocess.run([*q, "-i", str(enc), *raw[:4], str(dist)], check=True)
-    return ref, dist
+    pairs = {}
+    for name, (w, h), n in (("1080p", (1920, 1080), frames), *((("2160p", (3840, 2160), 300),) if uhd else ())):
+        ref, dist_mp4, dist = d / f"ref{h}.yuv", d / f"dist{h}.mp4", d / f"dist{h}.yuv"
+        ref_mp4 = d / f"ref{h}.mp4"
+        up = ["-vf", f"scale={w}:{h}:flags=bicubic", "-pix_fmt", "yuv420p"]
+        loop = [*q, "-stream_loop", "-1", "-i", str(src), "-frames:v", str(n), *up]
+        x264 = ["-c:v", "libx264", "-preset", "veryfast"]
+        subprocess.run([*loop, *x264, "-crf", "10", str(ref_mp4)], check=True)
+        subprocess.run([*q, "-i", str(ref_mp4), *x264, "-crf", "35", str(dist_mp4)], check=True)
+        pairs[f"{name} mp4"] = {"ref": ref_mp4, "dist": dist_mp4, "raw": [], "frames": n}
+        if name == "1080p":
+            subprocess.run([*q, "-i", str(ref_mp4), "-f", "rawvideo", str(ref)], check=True)
+            subprocess.run([*q, "-i", str(dist_mp4), "-f", "rawvideo", str(dist)], check=True)
+            pairs[f"{name} raw"] = {"ref": ref, "dist": dist, "frames": n,
+                                    "raw": ["-w", str(w), "-h", str(h)]}  # fmt: skip
+    return pairs
 
 
 def _tree_rss_kb(pid: int) -> int:
@@ -61,76 +77,142 @@ def _tree_rss_kb(pid: int) -> int:
     return total
 
 
-def run(cmd: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS MB of the process tree, sampled every 10 ms)."""
+def run(cmd: list[str], env: dict | None = None) -> tuple[float, float, float]:
+    """(wall s, CPU s of the whole process tree, peak RSS MB of the tree sampled every 10 ms)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ, **(env or {})))
     peak = 0
     while p.poll() is None:
         peak = max(peak, _tree_rss_kb(p.pid))
         time.sleep(0.01)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode != 0:
         raise SystemExit(f"failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr.read().decode()[-2000:]}")
-    return wall, peak / 1024
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, peak / 1024
 
 
-def best(cmd: list[str], repeats: int) -> tuple[float, float]:
-    runs = [run(cmd) for _ in range(repeats)]
-    return min(r[0] for r in runs), max(r[1] for r in runs)
+def best(cmd: list[str], repeats: int, env: dict | None = None) -> dict:
+    runs = [run(cmd, env) for _ in range(repeats)]
+    return {"wall": min(r[0] for r in runs), "cpu": min(r[1] for r in runs), "rss": max(r[2] for r in runs)}
+
+
+def configs(pair: dict, d: Path) -> dict[str, tuple[list[str], dict]]:
+    ref, dist, n = str(pair["ref"]), str(pair["dist"]), pair["frames"]
+    log = d / "direct.json"
+    geo = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{pair['raw'][1]}x{pair['raw'][3]}"] if pair["raw"] else []
+    direct = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *geo, "-i", dist, *geo, "-i", ref,
+              "-lavfi", f"[0:v]trim=end_frame={n}[d];[1:v]trim=end_frame={n}[r];"
+              f"[d][r]libvmaf=log_fmt=json:log_path={log}:n_threads=2", "-f", "null", "-"]  # fmt: skip
+    vmaf = [sys.executable, "-m", "tinysal.cli.vmaf", "-r", ref, "-d", dist, *pair["raw"], "--frame_cnt", str(n), "-q"]
+    fast, slow = {"TINYSAL_ONE_DECODE": "1"}, {"TINYSAL_ONE_DECODE": "0"}
+    sal = [*vmaf, "--feature", "mobilesal", "--no_prediction", "-o", str(d / "sal.json")]
+    return {
+        "direct libvmaf (FFmpeg, n_threads=2)": (direct, {}),
+        "vmaf --feature mobilesal (one decode)": ([*vmaf, "--feature", "mobilesal", "-o", str(d / "c.json")], fast),
+        "  combined, Python route (baseline)": ([*vmaf, "--feature", "mobilesal", "-o", str(d / "cs.json")], slow),
+        "saliency only, --no_prediction (one decode)": (sal, fast),
+        "  saliency only, Python route (baseline)": (sal, slow),
+        "roi_score=1": ([*vmaf, "--feature", "mobilesal:roi_score=1", "-o", str(d / "roi.json")], fast),
+    }
+
+
+def parts(d: Path, pair: dict, n: int) -> dict[str, float]:
+    """Where saliency's CPU goes, per frame: FFmpeg's tap alone, the colour conversion and the model (one thread)."""
+    import numpy as np
+
+    from tinysal.features.mobilesal import MobileSal
+    from tinysal.features.vmaf import Tap
+    from tinysal.model.inputs import target_size
+    from tinysal.video.readers import YuvFrame
+
+    w, h = (int(pair["raw"][1]), int(pair["raw"][3])) if pair["raw"] else (1920, 1080)
+    tw, th = target_size(w, h, 256)
+    tap = Tap(tw, th, 8)
+    geo = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{w}x{h}"] if pair["raw"] else []
+    decode = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-nostdin", *geo, "-i", str(pair["dist"]), "-frames:v",
+              str(n)]  # fmt: skip
+    dec = best([*decode, "-f", "null", "-"], 2)["cpu"]
+    tapped = best([*decode, "-vf", tap.chain(), "-f", "rawvideo", "-y", str(d / "tap.raw")], 2)["cpu"]
+    m = MobileSal(threads=1)
+    fr = YuvFrame(*(np.full((th, tw), 128, np.uint8) for _ in range(3)), 8, "444")
+    x = m.preprocess(fr)
+    m.infer(x, w, h)
+    t0 = time.process_time()
+    for _ in range(30):
+        x = m.preprocess(fr)
+    t1 = time.process_time()
+    for _ in range(30):
+        m.statistics(m.infer(x, w, h), w, h)
+    t2 = time.process_time()
+    return {"decode": dec / n * 1e3, "tap": (tapped - dec) / n * 1e3, "convert": (t1 - t0) / 30 * 1e3,
+            "model": (t2 - t1) / 30 * 1e3}  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--frames", type=int, default=30)
-    ap.add_argument("--crf", type=int, default=35)
-    ap.add_argument("--repeats", type=int, default=2, help="runs per configuration; the fastest counts")
+    ap.add_argument("--frames", type=int, default=120)
+    ap.add_argument("--repeats", type=int, default=3, help="runs per configuration; the fastest counts")
+    ap.add_argument("--uhd", action="store_true", help="also a 2160p pair (and its RSS at 30 vs 300 frames)")
+    ap.add_argument("--uhd-only", action="store_true", help="only the 2160p pair")
     ap.add_argument("--json", help="write the figures here too")
     a = ap.parse_args()
     if not (SHARED / "data" / "video" / "bikes.mp4").is_file():
         raise SystemExit(f"needs {SHARED}/data/video/bikes.mp4")
     d = Path(tempfile.mkdtemp(prefix="bench-vmaf-"))
-    ref, dist = make_pair(d, a.frames, a.crf)
-    n = a.frames
-    raw = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", "1920x1080"]
-    log = d / "direct.json"
-    direct_cmd = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *raw, "-i", str(dist), *raw,
-                  "-i", str(ref), "-lavfi", f"[0:v][1:v]libvmaf=log_fmt=json:log_path={log}:n_threads=2",
-                  "-f", "null", "-"]  # fmt: skip
-    vmaf_cmd = [sys.executable, "-m", "tinysal.cli.vmaf", "-r", str(ref), "-d", str(dist), "-w", "1920", "-h",
-                "1080", "-q"]  # fmt: skip
-    out = d / "combined.json"
-    cfg = {
-        "direct libvmaf (FFmpeg, n_threads=2)": direct_cmd,
-        "saliency only (vmaf --feature mobilesal --no_prediction)": vmaf_cmd
-        + ["--feature", "mobilesal", "--no_prediction", "-o", str(d / "sal.json")],
-        "combined (vmaf --feature mobilesal)": vmaf_cmd + ["--feature", "mobilesal", "-o", str(out)],
-        "combined + roi_score (second libvmaf pass on the masked copy)": vmaf_cmd
-        + ["--feature", "mobilesal:roi_score=1", "-o", str(d / "roi.json")],
-    }
-    res = {}
-    for name, cmd in cfg.items():
-        wall, rss = best(cmd, a.repeats)
-        res[name] = {"seconds": round(wall, 3), "fps": round(n / wall, 2), "peak_rss_mb": round(rss, 1)}
-        print(f"{name:68s} {wall:6.2f} s  {n / wall:6.1f} fps  peak RSS {rss:6.0f} MB", flush=True)
-    names = list(cfg)
-    alone = res[names[0]]["seconds"] + res[names[1]]["seconds"]
-    ratio = res[names[2]]["seconds"] / alone
-    print(f"combined / (libvmaf alone + saliency alone, back to back) = {ratio:.2f}x  (goal <= 1.1x, aim < 1.0x)")
-    print(f"roi_score run / combined run = {res[names[3]]['seconds'] / res[names[2]]['seconds']:.2f}x")
-    direct = [f["metrics"]["vmaf"] for f in json.loads(log.read_text())["frames"]]
-    ours = [f["metrics"]["vmaf"] for f in json.loads(out.read_text())["frames"]]
-    diff = max(abs(x - y) for x, y in zip(direct, ours)) if len(direct) == len(ours) else float("inf")
-    print(f"per-frame vmaf, combined run vs direct libvmaf: max |diff| {diff:.6f} over {len(ours)} frames "
-          f"(must be <= 0.01); pooled mean {sum(ours) / len(ours):.3f}")  # fmt: skip
-    peak = max(r["peak_rss_mb"] for r in res.values())
-    print(f"peak RSS of any run's process tree: {peak:.0f} MB (target <= 800 MB)")
+    out: dict = {"frames": a.frames, "pairs": {}}
+    try:
+        for pname, pair in make_pairs(d, a.frames, a.uhd or a.uhd_only).items():
+            if a.uhd_only and not pname.startswith("2160p"):
+                continue
+            n = a.frames if pname.startswith("1080p") else 60
+            pair = dict(pair, frames=n)
+            print(f"\n== {pname}, {n} frames (best of {a.repeats}; CPU of the whole process tree)", flush=True)
+            res = {}
+            for name, (cmd, env) in configs(pair, d).items():
+                r = best(cmd, a.repeats, env)
+                res[name] = r
+                print(f"{name:48s} {r['wall']:6.2f} s wall {r['cpu']:6.2f} s CPU {n / r['wall']:6.1f} fps "
+                      f"peak RSS {r['rss']:5.0f} MB", flush=True)  # fmt: skip
+            names = list(res)
+            base = res[names[0]]
+            fast, slow, sal, sal_py, roi = (res[k] for k in names[1:])
+            rows = {
+                "combined / direct, CPU (<= 1.15)": fast["cpu"] / base["cpu"],
+                "combined / direct, wall (<= 1.15)": fast["wall"] / base["wall"],
+                "  Python route: CPU": slow["cpu"] / base["cpu"],
+                "  Python route: wall": slow["wall"] / base["wall"],
+                "saliency-only fps / direct fps (>= 3)": base["wall"] / sal["wall"],
+                "  Python route": base["wall"] / sal_py["wall"],
+                "roi_score / direct, wall (<= 2.2)": roi["wall"] / base["wall"],
+                "roi_score / direct, CPU": roi["cpu"] / base["cpu"],
+            }
+            for k, v in rows.items():
+                print(f"  {k:46s} {v:5.2f}x")
+            direct = [f["metrics"]["vmaf"] for f in json.loads((d / "direct.json").read_text())["frames"]][:n]
+            ours = [f["metrics"]["vmaf"] for f in json.loads((d / "c.json").read_text())["frames"]]
+            same = direct == ours
+            print(f"  per-frame vmaf identical to the direct run: {same} ({len(ours)} frames)")
+            p = parts(d, pair, n)
+            print("  saliency's parts, per frame (CPU ms): " + ", ".join(f"{k} {v:.2f}" for k, v in p.items())
+                  + f"; direct libvmaf {base['cpu'] / n * 1e3:.1f} ms")  # fmt: skip
+            out["pairs"][pname] = {"runs": res, "ratios": rows, "vmaf_identical": same, "parts_ms": p, "frames": n}
+            if pname.startswith("2160p"):
+                cmd, env = configs(pair, d)["vmaf --feature mobilesal (one decode)"]
+                rss = {}
+                for k in (30, 300):
+                    cmd_k = [*cmd[: cmd.index("--frame_cnt") + 1], str(k), *cmd[cmd.index("--frame_cnt") + 2 :]]
+                    rss[k] = run(cmd_k, env)[2]
+                print(f"  peak RSS of the tree, combined run: 30 frames {rss[30]:.0f} MB, 300 frames {rss[300]:.0f} MB")
+                out["pairs"][pname]["rss_30_300"] = rss
+    finally:
+        for f in d.iterdir():
+            f.unlink()
+        d.rmdir()
     if a.json:
-        Path(a.json).write_text(json.dumps({"runs": res, "ratio_combined_vs_parts": ratio, "max_vmaf_diff": diff,
-                                            "frames": n, "crf": a.crf}, indent=2))  # fmt: skip
-    for f in d.iterdir():
-        f.unlink()
-    d.rmdir()
+        Path(a.json).write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ saliency cost in this process (FFmpeg's tap, the colour conversion, the model) t
 
 (docs/benchmarks.md: --frames 300 --uhd.)
 
-Pairs: the bikes clip from ../shared/data/video upscaled to 1920x1080, as raw I420 (reference) against its
-x264 CRF 35 encode decoded to raw I420; the same as an mp4 pair (reference x264 CRF 10, distorted CRF 35); with
-``--uhd`` a 3840x2160 mp4 pair, also run at 30 and 300 frames for peak RSS.
+Pairs: the bikes clip from ../shared/data/video upscaled to 1920x1080 and encoded with x264 at CRF 10 (reference)
+and again at CRF 35 (distorted), as an mp4 pair and decoded to a raw I420 pair; with ``--uhd`` a 3840x2160 mp4 pair
+made the same way (60 frames scored; the combined run also at 30 and 300 frames for peak RSS).
 """
 
 from __future__ import annotations

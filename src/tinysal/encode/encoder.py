@@ -62,6 +62,19 @@ class EncodeSettings:
     threads: int = 0  # the encoder's threads (x264 threads, x265 pools); 0: the encoder's default (all cores)
 
 
+def check_codec(codec: str, preset: str) -> None:
+    """The flags ``--codec`` and ``--preset`` of the commands that encode many times (crf-search, ladder): one line
+    each for a codec tinysal does not encode with, one this build lacks, an unknown preset."""
+    import av
+
+    if codec not in ENCODERS:
+        raise TinysalError(f"--codec must be one of {', '.join(ENCODERS)}")
+    if codec not in av.codecs_available:
+        raise TinysalError(f"this FFmpeg build (PyAV) has no {codec} encoder")
+    if preset not in PRESETS:
+        raise TinysalError(f"--preset must be one of {', '.join(PRESETS)}")
+
+
 def check_settings(s: EncodeSettings) -> None:
     import av
 

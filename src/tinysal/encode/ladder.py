@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tinysal.encode.encoder import ENCODERS, PRESETS, EncodeOptions, encode
+from tinysal.encode.encoder import EncodeOptions, check_codec, encode
 from tinysal.encode.roi import DEFAULT_ROI_STRENGTH
 from tinysal.errors import TinysalError
 from tinysal.video.readers import VideoInput
@@ -95,14 +95,7 @@ class LadderOptions(VideoInput):
 
     def check(self) -> tuple[list[int], list[float]]:
         """Refuse, before any work, what cannot run (one line each); the heights (tallest first) and CRFs."""
-        if self.codec not in ENCODERS:
-            raise TinysalError(f"--codec must be one of {', '.join(ENCODERS)}")
-        import av
-
-        if self.codec not in av.codecs_available:
-            raise TinysalError(f"this FFmpeg build (PyAV) has no {self.codec} encoder")
-        if self.preset not in PRESETS:
-            raise TinysalError(f"--preset must be one of {', '.join(PRESETS)}")
+        check_codec(self.codec, self.preset)
         if self.scaler not in SCALERS:
             raise TinysalError(f"--scaler must be one of {', '.join(SCALERS)}")
         if not 1 <= self.jobs <= 256:

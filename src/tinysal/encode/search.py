@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from tinysal.encode.encoder import ENCODERS, PRESETS, EncodeOptions, encode
+from tinysal.encode.encoder import EncodeOptions, check_codec, encode
 from tinysal.encode.roi import DEFAULT_ROI_STRENGTH
 from tinysal.errors import TinysalError
 from tinysal.fileio import EventLog
@@ -105,14 +105,7 @@ class CrfSearchOptions(VideoInput):
 
     def check(self) -> tuple[float, float]:
         """Refuse, before any work, what cannot run (one line each); the CRF range."""
-        if self.codec not in ENCODERS:
-            raise TinysalError(f"--codec must be one of {', '.join(ENCODERS)}")
-        import av
-
-        if self.codec not in av.codecs_available:
-            raise TinysalError(f"this FFmpeg build (PyAV) has no {self.codec} encoder")
-        if self.preset not in PRESETS:
-            raise TinysalError(f"--preset must be one of {', '.join(PRESETS)}")
+        check_codec(self.codec, self.preset)
         for flag, v in (("--min-vmaf", self.min_vmaf), ("--min-vmaf-roi", self.min_vmaf_roi)):
             if v is not None and not (math.isfinite(v) and 0 <= v <= 100):
                 raise TinysalError(f"{flag} must be 0..100, got {v:g}")

@@ -183,6 +183,25 @@ def tap_frames(job: VmafJob, pair: Pair) -> Iterator[tuple[int, YuvFrame, None]]
                   "scored those")  # fmt: skip
 
 
+def _preflight(pair: Pair, paths: tuple[str | os.PathLike[str], str | os.PathLike[str]], tap: Tap | None) -> None:
+    """What the Python readers would have found before the FFmpeg children start, in words naming the file (FFmpeg
+    says only "Error opening input files"): an input this process may not read; and, on the tap route, raw 10-bit
+    data whose first frame holds samples above 1023 (16-bit or big-endian data given as 10-bit: the Python route
+    checks every frame it reads; the tap's frames are already scaled, so the first full-size frame is checked here)."""
+    from tinysal.video.readers import RawYuvReader
+
+    for path in paths:
+        if os.fspath(path) == "-":
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            raise TinysalError(f"{os.fspath(path)}: cannot read: {e.strerror or e}") from None
+    if tap is not None and isinstance(pair.dist, RawYuvReader) and pair.dist.bitdepth == 10:
+        next(pair.dist.frames(pair.frame_skip_dist), None)
+
+
 def start_libvmaf(
     ctx: VmafContext,
     pair: Pair,
@@ -197,6 +216,7 @@ def start_libvmaf(
     reference, distorted = paths
     ref, dist, n = pair.ref, pair.dist, pair.n
     tap = saliency_tap(ctx, pair, roi)
+    _preflight(pair, paths, tap)
     # libvmaf's n_threads: with roi_score two libvmaf processes run side by side and each gets half (measured at
     # 1080p on 2 cores: as fast as two 2-thread passes, 140 MB less resident memory; docs/benchmarks.md)
     lv_threads = max(1, ctx.threads // 2) if roi and roi.roi_score else ctx.threads

@@ -191,7 +191,7 @@ def _preflight(pair: Pair, paths: tuple[str | os.PathLike[str], str | os.PathLik
     from tinysal.video.readers import RawYuvReader
 
     for path in paths:
-        if os.fspath(path) == "-":
+        if path is None or os.fspath(path) == "-":  # no reference (saliency alone), or frames on stdin
             continue
         try:
             with open(path, "rb"):

@@ -45,7 +45,8 @@ def test_ladder_end_to_end(video_dir: Path, tmp_path: Path) -> None:
     clip = video_dir / "foreman_cif_60f_h264.mp4"
     out, png = tmp_path / "ladder.json", tmp_path / "ladder.png"
     p = run_cli("tinysal", "ladder", str(clip), "--heights", "288,144", "--crfs", "24:40:16", "--roi", "--frame_cnt",
-                "8", "--preset", "veryfast", "--jobs", "2", "--out-json", str(out), "--plot", str(png))  # fmt: skip
+                "8", "--preset", "veryfast", "--jobs", "2", "--threads", "1", "--out-json", str(out), "--plot",
+                str(png))  # fmt: skip
     assert p.returncode == 0, p.stderr
     assert "[8/8]" in p.stderr and "BD-rate on vmaf_roi" in p.stdout
     doc = json.loads(out.read_text())
@@ -68,10 +69,11 @@ def test_ladder_end_to_end(video_dir: Path, tmp_path: Path) -> None:
     assert all(isinstance(v, (float, str)) for v in doc["bd_rate"].values()) and set(doc["bd_rate"]) == {
         "vmaf", "vmaf_roi"}  # fmt: skip
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # the same plain rungs through one process, without ROI: the same encodes and scores
+    # the same plain rung alone, without ROI, at the same threads (x264's frame threads change its bitstream):
+    # the same encode and score
     out1 = tmp_path / "one.json"
     p = run_cli("tinysal", "ladder", str(clip), "--heights", "144", "--crfs", "24", "--frame_cnt", "8", "--preset",
-                "veryfast", "--out-json", str(out1), "-q")  # fmt: skip
+                "veryfast", "--threads", "1", "--out-json", str(out1), "-q")  # fmt: skip
     assert p.returncode == 0, p.stderr
     (one,) = json.loads(out1.read_text())["points"]
     twin = next(p for p in pts if p["height"] == 144 and p["crf"] == 24 and not p["roi_strength"])
@@ -99,3 +101,46 @@ def test_bad_input_is_one_line_and_writes_nothing(video_dir: Path, tmp_path: Pat
     monkeypatch.setattr(av, "codecs_available", set(av.codecs_available) - {"libx265"})
     with pytest.raises(TinysalError, match="no libx265 encoder"):
         LadderOptions(input=clip, codec="libx265").check()
+
+
+def test_rungs_are_batch_jobs_and_a_work_dir_resumes(video_dir: Path, tmp_path: Path) -> None:
+    import csv
+
+    clip = str(video_dir / "foreman_cif_60f_h264.mp4")
+    work, out = tmp_path / "work", tmp_path / "l.json"
+    base = ["tinysal", "ladder", clip, "--heights", "144", "--crfs", "26,40", "--frame_cnt", "6", "--preset",
+            "veryfast", "--threads", "1", "--work-dir", str(work), "--out-json", str(out)]  # fmt: skip
+    p = run_cli(*base)
+    assert p.returncode == 0, p.stderr
+    first = json.loads(out.read_text())["points"]
+    rows = [json.loads(line) for line in (work / "rungs.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["task"], r["crf"]) for r in rows] == [("144p-crf26", "rung", 26), ("144p-crf40", "rung", 40)]
+    recs = sorted((work / "batch" / "jobs").glob("*.json"))
+    assert len(recs) == 2
+    stamps = [r.stat().st_mtime_ns for r in recs]
+    # a rerun: the sources are reused and both rungs' records stand (not redone), the same points
+    p = run_cli(*base)
+    assert p.returncode == 0, p.stderr
+    assert "2 rungs already done" in p.stderr and "[1/2]" not in p.stderr
+    assert [r.stat().st_mtime_ns for r in recs] == stamps
+    assert json.loads(out.read_text())["points"] == first
+    # one more CRF: only that rung runs
+    p = run_cli(*[a if a != "26,40" else "26,33,40" for a in base])
+    assert p.returncode == 0, p.stderr
+    assert "[1/3]" in p.stderr and "[2/3]" not in p.stderr and "2 rungs already done" in p.stderr
+    # the manifest is a batch manifest: tinysal batch runs the same jobs to the same scores
+    p = run_cli("tinysal", "batch", str(work / "rungs.jsonl"), "--out", str(tmp_path / "b"), "--threads", "1",
+                "--workers", "1", "-q")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    table = {r["id"]: r for r in csv.DictReader((tmp_path / "b" / "summary.csv").open())}
+    for pt in first:
+        row = table[f"144p-crf{pt['crf']:g}"]
+        assert row["status"] == "done" and float(row["vmaf_mean"]) == pt["vmaf"] and int(row["bytes"]) == pt["bytes"]
+    # a rung a user wrote wrong fails on its own, with its reason
+    bad = dict(rows[0], id="bad", crf=70)
+    (tmp_path / "bad.jsonl").write_text(json.dumps(bad) + "\n")
+    p = run_cli("tinysal", "batch", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "bb"), "-q")
+    assert p.returncode != 0 and "bad: failed: crf 70 is outside 0..51" in p.stderr, p.stderr
+    # a work dir that would hold the input's replacement is refused before any work
+    assert_clean_error(run_cli("tinysal", "ladder", str(work / "sources" / "source.yuv"), "-w", "352", "-H", "288",
+                               "--heights", "144", "--work-dir", str(work)), "holds the input")  # fmt: skip

@@ -1,7 +1,8 @@
 """A batch manifest: CSV or JSONL, one job per row, checked whole before any work.
 
-Each row has a unique ``id``, a ``task`` (``score``, ``encode``) and the task's options under the names of the
-matching command's flags (the fields of ``ScoreOptions`` / ``EncodeOptions``). CSV cells are text and are read by
+Each row has a unique ``id``, a ``task`` (``score``, ``encode``, ``rung``) and the task's options under the names of
+the matching command's flags (the fields of ``ScoreOptions`` / ``EncodeOptions``; ``rung``, one rung of a ladder
+that ``tinysal ladder`` writes: the fields of ``RungOptions``). CSV cells are text and are read by
 the field's type (numbers, ``true``/``false``, lists as ``;``-separated items or a JSON list); JSONL values are
 taken as they are. Relative paths are relative to the manifest's folder.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tinysal.encode.encoder import EncodeOptions
+from tinysal.encode.ladder import RungOptions
 from tinysal.errors import TinysalError
 from tinysal.features.task import ScoreOptions
 
@@ -25,9 +27,10 @@ from tinysal.features.task import ScoreOptions
 TASKS: dict[str, tuple[type, tuple[str, ...], tuple[str, ...]]] = {
     "score": (ScoreOptions, ("reference", "distorted"), ("plot", "contact_sheet", "saliency_out")),
     "encode": (EncodeOptions, ("input", "roi_maps", "model_path"), ("output",)),
+    "rung": (RungOptions, ("source", "rung_source", "model_path"), ()),
 }
 #: fields a batch sets itself: the score record holds the result (no --output), the pool sets the threads
-RESERVED = {"score": ("output", "fmt", "threads"), "encode": ("threads",)}
+RESERVED = {"score": ("output", "fmt", "threads"), "encode": ("threads",), "rung": ("threads",)}
 MAX_ROWS = 1_000_000
 
 

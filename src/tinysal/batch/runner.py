@@ -56,6 +56,8 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
         for k in ("mean", "min", "harmonic_mean"):
             if f"{m}_{k}" in COLUMNS and k in pooled.get(m, {}):
                 row[f"{m}_{k}"] = pooled[m][k]
+    if rec.get("task") == "rung" and isinstance(res, dict):  # a ladder's rung: its mean scores
+        row["vmaf_mean"], row["vmaf_roi_mean"] = res.get("vmaf"), res.get("vmaf_roi")
     row["frames"] = info.get("frames_scored", info.get("frames"))
     for k in ("output", "kbps", "bytes"):
         row[k] = info.get(k)

@@ -21,6 +21,11 @@ def run_job(task: str, options: dict[str, Any]) -> dict[str, Any]:
         res = score(opts)
         return {"result": res.result, "info": {k: v for k, v in res.info.items() if k != "notes"},
                 "notes": res.info.get("notes", [])}  # fmt: skip
+    if task == "rung":
+        from tinysal.encode.ladder import run_rung
+
+        point = run_rung(opts)
+        return {"result": point, "info": {k: point[k] for k in ("frames", "kbps", "bytes")}, "notes": []}
     from tinysal.encode.encoder import encode
 
     info = encode(opts)

@@ -5,8 +5,10 @@ from the source scaled to its height, and scored at the source's resolution: the
 stated scaler (``--scaler``, bicubic by default) before libvmaf sees it, as Netflix scores rungs, so that rungs of
 different heights compare. The convex hull of bitrate against VMAF (upper hull in log-bitrate, the per-title
 ladder's envelope) is taken for plain and for ROI encodes, and the BD-rate between the two hulls is reported on
-VMAF and, with ``--roi``, on the saliency-weighted ``vmaf_roi`` (its own hulls). Rungs run as jobs on a process
-pool (``--jobs``); each is one encode and one score, by the ``encode`` and ``score`` tasks.
+VMAF and, with ``--roi``, on the saliency-weighted ``vmaf_roi`` (its own hulls). Each rung is a job of the batch
+task ``rung`` (:class:`RungOptions`: one encode and one score, by the encode and score tasks); ``tinysal.batch.ladder``
+writes them as a manifest and runs it with the batch runner, locally or on Ray. This module is the rung and the
+arithmetic; it imports nothing of the batch layer.
 """
 
 from __future__ import annotations
@@ -14,10 +16,8 @@ from __future__ import annotations
 import math
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,9 @@ class LadderOptions(VideoInput):
     out_json: str | None = None
     plot: str | None = None
     model_path: str | None = None
+    engine: str = "local"  # where the rungs run, as batch jobs: local processes or Ray
+    address: str | None = None
+    work_dir: str | None = None  # keeps the rung sources, the manifest and the records: a rerun resumes
 
     def check(self) -> tuple[list[int], list[float]]:
         """Refuse, before any work, what cannot run (one line each); the heights (tallest first) and CRFs."""
@@ -100,6 +103,8 @@ class LadderOptions(VideoInput):
             raise TinysalError(f"--scaler must be one of {', '.join(SCALERS)}")
         if not 1 <= self.jobs <= 256:
             raise TinysalError(f"--jobs must be 1..256, got {self.jobs}")
+        if self.engine not in ("local", "ray"):
+            raise TinysalError(f"--engine must be local or ray, got {self.engine!r}")
         from tinysal.fileio import check_writable_target
 
         for p in (self.out_json, self.plot):
@@ -122,54 +127,75 @@ def _raw(w: int, h: int, fmt: str) -> list[str]:
     return ["-f", "rawvideo", "-pix_fmt", fmt, "-s", f"{w}x{h}"]
 
 
-@dataclass(frozen=True)
-class Rung:
-    """One job: encode the source scaled to ``height`` at ``crf`` (ROI at ``roi_strength``, 0 = plain), score it
-    at the source's size."""
+@dataclass(kw_only=True)
+class RungOptions:
+    """One rung, the batch task ``rung``: encode ``rung_source`` (the source scaled to ``rung_width`` x
+    ``rung_height``, raw 8-bit 4:2:0) at ``crf`` (ROI at ``roi_strength``; 0 = plain), scale the encode back up to
+    ``width`` x ``height`` with ``scaler`` and score it against ``source`` (raw, that size), with ``vmaf_roi`` when
+    ``roi``. The ladder writes these as a manifest; ``tinysal batch`` runs them like any other job."""
 
-    height: int
+    source: str
+    rung_source: str
     width: int
+    height: int
+    rung_width: int
+    rung_height: int
     crf: float
-    roi_strength: float
+    roi_strength: float = 0.0
+    codec: str = "libx264"
+    preset: str = "medium"
+    scaler: str = "bicubic"
+    fps: float = DEFAULT_FPS
+    roi: bool = False
+    model_path: str | None = None
+    threads: int = 0
+
+    def check(self) -> None:
+        check_codec(self.codec, self.preset)
+        if self.scaler not in SCALERS:
+            raise TinysalError(f"scaler must be one of {', '.join(SCALERS)}, got {self.scaler!r}")
+        if not (math.isfinite(self.crf) and 0 <= self.crf <= 51):
+            raise TinysalError(f"crf {self.crf:g} is outside 0..51")
+        if not (0 < self.rung_height <= self.height and 0 < self.rung_width <= self.width):
+            raise TinysalError(f"a {self.rung_width}x{self.rung_height} rung of a {self.width}x{self.height} source")
+        if not (math.isfinite(self.fps) and self.fps > 0) or self.roi_strength < 0:
+            raise TinysalError("fps must be above 0 and roi_strength at least 0")
 
 
-def run_rung(rung: Rung, ctx: dict[str, Any]) -> dict[str, Any]:
-    """Encode and score one rung (a process-pool job: every argument is plain data). Its files are removed."""
+def run_rung(opts: RungOptions) -> dict[str, Any]:
+    """Encode and score one rung: its point (size, bitrate, mean VMAF and vmaf_roi). Its files are removed."""
     from tinysal.features.task import ScoreOptions, score
 
-    folder, W, H, fmt = Path(ctx["folder"]), ctx["width"], ctx["height"], ctx["pix_fmt"]
-    tag = f"{rung.height}-{rung.crf:g}-{rung.roi_strength:g}"
-    src = ctx["rung_sources"][str(rung.height)]
-    enc = folder / f"enc-{tag}.mp4"
-    up = folder / f"up-{tag}.yuv"
+    opts.check()
+    W, H = opts.width, opts.height
+    folder = Path(tempfile.mkdtemp(prefix="tinysal-rung-"))
+    enc, up = folder / "enc.mp4", folder / "up.yuv"
     t0 = time.perf_counter()
     try:
-        eo = EncodeOptions(input=src, width=rung.width, height=rung.height, pixel_format=ctx["pixel_format"],
-                           bitdepth=ctx["bitdepth"], output=str(enc), fps=ctx["fps"], codec=ctx["codec"],
-                           crf=rung.crf, preset=ctx["preset"], roi=rung.roi_strength > 0,
-                           roi_strength=rung.roi_strength or None, overwrite=True, no_audio=True,
-                           threads=ctx["threads"], model_path=ctx["model_path"])  # fmt: skip
+        eo = EncodeOptions(input=opts.rung_source, width=opts.rung_width, height=opts.rung_height,
+                           pixel_format="420", bitdepth=8, output=str(enc), fps=opts.fps, codec=opts.codec,
+                           crf=opts.crf, preset=opts.preset, roi=opts.roi_strength > 0,
+                           roi_strength=opts.roi_strength or None, overwrite=True, no_audio=True,
+                           threads=opts.threads, model_path=opts.model_path)  # fmt: skip
         info = encode(eo)
         dist = enc
-        if rung.height != H:  # scored at the source's size: scaled back up with the ladder's one scaler
-            _ffmpeg(["-i", str(enc), "-vf", f"scale={W}:{H}:flags={ctx['scaler']}", *_raw(W, H, fmt)[:4], str(up)],
-                    f"scaling the {rung.height}-line encode up")  # fmt: skip
+        if (opts.rung_width, opts.rung_height) != (W, H):  # scored at the source's size, scaled with one scaler
+            _ffmpeg(["-i", str(enc), "-vf", f"scale={W}:{H}:flags={opts.scaler}", *_raw(W, H, "yuv420p")[:4],
+                     str(up)], f"scaling the {opts.rung_height}-line encode up")  # fmt: skip
             dist = up
-        feat = ["mobilesal:roi_score=1"] if ctx["roi"] else []
-        params = [f"mobilesal:model_path={ctx['model_path']}"] if feat and ctx["model_path"] else []
-        so = ScoreOptions(reference=ctx["source"], distorted=str(dist), width=W, height=H,
-                          pixel_format=ctx["pixel_format"], bitdepth=ctx["bitdepth"], feature=feat,
-                          feature_params=params, threads=ctx["threads"])  # fmt: skip
+        feat = ["mobilesal:roi_score=1"] if opts.roi else []
+        params = [f"mobilesal:model_path={opts.model_path}"] if feat and opts.model_path else []
+        so = ScoreOptions(reference=opts.source, distorted=str(dist), width=W, height=H, pixel_format="420",
+                          bitdepth=8, feature=feat, feature_params=params, threads=opts.threads)  # fmt: skip
         res = score(so).result
     finally:
-        enc.unlink(missing_ok=True)
-        up.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
     frames = res["frames"]
-    seconds = len(frames) / ctx["fps"]
+    seconds = len(frames) / opts.fps
     vm = [f["metrics"]["vmaf"] for f in frames]
     roi = [f["metrics"]["vmaf_roi"] for f in frames if "vmaf_roi" in f["metrics"]]
     return {
-        "height": rung.height, "width": rung.width, "crf": rung.crf, "roi_strength": rung.roi_strength,
+        "height": opts.rung_height, "width": opts.rung_width, "crf": opts.crf, "roi_strength": opts.roi_strength,
         "bytes": int(info["bytes"]), "kbps": round(info["bytes"] * 8 / seconds / 1000, 2),
         "vmaf": round(float(np.mean(vm)), 4), "vmaf_roi": round(float(np.mean(roi)), 4) if roi else None,
         "frames": len(frames), "seconds": round(time.perf_counter() - t0, 2),
@@ -247,7 +273,7 @@ def plot_ladder(doc: dict[str, Any], path: str) -> None:
     plt.close(fig)
 
 
-def _check_source(opts: LadderOptions, reader: Any, heights: list[int]) -> None:
+def check_source(opts: LadderOptions, reader: Any, heights: list[int]) -> None:
     W, H = reader.width, reader.height
     for h in heights:
         if h > H:
@@ -258,9 +284,14 @@ def _check_source(opts: LadderOptions, reader: Any, heights: list[int]) -> None:
                            f"this is {reader.bitdepth}-bit {reader.pix_fmt}")  # fmt: skip
 
 
-def _sources(reader: Any, total: int, heights: list[int], folder: Path, scaler: str) -> tuple[int, dict, dict]:
+def rung_width(width: int, height: int, h: int) -> int:
+    """A rung's width: the source's aspect at ``h`` lines, even."""
+    return width if h == height else max(2, round(width * h / height / 2) * 2)
+
+
+def write_sources(reader: Any, total: int, heights: list[int], folder: Path, scaler: str) -> tuple[int, dict]:
     """Decode the source once to raw frames (what every rung is cut from and scored against) and scale it to each
-    rung's height: (frames, {height: raw file}, {height: width})."""
+    rung's height: (frames, {height: raw file})."""
     from tinysal.features.mobilesal import frame_bytes_of
 
     W, H = reader.width, reader.height
@@ -274,84 +305,36 @@ def _sources(reader: Any, total: int, heights: list[int], folder: Path, scaler: 
             n += 1
     if n < 2:
         raise TinysalError(f"{reader.path}: a ladder needs at least 2 frames, got {n}")
-    files, widths = {str(H): str(source)}, {}
+    files = {H: str(source)}
     for h in heights:
-        w = W if h == H else max(2, round(W * h / H / 2) * 2)
-        widths[h] = w
         if h != H:
+            w = rung_width(W, H, h)
             out = folder / f"source-{h}.yuv"
             _ffmpeg([*_raw(W, H, "yuv420p"), "-i", str(source), "-vf", f"scale={w}:{h}:flags={scaler}",
                      *_raw(w, h, "yuv420p")[:4], str(out)], f"scaling the source to {h} lines")  # fmt: skip
-            files[str(h)] = str(out)
-    return n, files, widths
+            files[h] = str(out)
+    return n, files
 
 
-def _run_rungs(rungs: list[Rung], ctx: dict[str, Any], jobs: int, say: Any) -> list[dict[str, Any]]:
-    """Every rung, on a pool of ``jobs`` processes (or here), a line each as it finishes; in the rungs' order."""
-    points: list[dict[str, Any]] = []
-
-    def done(p: dict[str, Any]) -> None:
-        points.append(p)
-        roi = f" vmaf_roi {p['vmaf_roi']:.2f}" if p["vmaf_roi"] is not None else ""
-        kind = f"roi {p['roi_strength']:g}" if p["roi_strength"] else "plain"
-        say(f"[{len(points)}/{len(rungs)}] {p['height']}p crf {p['crf']:g} {kind}: {p['kbps']:.0f} kbit/s "
-            f"vmaf {p['vmaf']:.2f}{roi}")  # fmt: skip
-
-    if jobs == 1:
-        for r in rungs:
-            done(run_rung(r, ctx))
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(run_rung, r, ctx) for r in rungs]
-            try:
-                for fut in as_completed(futures):
-                    done(fut.result())
-            except BaseException:
-                for fut in futures:
-                    fut.cancel()
-                raise
-    order = {(r.height, r.crf, r.roi_strength): k for k, r in enumerate(rungs)}
-    return sorted(points, key=lambda p: order[(p["height"], p["crf"], p["roi_strength"])])
+def roi_strengths(opts: LadderOptions) -> list[float]:
+    """0 (plain) and, with ``--roi``, the codec's default ROI strength."""
+    return [0.0] + ([DEFAULT_ROI_STRENGTH[opts.codec]] if opts.roi else [])
 
 
-def ladder(opts: LadderOptions, quiet: bool = False) -> dict[str, Any]:
-    """Run the ladder; the document (``points``, ``hulls``, ``bd_rate``), also written to ``out_json``."""
-    heights, crfs = opts.check()
-    reader = opts.open_input()
-    _check_source(opts, reader, heights)
-    W, H = reader.width, reader.height
-    fps = float(opts.fps or getattr(reader, "fps", None) or DEFAULT_FPS)
-    total = min(reader.frame_count, opts.frame_cnt) if opts.frame_cnt else reader.frame_count
-    strengths = [0.0] + ([DEFAULT_ROI_STRENGTH[opts.codec]] if opts.roi else [])
-
-    def say(line: str) -> None:
-        if not quiet:
-            print(line, file=sys.stderr, flush=True)
-
-    folder = Path(tempfile.mkdtemp(prefix="tinysal-ladder-"))
-    t0 = time.perf_counter()
-    try:
-        n, files, widths = _sources(reader, total, heights, folder, opts.scaler)
-        ctx = {"folder": str(folder), "width": W, "height": H, "pix_fmt": "yuv420p", "pixel_format": "420",
-               "bitdepth": 8, "fps": fps, "codec": opts.codec, "preset": opts.preset, "threads": opts.threads,
-               "model_path": opts.model_path, "scaler": opts.scaler, "roi": opts.roi, "source": files[str(H)],
-               "rung_sources": files}  # fmt: skip
-        rungs = [Rung(h, widths[h], c, s) for h in heights for c in crfs for s in strengths]
-        say(f"ladder: {len(rungs)} rungs ({len(heights)} heights x {len(crfs)} CRFs x "
-            f"{'plain + ROI' if opts.roi else 'plain'}) of {n} frames at {W}x{H}, {opts.jobs} at a time")  # fmt: skip
-        points = _run_rungs(rungs, ctx, opts.jobs, say)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+def summarise(opts: LadderOptions, source: dict[str, Any], heights: list[int], crfs: list[float],
+              points: list[dict[str, Any]], seconds: float) -> dict[str, Any]:  # fmt: skip
+    """The ladder's document from its points (``points``, ``hulls``, ``bd_rate``), also written to ``out_json`` and
+    drawn to ``plot``."""
+    strengths = roi_strengths(opts)
     kinds = {"plain": [p for p in points if not p["roi_strength"]], "roi": [p for p in points if p["roi_strength"]]}
     metrics = ["vmaf"] + (["vmaf_roi"] if opts.roi else [])
     hulls = {m: {k: convex_hull(v, m) for k, v in kinds.items() if v} for m in metrics}
     bd = {m: hull_bd_rate(hulls[m]["plain"], hulls[m]["roi"], m) for m in metrics if opts.roi}
     doc: dict[str, Any] = {
         "input": opts.input, "codec": opts.codec, "preset": opts.preset, "scaler": opts.scaler, "roi": opts.roi,
-        "roi_strength": strengths[-1] if opts.roi else None,
-        "source": {"width": W, "height": H, "frames": n, "fps": fps},
+        "roi_strength": strengths[-1] if opts.roi else None, "source": source,
         "heights": heights, "crfs": crfs, "points": points, "hulls": hulls, "bd_rate": bd,
-        "seconds": round(time.perf_counter() - t0, 2),
+        "seconds": round(seconds, 2),
     }  # fmt: skip
     if opts.out_json:
         from tinysal.fileio import write_json
@@ -362,4 +345,4 @@ def ladder(opts: LadderOptions, quiet: bool = False) -> dict[str, Any]:
     return doc
 
 
-__all__ = ["LadderOptions", "ladder", "convex_hull", "parse_crfs", "parse_heights"]
+__all__ = ["LadderOptions", "RungOptions", "run_rung", "convex_hull", "parse_crfs", "parse_heights", "summarise"]

@@ -22,7 +22,14 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--scaler", default="bicubic", help="swscale scaler down to each rung and back up for scoring "
                     "(default bicubic)")  # fmt: skip
     sp.add_argument("--fps", type=number, help="frame rate of raw YUV input (default 25)")
-    sp.add_argument("--jobs", type=int_at_least(1), default=1, help="rungs encoded and scored at once (processes)")
+    sp.add_argument("--jobs", type=int_at_least(1), default=1, help="rungs encoded and scored at once (batch "
+                    "workers)")  # fmt: skip
+    sp.add_argument("--engine", choices=["local", "ray"], default="local", help="where the rungs run as batch "
+                    "jobs: local worker processes (default) or Ray tasks (--work-dir on shared storage)")  # fmt: skip
+    sp.add_argument("--address", help="--engine ray: auto or [ray://]host:port of a running cluster (default: start "
+                    "a local Ray)")  # fmt: skip
+    sp.add_argument("--work-dir", help="keep the rung sources, the manifest (rungs.jsonl) and the job records here: "
+                    "a rerun skips the rungs already done (default: a temporary folder, removed)")  # fmt: skip
     sp.add_argument("--threads", type=int_at_least(0), default=0, help="encoder and libvmaf threads per rung "
                     "(0 = all cores)")  # fmt: skip
     sp.add_argument("--out-json", help="every rung, both hulls, the BD-rates")
@@ -30,8 +37,9 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tinysal.batch.ladder import ladder
     from tinysal.cli.common import options_from
-    from tinysal.encode.ladder import LadderOptions, ladder
+    from tinysal.encode.ladder import LadderOptions
 
     doc = ladder(options_from(LadderOptions, args), quiet=args.quiet)
     hull = doc["hulls"]["vmaf"]["plain"]

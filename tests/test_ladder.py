@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import assert_clean_error, run_cli
+from tests.conftest import run_cli as _run_cli
 from tinysal.encode.ladder import LadderOptions, convex_hull, parse_crfs, parse_heights
 from tinysal.errors import TinysalError
 
@@ -109,7 +111,11 @@ def test_rungs_are_batch_jobs_and_a_work_dir_resumes(video_dir: Path, tmp_path: 
     clip = str(video_dir / "foreman_cif_60f_h264.mp4")
     work, out = tmp_path / "work", tmp_path / "l.json"
     base = ["tinysal", "ladder", clip, "--heights", "144", "--crfs", "26,40", "--frame_cnt", "6", "--preset",
-            "veryfast", "--threads", "1", "--work-dir", str(work), "--out-json", str(out)]  # fmt: skip
+            "veryfast", "--threads", "1", "--work-dir", "work", "--out-json", str(out)]  # fmt: skip
+
+    def run_cli(*args: str) -> subprocess.CompletedProcess:  # from tmp_path: --work-dir relative to it
+        return _run_cli(*args, cwd=tmp_path)
+
     p = run_cli(*base)
     assert p.returncode == 0, p.stderr
     first = json.loads(out.read_text())["points"]

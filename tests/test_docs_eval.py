@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import ROOT, SHARED, assert_clean_error, make_blob_dataset, run_cli
 
 
@@ -56,8 +57,28 @@ def test_eval_reports_metrics(tmp_path: Path, smoke_model: Path) -> None:
     for k in ("iou", "mae", "max_f", "mean_f", "s_measure", "e_measure"):
         assert 0.0 <= d[k] <= 1.0, k
     assert d["max_f"] >= d["mean_f"]
-    p = run_cli("tinysal", "eval", str(smoke_model), str(root), "--groups", "seq1")
-    assert p.returncode == 0 and " 3 " in p.stdout
+    assert sum(b["n"] for b in d["by_size"].values()) == 6
+    p = run_cli("tinysal", "eval", str(smoke_model), str(root), "--groups", "seq1", "--by-size")
+    assert p.returncode == 0 and " 3 " in p.stdout and "fill" in p.stdout
+
+
+def test_eval_by_object_size_shows_under_confidence() -> None:
+    import numpy as np
+
+    from tinysal.train.evaluate import _image_stats, by_size
+
+    big = np.zeros((100, 100), bool)
+    big[10:90, 10:90] = True  # 64% of the image
+    small = np.zeros((100, 100), bool)
+    small[40:50, 40:50] = True  # 1%
+    timid = np.where(big, 0.4, 0.0).astype(np.float32)  # right shape, under-confident: lost at 0.5, kept at 0.3
+    spilled = np.where(small, 1.0, 0.1).astype(np.float32)  # right object, a faint haze everywhere else
+    stats = [_image_stats(timid, big, 0.0), _image_stats(spilled, small, 1.0)]
+    b = by_size(stats)
+    assert set(b) == {"large", "small"} and b["large"]["n"] == b["small"]["n"] == 1
+    assert b["large"]["iou_03"] == 1.0 and b["large"]["fill"] == pytest.approx(0.4) and b["large"]["spill"] == 0.0
+    assert b["small"]["fill"] == 1.0 and b["small"]["spill"] == pytest.approx(0.1)
+    assert b["large"]["mae"] == pytest.approx(0.64 * 0.6, abs=1e-4)
 
 
 def test_eval_production_beats_smoke_on_davis(davis: Path, smoke_model: Path) -> None:

@@ -40,7 +40,7 @@ def _work_dir(opts: LadderOptions) -> tuple[Path, bool]:
     """(the folder the ladder works in, whether it is kept)."""
     if not opts.work_dir:
         return Path(tempfile.mkdtemp(prefix="tinysal-ladder-")), False
-    work = Path(opts.work_dir).absolute()  # the manifest names its files from here: relative to its own folder
+    work = Path(os.path.abspath(opts.work_dir))  # the manifest names its files from here: relative to its own folder
     if work.exists() and not work.is_dir():
         raise TinysalError(f"--work-dir {work}: exists and is not a folder")
     try:

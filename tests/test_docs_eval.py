@@ -54,7 +54,7 @@ def test_eval_reports_metrics(tmp_path: Path, smoke_model: Path) -> None:
     assert p.returncode == 0, p.stderr
     d = json.loads(out.read_text())["datasets"][0]
     assert d["n_images"] == 6
-    for k in ("iou", "mae", "max_f", "mean_f", "s_measure", "e_measure"):
+    for k in ("iou", "mae", "max_f", "max_f_pr", "mean_f", "s_measure", "e_measure"):
         assert 0.0 <= d[k] <= 1.0, k
     assert d["max_f"] >= d["mean_f"]
     assert sum(b["n"] for b in d["by_size"].values()) == 6

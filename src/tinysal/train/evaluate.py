@@ -1,7 +1,9 @@
 """``tinysal eval``: standard salient-object-detection metrics of an ONNX model on image/mask datasets.
 
 Per dataset: mean IoU@0.5 (per image), MAE, max-F and mean-F (beta^2 = 0.3), S-measure and E-measure (mean),
-computed with pysodmetrics. Inference runs at a chosen short side (default 256; 0 = native), padded to a
+computed with pysodmetrics. ``max_f`` is the maximum over 256 thresholds of the per-image F averaged over images
+(pysodmetrics' curve); ``max_f_pr`` the older toolkits' form: F of the per-image precision and recall averaged over
+images, at each threshold. Inference runs at a chosen short side (default 256; 0 = native), padded to a
 multiple of 8; the map is resized back to the mask's size before scoring.
 """
 
@@ -81,7 +83,10 @@ def evaluate(
                 metric.step(pred=pred_u8, gt=mask)
             ious.append(float(iou_per_image(pred[None], (mask[None] > 127).astype(np.float32))[0]))
             per_image.append(_image_stats(pred, mask > 127, ious[-1]))
-        f = fm.get_results()["fm"]
+        fres = fm.get_results()
+        f, pr = fres["fm"], fres["pr"]
+        # the toolkit form of max-F: F of the precision and recall averaged over images, at each threshold
+        pr_f = 1.3 * pr["p"] * pr["r"] / np.maximum(0.3 * pr["p"] + pr["r"], 1e-12)
         e = em.get_results()["em"]
         out["datasets"].append(
             {
@@ -91,6 +96,7 @@ def evaluate(
                 "iou": float(np.mean(ious)),
                 "mae": float(mae.get_results()["mae"]),
                 "max_f": float(np.max(f["curve"])),
+                "max_f_pr": float(np.max(pr_f)),
                 "mean_f": float(np.mean(f["curve"])),
                 "s_measure": float(sm.get_results()["sm"]),
                 "e_measure": float(np.mean(e["curve"])),

@@ -34,11 +34,12 @@ def run(args: argparse.Namespace) -> int:
     precheck(args.out_json)
     rep = run_eval(opts)
     report(args.out_json, rep, args, [args.model])
-    print(f"{'dataset':<20} {'n':>5} {'IoU':>7} {'MAE':>7} {'maxF':>7} {'meanF':>7} {'S':>7} {'E':>7}")
+    print(f"{'dataset':<20} {'n':>5} {'IoU':>7} {'MAE':>7} {'maxF':>7} {'maxF-PR':>7} {'meanF':>7} {'S':>7} {'E':>7}")
     for d in rep["datasets"]:
         print(
             f"{os.path.basename(d['root']):<20} {d['n_images']:>5} {d['iou']:>7.4f} {d['mae']:>7.4f} "
-            f"{d['max_f']:>7.4f} {d['mean_f']:>7.4f} {d['s_measure']:>7.4f} {d['e_measure']:>7.4f}"
+            f"{d['max_f']:>7.4f} {d['max_f_pr']:>7.4f} {d['mean_f']:>7.4f} {d['s_measure']:>7.4f} "
+            f"{d['e_measure']:>7.4f}"
         )
     if args.by_size:
         print(f"\n{'dataset':<20} {'size':<7} {'n':>5} {'IoU@.5':>7} {'IoU@.3':>7} {'MAE':>7} {'fill':>7} {'spill':>7}")

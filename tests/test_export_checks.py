@@ -184,6 +184,20 @@ def test_allowlist_walks_subgraphs() -> None:
     assert "the_loop" in names and "the_loop/inner_relu" in names
 
 
+def test_a_disallowed_op_is_one_line_however_many_nodes_use_it() -> None:
+    from tinysal.model.checks import check_ops, describe_failures
+
+    m = _loop_model()
+    body = m.graph.node[-1].attribute[0].g
+    body.node[1].op_type = "Elu"
+    body.node.append(helper.make_node("Elu", ["v_out"], ["v_more"], name="second_elu"))
+    body.node.append(helper.make_node("Elu", ["v_more"], ["v_most"], name="third_elu"))
+    lines = describe_failures(check_ops(m))
+    elu = [ln for ln in lines if "::Elu" in ln]
+    assert elu == ["disallowed op ai.onnx::Elu at node the_loop/inner_relu (and 2 more)"], lines
+    assert any("::Loop at node the_loop" in ln and "more" not in ln for ln in lines), lines
+
+
 def test_allowlist_flags_custom_domain(tmp_path: Path) -> None:
     p_ = tmp_path / "custom.onnx"
     p_.write_bytes(_tiny_model("FancyAct", domain="com.example").SerializeToString())

@@ -155,8 +155,13 @@ def check_ops(path_or_model: Any) -> dict[str, Any]:
 
 
 def describe_failures(report: dict[str, Any]) -> list[str]:
-    """One human line per finding in a ``check_ops`` report."""
-    lines = [f"disallowed op {o['domain']}::{o['op_type']} at node {o['node']}" for o in report["offending_ops"]]
+    """One human line per finding in a ``check_ops`` report; a disallowed op is one line however many nodes use it
+    (the first node named, and the count)."""
+    by_op: dict[str, list[str]] = {}
+    for o in report["offending_ops"]:
+        by_op.setdefault(f"{o['domain']}::{o['op_type']}", []).append(o["node"])
+    lines = [f"disallowed op {op} at node {nodes[0]}" + (f" (and {len(nodes) - 1} more)" if len(nodes) > 1 else "")
+             for op, nodes in by_op.items()]  # fmt: skip
     lines += [f"I/O contract: {p}" for p in report["io_problems"]]
     lines += [
         f"Resize node {r['node']} has {r['attributes']}, expected {RESIZE_EXPECTED}"

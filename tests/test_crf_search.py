@@ -96,3 +96,42 @@ def test_bad_input_is_one_line_and_writes_nothing(video_dir: Path, tmp_path: Pat
     existing.write_bytes(b"keep")
     assert_clean_error(run_cli(*base, "--encode", str(existing)), "--overwrite")
     assert existing.read_bytes() == b"keep"
+
+
+def test_crf_search_is_a_batch_task(video_dir: Path, tmp_path: Path) -> None:
+    """A catalogue of searches: each title's answer in its record and the table, the same answer as the command,
+    its --encode output written (and replaced by a redo of its own), an unreachable target failing alone."""
+    import csv
+
+    clip = str(video_dir / "foreman_cif_60f_h264.mp4")
+    fast = {"samples": 2, "sample_seconds": 0.5, "preset": "ultrafast", "frame_cnt": 30}
+    rows = [
+        {"id": "t1", "task": "crf-search", "input": clip, "min_vmaf": 90, "encode": "t1.mp4", **fast},
+        {"id": "never", "task": "crf-search", "input": clip, "min_vmaf": 99.9, "max_crf": 12, **fast},
+    ]
+    m = tmp_path / "m.jsonl"
+    m.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    p = run_cli("tinysal", "batch", str(m), "--out", str(tmp_path / "out"), "--threads", "1", "-q")
+    assert p.returncode != 0 and "never: failed: no CRF in 10..12 reaches vmaf >= 99.9" in p.stderr, p.stderr
+    rec = json.loads((tmp_path / "out" / "jobs" / "t1.json").read_text())
+    assert rec["status"] == "done" and rec["result"]["attempts"]
+    assert (tmp_path / "t1.mp4").stat().st_size == rec["info"]["bytes"] == rec["result"]["encode"]["bytes"]
+    table = {r["id"]: r for r in csv.DictReader((tmp_path / "out" / "summary.csv").open())}
+    assert float(table["t1"]["crf"]) == rec["result"]["crf"] and table["never"]["status"] == "failed"
+    assert float(table["t1"]["vmaf_mean"]) == rec["result"]["predicted"]["vmaf"] >= 90
+    # the command on the same title at the same threads gives the same answer
+    out = tmp_path / "cmd.json"
+    p = run_cli("tinysal", "crf-search", clip, "--min-vmaf", "90", "--samples", "2", "--sample-seconds", "0.5",
+                "--preset", "ultrafast", "--frame_cnt", "30", "--threads", "1", "--out-json", str(out),
+                "-q")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    cmd = json.loads(out.read_text())
+    assert (cmd["crf"], cmd["predicted"]["vmaf"]) == (rec["result"]["crf"], rec["result"]["predicted"]["vmaf"])
+    # --force redoes the search and may replace the encode the batch wrote itself
+    p = run_cli("tinysal", "batch", str(m), "--out", str(tmp_path / "out"), "--threads", "1", "--force", "-q")
+    assert json.loads((tmp_path / "out" / "jobs" / "t1.json").read_text())["status"] == "done"
+    # out_json and events are the record's business in a batch: refused as columns
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({**rows[0], "out_json": "x.json"}) + "\n")
+    p = run_cli("tinysal", "batch", str(bad), "--out", str(tmp_path / "o2"))
+    assert p.returncode != 0 and "unknown column 'out_json'" in p.stderr and not (tmp_path / "o2" / "jobs").exists()

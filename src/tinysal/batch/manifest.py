@@ -1,10 +1,10 @@
 """A batch manifest: CSV or JSONL, one job per row, checked whole before any work.
 
-Each row has a unique ``id``, a ``task`` (``score``, ``encode``, ``rung``) and the task's options under the names of
-the matching command's flags (the fields of ``ScoreOptions`` / ``EncodeOptions``; ``rung``, one rung of a ladder
-that ``tinysal ladder`` writes: the fields of ``RungOptions``). CSV cells are text and are read by
-the field's type (numbers, ``true``/``false``, lists as ``;``-separated items or a JSON list); JSONL values are
-taken as they are. Relative paths are relative to the manifest's folder.
+Each row has a unique ``id``, a ``task`` (``score``, ``encode``, ``crf-search``, ``rung``) and the task's options
+under the names of the matching command's flags (the fields of ``ScoreOptions`` / ``EncodeOptions`` /
+``CrfSearchOptions``; ``rung``, one rung of a ladder that ``tinysal ladder`` writes: the fields of ``RungOptions``).
+CSV cells are text and are read by the field's type (numbers, ``true``/``false``, lists as ``;``-separated items or
+a JSON list); JSONL values are taken as they are. Relative paths are relative to the manifest's folder.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 from tinysal.encode.encoder import EncodeOptions
 from tinysal.encode.ladder import RungOptions
+from tinysal.encode.search import CrfSearchOptions
 from tinysal.errors import TinysalError
 from tinysal.features.task import ScoreOptions
 
@@ -28,9 +29,13 @@ TASKS: dict[str, tuple[type, tuple[str, ...], tuple[str, ...]]] = {
     "score": (ScoreOptions, ("reference", "distorted"), ("plot", "contact_sheet", "saliency_out")),
     "encode": (EncodeOptions, ("input", "roi_maps", "model_path"), ("output",)),
     "rung": (RungOptions, ("source", "rung_source", "model_path"), ()),
+    "crf-search": (CrfSearchOptions, ("input", "model_path"), ("encode",)),
 }
+#: the field that names a task's encoded output, for a redo that may replace the batch's own earlier file
+OUTPUT_FIELD = {"encode": "output", "crf-search": "encode"}
 #: fields a batch sets itself: the score record holds the result (no --output), the pool sets the threads
-RESERVED = {"score": ("output", "fmt", "threads"), "encode": ("threads",), "rung": ("threads",)}
+RESERVED = {"score": ("output", "fmt", "threads"), "encode": ("threads",), "rung": ("threads",),
+            "crf-search": ("threads", "out_json", "events")}  # the record holds the search's document
 MAX_ROWS = 1_000_000
 
 

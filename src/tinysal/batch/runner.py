@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from tinysal.batch import engines, records
-from tinysal.batch.manifest import Job, load
+from tinysal.batch.manifest import OUTPUT_FIELD, Job, load
 from tinysal.errors import TinysalError
 from tinysal.fileio import EventLog
 
 #: the table's columns: the job, then the pooled figures of score jobs, then the encode summary
 COLUMNS = ("id", "task", "status", "error", "seconds", "attempts", "frames", "vmaf_mean", "vmaf_min",
-           "vmaf_harmonic_mean", "vmaf_roi_mean", "saliency_mean_mean", "output", "kbps", "bytes")  # fmt: skip
+           "vmaf_harmonic_mean", "vmaf_roi_mean", "saliency_mean_mean", "output", "kbps", "bytes", "crf",
+           "roi_strength")  # fmt: skip
 
 
 class _Lock:
@@ -58,6 +59,10 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
                 row[f"{m}_{k}"] = pooled[m][k]
     if rec.get("task") == "rung" and isinstance(res, dict):  # a ladder's rung: its mean scores
         row["vmaf_mean"], row["vmaf_roi_mean"] = res.get("vmaf"), res.get("vmaf_roi")
+    if rec.get("task") == "crf-search" and isinstance(res, dict):  # the answer and its predicted scores
+        pred = res.get("predicted") or {}
+        row["crf"], row["roi_strength"] = res.get("crf"), res.get("roi_strength")
+        row["vmaf_mean"], row["vmaf_roi_mean"] = pred.get("vmaf"), pred.get("vmaf_roi")
     row["frames"] = info.get("frames_scored", info.get("frames"))
     for k in ("output", "kbps", "bytes"):
         row[k] = info.get(k)
@@ -155,7 +160,7 @@ def _wrote_before(out: Path, job: Job) -> bool:
         return False
     mine = rec["info"].get("output")
     try:
-        same = bool(mine) and os.path.samefile(mine, job.options.output)
+        same = bool(mine) and os.path.samefile(mine, getattr(job.options, OUTPUT_FIELD[job.task]))
         return same and os.path.getsize(mine) == rec["info"].get("bytes")
     except OSError:
         return False
@@ -173,7 +178,7 @@ class _Runner:
 
         self.ev.emit("job-start", id=job.id, task=job.task)
         opts = dataclasses.asdict(job.options)
-        if job.task == "encode" and _wrote_before(self.out, job):
+        if job.task in OUTPUT_FIELD and getattr(job.options, OUTPUT_FIELD[job.task]) and _wrote_before(self.out, job):
             opts["overwrite"] = True  # its own earlier output (options or inputs changed since, or --force)
         payload = json.dumps({"task": job.task, "options": opts})
         t = time.perf_counter()

@@ -21,6 +21,14 @@ def run_job(task: str, options: dict[str, Any]) -> dict[str, Any]:
         res = score(opts)
         return {"result": res.result, "info": {k: v for k, v in res.info.items() if k != "notes"},
                 "notes": res.info.get("notes", [])}  # fmt: skip
+    if task == "crf-search":
+        from tinysal.encode.search import crf_search
+
+        doc = crf_search(opts, quiet=True)
+        enc = doc.get("encode") or {}
+        info = {"crf": doc["crf"], "roi_strength": doc["roi_strength"], "output": enc.get("output"),
+                "bytes": enc.get("bytes"), "kbps": enc.get("kbps"), "frames": enc.get("frames")}  # fmt: skip
+        return {"result": doc, "info": info, "notes": []}
     if task == "rung":
         from tinysal.encode.ladder import run_rung
 

@@ -224,6 +224,9 @@ class Tap:
     bitdepth: int
     subsample: int = 1
     scaler: str = "bilinear+accurate_rnd"  # the closest to Pillow's bilinear (docs/benchmarks.md)
+    #: (width, height) of a box (``area``) reduction to 4:4:4 before the bilinear step: what Pillow's
+    #: ``reducing_gap=2`` does on the Python route (each plane shrunk by an integer box first); None: one step
+    prescale: tuple[int, int] | None = None
 
     @property
     def pix_fmt(self) -> str:
@@ -237,8 +240,12 @@ class Tap:
         pick = f"select=not(mod(n\\,{self.subsample}))," if self.subsample > 1 else ""
         # the same range in and out: swscale only resamples the planes (the file's range tag would otherwise
         # make it convert a full-range source to limited)
+        pre = ""
+        if self.prescale:
+            pw, ph = self.prescale
+            pre = f"scale=w={pw}:h={ph}:flags=area:in_range=pc:out_range=pc,format={self.pix_fmt},"
         return (
-            f"{pick}scale=w={self.width}:h={self.height}:flags={self.scaler}:in_range=pc:out_range=pc,"
+            f"{pick}{pre}scale=w={self.width}:h={self.height}:flags={self.scaler}:in_range=pc:out_range=pc,"
             f"format={self.pix_fmt}"
         )
 

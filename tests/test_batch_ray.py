@@ -81,6 +81,24 @@ def test_ray_gives_the_local_pools_figures_fails_a_bad_row_alone_and_resumes(ray
     assert [r for r in status if after[r] != before[r]] == ["bad"]
 
 
+def test_a_ladder_on_ray_gives_the_local_ladder(ray_session, video_dir: Path, tmp_path: Path) -> None:
+    """The ladder's rungs are batch jobs: on Ray they give the points, hulls and BD-rates of the local pool."""
+    from tinysal.batch.ladder import ladder
+    from tinysal.encode.ladder import LadderOptions
+
+    def opts(engine: str) -> LadderOptions:
+        return LadderOptions(input=str(video_dir / "foreman_cif_60f_h264.mp4"), heights="144", crfs="26,40",
+                             roi=True, preset="veryfast", frame_cnt=4, threads=1, jobs=2, engine=engine,
+                             work_dir=str(tmp_path / engine))  # fmt: skip
+
+    local, on_ray = ladder(opts("local"), quiet=True), ladder(opts("ray"), quiet=True)
+    strip = ("seconds",)
+    assert [{k: v for k, v in p.items() if k not in strip} for p in on_ray["points"]] == [
+        {k: v for k, v in p.items() if k not in strip} for p in local["points"]]  # fmt: skip
+    assert on_ray["bd_rate"] == local["bd_rate"] and len(on_ray["points"]) == 4
+    assert (tmp_path / "ray" / "batch" / "summary.csv").read_text().count("rung") == 4
+
+
 def _pids(needle: str) -> list[int]:
     ps = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
     return [int(ln.split()[0]) for ln in ps.splitlines()[1:] if needle in ln]

@@ -147,6 +147,15 @@ def test_rungs_are_batch_jobs_and_a_work_dir_resumes(video_dir: Path, tmp_path: 
     (tmp_path / "bad.jsonl").write_text(json.dumps(bad) + "\n")
     p = run_cli("tinysal", "batch", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "bb"), "-q")
     assert p.returncode != 0 and "bad: failed: crf 70 is outside 0..51" in p.stderr, p.stderr
+    # a second ladder on the same work dir while one runs is refused before it touches the sources
+    import fcntl
+
+    with open(work / ".lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        stamp = (work / "sources" / "source.yuv").stat().st_mtime_ns
+        p = run_cli(*base, "--scaler", "bilinear")  # other sources: without the lock they would be rewritten
+        assert_clean_error(p, "another ladder is running on")
+        assert (work / "sources" / "source.yuv").stat().st_mtime_ns == stamp
     # a work dir that would hold the input's replacement is refused before any work
     assert_clean_error(run_cli("tinysal", "ladder", str(work / "sources" / "source.yuv"), "-w", "352", "-H", "288",
                                "--heights", "144", "--work-dir", str(work)), "holds the input")  # fmt: skip

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tinysal.batch import records
+from tinysal.batch.runner import Lock
 from tinysal.batch.runner import run as run_batch
 from tinysal.encode.ladder import (
     DEFAULT_FPS,
@@ -102,6 +103,7 @@ def ladder(opts: LadderOptions, quiet: bool = False) -> dict[str, Any]:
             print(line, file=sys.stderr, flush=True)
 
     work, keep = _work_dir(opts)
+    lock = Lock(work, "ladder") if keep else None  # its sources are rewritten before the batch's own lock is taken
     t0 = time.perf_counter()
     try:
         n, files = _sources(opts, reader, total, heights, work)
@@ -150,6 +152,8 @@ def ladder(opts: LadderOptions, quiet: bool = False) -> dict[str, Any]:
                 raise TinysalError(f"rung {rid}: its record in {work / 'batch'} is missing or unreadable")
             points.append(rec["result"])
     finally:
+        if lock is not None:
+            lock.release()
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
     source = {"width": W, "height": H, "frames": n, "fps": fps}

@@ -32,10 +32,10 @@ COLUMNS = ("id", "task", "status", "error", "seconds", "attempts", "frames", "vm
            "roi_strength")  # fmt: skip
 
 
-class _Lock:
+class Lock:
     """An exclusive lock on DIR/.lock (flock: the kernel releases it when the process ends, even by kill -9)."""
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, what: str = "batch") -> None:
         import fcntl
 
         self.f = open(out_dir / ".lock", "a+")  # noqa: SIM115 - held for the batch's lifetime
@@ -43,7 +43,7 @@ class _Lock:
             fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.f.close()
-            raise TinysalError(f"another batch is running on {out_dir} (it holds {out_dir / '.lock'})") from None
+            raise TinysalError(f"another {what} is running on {out_dir} (it holds {out_dir / '.lock'})") from None
 
     def release(self) -> None:
         self.f.close()
@@ -137,7 +137,7 @@ def run(
     job_threads = _threads(threads, workers, engine)
     jobs = load(manifest)
     out = _prepare_dir(out_dir)
-    lock = _Lock(out)
+    lock = Lock(out)
     ev = EventLog(events)
     try:
         eng = engines.make(engine, address)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tinysal.batch import records
+from tinysal.batch.manifest import RESERVED
 from tinysal.batch.runner import Lock
 from tinysal.batch.runner import run as run_batch
 from tinysal.encode.ladder import (
@@ -118,7 +119,7 @@ def ladder(opts: LadderOptions, quiet: bool = False) -> dict[str, Any]:
 
         with atomic_open(manifest, "w") as f:
             for rid, ro in rungs.items():
-                row = {k: v for k, v in vars(ro).items() if k != "threads"}
+                row = {k: v for k, v in vars(ro).items() if k not in RESERVED["rung"]}
                 f.write(json.dumps({"id": rid, "task": "rung", **row}) + "\n")
         say(f"ladder: {len(rungs)} rungs ({len(heights)} heights x {len(crfs)} CRFs x "
             f"{'plain + ROI' if opts.roi else 'plain'}) of {n} frames at {W}x{H}, {opts.jobs} at a time "

@@ -158,9 +158,9 @@ def _wrote_before(out: Path, job: Job) -> bool:
     rec = records.read(records.path_of(out, job.id))
     if rec is None or rec.get("status") != "done" or not isinstance(rec.get("info"), dict):
         return False
-    mine = rec["info"].get("output")
+    mine, target = rec["info"].get("output"), getattr(job.options, OUTPUT_FIELD[job.task])
     try:
-        same = bool(mine) and os.path.samefile(mine, getattr(job.options, OUTPUT_FIELD[job.task]))
+        same = bool(mine and target) and os.path.samefile(mine, target)
         return same and os.path.getsize(mine) == rec["info"].get("bytes")
     except OSError:
         return False
@@ -178,7 +178,7 @@ class _Runner:
 
         self.ev.emit("job-start", id=job.id, task=job.task)
         opts = dataclasses.asdict(job.options)
-        if job.task in OUTPUT_FIELD and getattr(job.options, OUTPUT_FIELD[job.task]) and _wrote_before(self.out, job):
+        if job.task in OUTPUT_FIELD and _wrote_before(self.out, job):
             opts["overwrite"] = True  # its own earlier output (options or inputs changed since, or --force)
         payload = json.dumps({"task": job.task, "options": opts})
         t = time.perf_counter()

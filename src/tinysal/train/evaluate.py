@@ -81,8 +81,9 @@ def evaluate(
             pred_u8 = (pred * 255 + 0.5).astype(np.uint8)
             for metric in (fm, mae, sm, em):
                 metric.step(pred=pred_u8, gt=mask)
-            ious.append(float(iou_per_image(pred[None], (mask[None] > 127).astype(np.float32))[0]))
-            per_image.append(_image_stats(pred, mask > 127, ious[-1]))
+            obj = mask > 127
+            ious.append(float(iou_per_image(pred[None], obj[None].astype(np.float32))[0]))
+            per_image.append(_image_stats(pred, obj, ious[-1]))
         fres = fm.get_results()
         f, pr = fres["fm"], fres["pr"]
         # the toolkit form of max-F: F of the precision and recall averaged over images, at each threshold
@@ -114,13 +115,12 @@ SIZE_BINS = (("small", 0.0, 0.1), ("medium", 0.1, 0.3), ("large", 0.3, 1.01))
 def _image_stats(pred: np.ndarray, obj: np.ndarray, iou: float) -> dict[str, float]:
     """One image's share of object, IoU@0.5 and @0.3, MAE, and the mean map inside the object (fill: 1 is full
     confidence) and outside it (spill)."""
-    area = float(obj.mean())
-    p03 = pred >= 0.3
-    union = float((p03 | obj).sum())
+    from tinysal.train.validation import iou_per_image
+
     return {
-        "area": area,
+        "area": float(obj.mean()),
         "iou": iou,
-        "iou_03": float((p03 & obj).sum()) / union if union else 1.0,
+        "iou_03": float(iou_per_image(pred[None], obj[None].astype(np.float32), 0.3)[0]),
         "mae": float(np.abs(pred - obj).mean()),
         "fill": float(pred[obj].mean()) if obj.any() else float("nan"),
         "spill": float(pred[~obj].mean()) if not obj.all() else float("nan"),

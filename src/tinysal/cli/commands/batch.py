@@ -8,13 +8,15 @@ import sys
 from tinysal.cli.args import int_at_least
 from tinysal.errors import CheckFailed
 
-HELP = "run a manifest of score/encode/rung jobs on a local process pool or a Ray cluster (resumable; DIR/summary.csv)"
+HELP = ("run a manifest of score/encode/crf-search/rung jobs on a local process pool or a Ray cluster (resumable; "
+        "DIR/summary.csv)")
 #: the arguments it reads, the files it writes, the folders it writes as a whole (common.check_file_roles)
 FILE_ROLES = (("manifest",), ("events",), ())
 
 
 def add_arguments(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("manifest", help="CSV or JSONL: id, task (score|encode|rung) and the task's flags as columns")
+    sp.add_argument("manifest", help="CSV or JSONL: id, task (score|encode|crf-search|rung) and the task's flags as "
+                    "columns")  # fmt: skip
     sp.add_argument("--out", required=True, help="folder of the job records (DIR/jobs/<id>.json) and summary.csv")
     sp.add_argument("--engine", choices=["local", "ray"], default="local",
                     help="where jobs run: local worker processes (default) or Ray tasks (pip install 'tinysal[ray]')")

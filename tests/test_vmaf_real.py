@@ -382,6 +382,33 @@ def test_roi_score_on_two_containers(video_dir: Path, tmp_path: Path) -> None:
     assert doc["pooled_metrics"]["vmaf_masked"]["min"] > 97 and doc["pooled_metrics"]["vmaf_roi"]["min"] > 97
 
 
+@pytest.mark.parametrize("one_decode", ["1", "0"])
+def test_colour_tags_that_differ_convert_no_input(pair: tuple[Path, Path], tmp_path: Path, one_decode: str) -> None:
+    """A BT.709-tagged reference beside a BT.601-tagged encode (or beside the masked copy on stdin, which has no
+    tags): FFmpeg negotiates colour properties between libvmaf's inputs and converted one through RGB to the
+    other's matrix (VMAF 0.3-0.4 low here, vmaf_masked 0.6-0.8 on FFV1 clips). Scores are of the planes as decoded,
+    as libvmaf's own tool reads them: equal to a direct run on the raw planes, on both routes."""
+    ref, dist = (_head(c, 4, tmp_path) for c in pair)
+    raw = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", "352x288"]
+    # lossless copies of the same planes, tagged (setparams: an output -colorspace would convert the planes)
+    ref_mkv, dist_mkv = tmp_path / "ref709.mkv", tmp_path / "dist601.mkv"
+    _ffmpeg(*raw, "-i", str(ref), "-vf", "setparams=colorspace=bt709:color_primaries=bt709:color_trc=bt709",
+            "-c:v", "ffv1", str(ref_mkv))  # fmt: skip
+    _ffmpeg(*raw, "-i", str(dist), "-vf", "setparams=colorspace=bt470bg:color_primaries=bt470bg:color_trc=smpte170m",
+            "-c:v", "ffv1", str(dist_mkv))  # fmt: skip
+    env = {"TINYSAL_ONE_DECODE": one_decode}
+    out = tmp_path / "s.json"
+    p = run_cli("vmaf", "-r", str(ref_mkv), "-d", str(dist_mkv), "-o", str(out), "-q", env=env)
+    assert p.returncode == 0, p.stderr
+    assert _frames(out, "vmaf") == [f["metrics"]["vmaf"] for f in _direct(dist, ref, tmp_path)["frames"]]
+    # alpha 0 everywhere: the masked copy is the reference, and scores as the reference against itself
+    p = run_cli("vmaf", "-r", str(ref_mkv), "-d", str(dist_mkv), "--feature", "mobilesal:roi_score=1:roi_threshold=2",
+                "-o", str(out), "-q", env=env)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    itself = [f["metrics"]["vmaf"] for f in _direct(ref, ref, tmp_path)["frames"]]
+    assert np.allclose(_frames(out, "vmaf_masked"), itself, atol=1e-6)
+
+
 def test_kill_9_of_vmaf_takes_its_ffmpeg_child_along(pair: tuple[Path, Path], tmp_path: Path) -> None:
     """No cleanup code runs on SIGKILL; the FFmpeg child (in its own session) must still not outlive vmaf."""
     ref, dist = pair

@@ -64,6 +64,9 @@ RAW_PIX_FMTS = {
     ("422", 10): "yuv422p10le",
     ("444", 10): "yuv444p10le",
 }
+#: clears a stream's colour tags (no pixel changes), so that FFmpeg's negotiation never converts one input of a
+#: comparing filter to the other's matrix or range (:meth:`VmafJob.graph`)
+UNTAG = "setparams=range=unspecified:colorspace=unknown:color_primaries=unknown:color_trc=unknown"
 #: small frames the one-decode route buffers between FFmpeg and the model (455x256 4:4:4: ~350 KB each)
 TAP_QUEUE = 48
 TAP_QUEUE_BYTES = 32 << 20  # and never more than this (a large short_side makes large frames)
@@ -319,7 +322,13 @@ class VmafJob:
             # libvmaf pairs its inputs by timestamp; the two files' rates and start times may differ (raw YUV has
             # none), so each frame's timestamp becomes its index on one common time base: frames pair by index,
             # as libvmaf's own tool pairs them, whatever the containers say
-            return f"[{i}:v]trim=start_frame={skip}:end_frame={skip + self.frames},settb=1/{PAIRING_RATE},setpts=N"
+            # and its colour tags are cleared: FFmpeg negotiates colour properties between a filter's inputs, and
+            # two inputs whose tags differ (a BT.709-tagged file beside raw frames on stdin, or beside an untagged
+            # encode) made it convert one through RGB to the other's matrix before libvmaf saw it (VMAF 1.1 low for
+            # a BT.709 reference beside a BT.601-tagged distorted, vmaf_masked 0.6-0.8 low on any tagged reference);
+            # libvmaf compares the planes as decoded, as its own tool does
+            return (f"[{i}:v]trim=start_frame={skip}:end_frame={skip + self.frames},settb=1/{PAIRING_RATE},setpts=N,"
+                    f"{UNTAG}")  # fmt: skip
 
         scale = f"scale=w={self.scale[0]}:h={self.scale[1]}:flags={self.scale[2]}" if self.scale else ""
         if self.reference is None:  # the tap alone (saliency without libvmaf)

@@ -5,9 +5,10 @@ libvmaf run on the same pair, in the same run, each configuration a fresh proces
 For each pair it runs: the direct libvmaf run (FFmpeg, ``n_threads=2``); ``vmaf --feature mobilesal`` on the
 one-decode route (the libvmaf child also scales the distorted frames for the model) and, as the baseline, on the
 Python route (``TINYSAL_ONE_DECODE=0``: every frame read, converted and resized in Python, containers decoded a
-second time); saliency alone (``--no_prediction``) on both routes; and ``roi_score=1``. CPU time is that of the
-whole process tree (``RUSAGE_CHILDREN``), peak RSS is sampled over the tree. It also times the parts of the
-saliency cost in this process (FFmpeg's tap, the colour conversion, the model) to say where the time goes.
+second time); saliency alone (``--no_prediction``) on both routes; and ``roi_score=1`` on both routes (one decode:
+the masked copy and weighted PSNR built in the masked pass's FFmpeg child from the reference's small maps). CPU time
+is that of the whole process tree (``RUSAGE_CHILDREN``), peak RSS is sampled over the tree. It also times the parts
+of the saliency cost in this process (FFmpeg's tap, the colour conversion, the model) to say where the time goes.
 
     python bench/bench_vmaf.py [--frames 120] [--repeats 3] [--uhd | --uhd-only] [--json out.json]
 
@@ -115,7 +116,9 @@ def configs(pair: dict, d: Path) -> dict[str, tuple[list[str], dict]]:
         "  combined, Python route (baseline)": ([*vmaf, "--feature", "mobilesal", "-o", str(d / "cs.json")], slow),
         "saliency only, --no_prediction (one decode)": (sal, fast),
         "  saliency only, Python route (baseline)": (sal, slow),
-        "roi_score=1": ([*vmaf, "--feature", "mobilesal:roi_score=1", "-o", str(d / "roi.json")], fast),
+        "roi_score=1 (one decode)": ([*vmaf, "--feature", "mobilesal:roi_score=1", "-o", str(d / "roi.json")], fast),
+        "  roi_score=1, Python route (baseline)": ([*vmaf, "--feature", "mobilesal:roi_score=1", "-o",
+                                                    str(d / "roi_py.json")], slow),  # fmt: skip
     }
 
 
@@ -178,7 +181,7 @@ def main() -> None:
                       f"peak RSS {r['rss']:5.0f} MB", flush=True)  # fmt: skip
             names = list(res)
             base = res[names[0]]
-            fast, slow, sal, sal_py, roi = (res[k] for k in names[1:])
+            fast, slow, sal, sal_py, roi, roi_py = (res[k] for k in names[1:])
             rows = {
                 "combined / direct, CPU (<= 1.15)": fast["cpu"] / base["cpu"],
                 "combined / direct, wall (<= 1.15)": fast["wall"] / base["wall"],
@@ -188,6 +191,8 @@ def main() -> None:
                 "  Python route": base["wall"] / sal_py["wall"],
                 "roi_score / direct, wall (<= 2.2)": roi["wall"] / base["wall"],
                 "roi_score / direct, CPU": roi["cpu"] / base["cpu"],
+                "  roi_score, Python route: wall": roi_py["wall"] / base["wall"],
+                "  roi_score, Python route: CPU": roi_py["cpu"] / base["cpu"],
             }
             for k, v in rows.items():
                 print(f"  {k:46s} {v:5.2f}x")
@@ -195,18 +200,28 @@ def main() -> None:
             ours = [f["metrics"]["vmaf"] for f in json.loads((d / "c.json").read_text())["frames"]]
             same = direct == ours
             print(f"  per-frame vmaf identical to the direct run: {same} ({len(ours)} frames)")
+            # the two roi_score routes: the same VMAF, the masked copy's within the tests' tolerance
+            ra, rb = (json.loads((d / f).read_text())["frames"] for f in ("roi.json", "roi_py.json"))
+            gap = {k: max(abs(x["metrics"][k] - y["metrics"][k]) for x, y in zip(ra, rb))
+                   for k in ("vmaf", "vmaf_masked", "vmaf_roi", "psnr_y_saliency")}  # fmt: skip
+            print("  roi_score, one decode vs Python route, worst per-frame difference: "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in gap.items()))  # fmt: skip
             p = parts(d, pair, n)
             print("  saliency's parts, per frame (CPU ms): " + ", ".join(f"{k} {v:.2f}" for k, v in p.items())
                   + f"; direct libvmaf {base['cpu'] / n * 1e3:.1f} ms")  # fmt: skip
-            out["pairs"][pname] = {"runs": res, "ratios": rows, "vmaf_identical": same, "parts_ms": p, "frames": n}
+            out["pairs"][pname] = {"runs": res, "ratios": rows, "vmaf_identical": same, "parts_ms": p, "frames": n,
+                                   "roi_routes_gap": gap}  # fmt: skip
             if pname.startswith("2160p"):
-                cmd, env = configs(pair, d)["vmaf --feature mobilesal (one decode)"]
-                rss = {}
-                for k in (30, 300):
-                    cmd_k = [*cmd[: cmd.index("--frame_cnt") + 1], str(k), *cmd[cmd.index("--frame_cnt") + 2 :]]
-                    rss[k] = run(cmd_k, env)[2]
-                print(f"  peak RSS of the tree, combined run: 30 frames {rss[30]:.0f} MB, 300 frames {rss[300]:.0f} MB")
-                out["pairs"][pname]["rss_30_300"] = rss
+                for label, key in (("combined", "vmaf --feature mobilesal (one decode)"),
+                                   ("roi_score", "roi_score=1 (one decode)")):  # fmt: skip
+                    cmd, env = configs(pair, d)[key]
+                    rss = {}
+                    for k in (30, 300):
+                        cmd_k = [*cmd[: cmd.index("--frame_cnt") + 1], str(k), *cmd[cmd.index("--frame_cnt") + 2 :]]
+                        rss[k] = run(cmd_k, env)[2]
+                    print(f"  peak RSS of the tree, {label} run: 30 frames {rss[30]:.0f} MB, "
+                          f"300 frames {rss[300]:.0f} MB")  # fmt: skip
+                    out["pairs"][pname][f"rss_30_300_{label}"] = rss
     finally:
         for f in d.iterdir():
             f.unlink()

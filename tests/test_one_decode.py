@@ -209,3 +209,117 @@ def test_cli_output_is_the_same_layout(clips: Path, tmp_path: Path) -> None:
     assert first[0] == pytest.approx(first[1], abs=MEAN_TOL)
     assert a["pooled_metrics"]["vmaf"] == b["pooled_metrics"]["vmaf"]
     assert os.environ.get(ONE_DECODE_ENV) is None
+
+
+# roi_score on the one-decode route: the masked copy and the weighted PSNR are built in the masked pass's FFmpeg
+# child from the two files and the reference's map (piped at the model's size). Against the Python route, which
+# builds both from full-size frames here: VMAF to the bit, vmaf_masked within ROI_VMAF_TOL and psnr_y_saliency
+# within ROI_PSNR_TOL per frame. The difference is the reference map's (the tap's resampling, as for saliency_mean):
+# the same map fed to both builds gives masked planes within 1 code value (luma) and 3 (chroma), tested below.
+ROI_VMAF_TOL, ROI_PSNR_TOL = 0.15, 0.05
+
+
+def _lossy(clips: Path, src: Path, crf: int = 36) -> Path:
+    """An x264 encode of a lossless test clip, in its pixel format (8- or 10-bit x264 as the format needs)."""
+    out = clips / f"{src.stem}-crf{crf}.mkv"
+    if not out.exists():
+        subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(src), "-c:v", "libx264",
+                        "-preset", "ultrafast", "-crf", str(crf), str(out)], check=True)  # fmt: skip
+    return out
+
+
+def _roi(monkeypatch: pytest.MonkeyPatch, one_decode: bool, ref: Path, dist: Path, **kw) -> VmafContext:
+    monkeypatch.setenv(ONE_DECODE_ENV, "1" if one_decode else "0")
+    ctx = VmafContext(threads=2, subsample=kw.pop("subsample", 1))
+    ctx.use_feature("mobilesal", {"roi_score": "1"})
+    ctx.use_vmaf()
+    score_files(ctx, ref, dist, **kw)
+    return ctx
+
+
+def _roi_compare(fast: VmafContext, slow: VmafContext) -> dict[str, float]:
+    out = {}
+    for k in ("vmaf", "vmaf_masked", "vmaf_roi", "psnr_y_saliency", "saliency_mean"):
+        a, b = fast.scores[k], slow.scores[k]
+        assert sorted(a) == sorted(b) and a, (k, sorted(a), sorted(b))
+        out[k] = max(abs(a[i] - b[i]) for i in a)
+    return out
+
+
+@pytest.mark.parametrize("pix_fmt,matrix,rng,size", [
+    ("yuv420p", "bt709", "tv", "640:360"),
+    ("yuv422p10le", "bt2020nc", "pc", "640:360"),
+    ("yuv444p", "smpte170m", "tv", "640:360"),
+    ("yuv420p10le", "bt709", "tv", "1920:1080"),
+])  # fmt: skip
+def test_roi_score_one_decode_matches_the_python_route(clips: Path, monkeypatch: pytest.MonkeyPatch, pix_fmt: str,
+                                                       matrix: str, rng: str, size: str) -> None:  # fmt: skip
+    folder = clips / f"roi-{size.replace(':', 'x')}"
+    folder.mkdir(exist_ok=True)
+    ref = _clip(folder, "bikes.mp4", pix_fmt, matrix, rng, size=size, frames=4)
+    dist = _lossy(folder, ref)
+    got = _roi_compare(_roi(monkeypatch, True, ref, dist), _roi(monkeypatch, False, ref, dist))
+    assert got["vmaf"] == 0.0, got
+    assert got["vmaf_masked"] <= ROI_VMAF_TOL and got["vmaf_roi"] <= ROI_VMAF_TOL / 2, got
+    assert got["psnr_y_saliency"] <= ROI_PSNR_TOL and got["saliency_mean"] <= MEAN_TOL, got
+
+
+def test_roi_score_one_decode_skips_and_subsample(clips: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Skips and --subsample: the masked pass gets a map for every frame (the reference itself where libvmaf does
+    not score), so its frames stay paired with the plain pass's; the readers never yield a frame."""
+    from tinysal.video import readers
+
+    folder = clips / "roi-12-frames"  # _clip keys its files by format only: not the 6-frame clips of other tests
+    folder.mkdir(exist_ok=True)
+    ref = _clip(folder, "bikes.mp4", "yuv420p", "bt709", "tv", frames=12)
+    dist = _lossy(folder, ref)
+    kw = dict(frame_skip_ref=1, frame_skip_dist=1, frame_cnt=9, subsample=3)
+    calls = []
+    real = readers.AvReader.frames
+    monkeypatch.setattr(readers.AvReader, "frames", lambda self, start=0: calls.append(start) or real(self, start))
+    fast = _roi(monkeypatch, True, ref, dist, **kw)
+    assert calls == []
+    slow = _roi(monkeypatch, False, ref, dist, **kw)
+    assert sorted(fast.scores["vmaf_masked"]) == [0, 3, 6]
+    got = _roi_compare(fast, slow)
+    assert got["vmaf"] == 0.0 and got["vmaf_masked"] <= ROI_VMAF_TOL and got["psnr_y_saliency"] <= ROI_PSNR_TOL, got
+
+
+@pytest.mark.parametrize("pix_fmt,bitdepth", [("420", 8), ("422", 10), ("444", 8)])
+def test_the_merge_graph_builds_the_python_routes_masked_copy(clips: Path, pix_fmt: str, bitdepth: int) -> None:
+    """The same map fed to both: FFmpeg's masked planes against masked_frame (within 1 code value in luma, 3 in
+    chroma, where the alpha is resized from the map rather than from the full-size alpha), and its weighted MSE
+    against weighted_psnr_y's (0.2%)."""
+    from tinysal.features.mobilesal import masked_frame, roi_alpha, upsampled_map
+    from tinysal.features.pipeline import merge_maps
+    from tinysal.features.vmaf import RAW_PIX_FMTS, RoiMerge, read_psnr_log
+    from tinysal.video.readers import open_video
+
+    W, H, tw, th = 640, 360, 455, 256
+    fmt = RAW_PIX_FMTS[(pix_fmt, bitdepth)]
+    ref = _clip(clips, "bikes.mp4", fmt, "bt709", "tv", frames=2)
+    dist = _lossy(clips, ref, crf=40)
+    raws = []
+    for src in (ref, dist):  # raw copies the Python readers and the graph read alike
+        raws.append(clips / f"{src.stem}.yuv")
+        subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(src), "-frames:v", "1",
+                        "-pix_fmt", fmt, "-f", "rawvideo", str(raws[-1])], check=True)  # fmt: skip
+    rf, df = (next(open_video(p, W, H, pix_fmt, bitdepth).frames(0)) for p in raws)
+    yy, xx = np.mgrid[0:th, 0:tw]  # a map with a sharp object, a soft edge and flat regions
+    m = np.clip(1.2 - np.hypot((xx - 220) / 120, (yy - 130) / 80), 0, 1).astype(np.float32)
+    merge = RoiMerge(W, H, pix_fmt, bitdepth, tw, th, 0.3, 0.1)
+    log, out = clips / f"psnr-{fmt}.txt", clips / f"masked-{fmt}.yuv"
+    geo = ["-f", "rawvideo", "-pix_fmt", fmt, "-s", f"{W}x{H}"]
+    graph = ";".join(merge.chains("2:v", "0:v", "1:v", "m", str(log)))
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *geo, "-i", str(raws[1]), *geo, "-i",
+                    str(raws[0]), *merge.input_args(), "-filter_complex", graph, "-map", "[m]", "-f", "rawvideo",
+                    str(out), "-map", "[pn]", "-f", "null", "-"], input=merge_maps(m), check=True)  # fmt: skip
+    s = upsampled_map(m, W, H)
+    want = masked_frame(rf, df, roi_alpha(s, 0.3, 0.1))
+    got = next(open_video(out, W, H, pix_fmt, bitdepth).frames(0))
+    assert np.abs(got.y.astype(int) - want.y).max() <= 1
+    assert max(np.abs(got.u.astype(int) - want.u).max(), np.abs(got.v.astype(int) - want.v).max()) <= 3
+    assert (got.y != want.y).mean() < 0.01 and not np.array_equal(got.y, rf.y) and not np.array_equal(got.y, df.y)
+    wmse = merge.weighted_mse(read_psnr_log(str(log))[0])
+    e2 = (rf.y.astype(np.float64) - df.y) ** 2
+    assert wmse == pytest.approx(float((e2 * s).mean()), rel=2e-3)

@@ -192,6 +192,11 @@ def weighted_psnr_y(ref_y: np.ndarray, dis_y: np.ndarray, weights: np.ndarray, b
     err = (ref_y.astype(np.float64) - dis_y.astype(np.float64)) ** 2
     wsum = float(weights.sum(dtype=np.float64))
     mse = float((err * weights).sum(dtype=np.float64) / wsum) if wsum > 1e-9 else float(err.mean())
+    return psnr_of_mse(mse, bitdepth)
+
+
+def psnr_of_mse(mse: float, bitdepth: int) -> float:
+    """PSNR from an MSE in code values: peak (2^b - 1), capped at 6b + 12 dB as libvmaf caps its PSNR."""
     peak = float((1 << bitdepth) - 1)
     cap = 6.0 * bitdepth + 12.0
     return cap if mse <= 0 else float(min(cap, 10.0 * np.log10(peak * peak / mse)))

@@ -17,7 +17,7 @@ import numpy as np
 from tinysal.errors import TinysalError
 from tinysal.features.context import VmafContext
 from tinysal.features.mobilesal import MobileSal
-from tinysal.features.vmaf import RAW_PIX_FMTS, Source, Tap, VmafJob, frame_scores
+from tinysal.features.vmaf import RAW_PIX_FMTS, RoiMerge, Source, Tap, VmafJob, frame_scores
 from tinysal.video.readers import YuvFrame, open_video
 
 
@@ -153,13 +153,17 @@ def saliency_tap(ctx: VmafContext, pair: Pair, roi: MobileSal | None) -> Tap | N
     """The one-decode route for the saliency feature, when it applies: the FFmpeg child that decodes the distorted
     file (for libvmaf, or for saliency alone) also scales its frames to the model's input grid and pipes them here,
     so Python never reads, converts or resizes a full-size plane. It applies to one ``mobilesal`` feature at a
-    reduced inference size (``short_side`` > 0) on the distorted frames alone; what needs full-size pixels here
-    (``roi_score``/``psnr_saliency``, saliency maps or contact sheets written out) takes the Python path."""
+    reduced inference size (``short_side`` > 0); with ``roi_score`` beside libvmaf the tap carries the reference's
+    small frames too and the masked copy is built in FFmpeg (:class:`RoiMerge`). What needs full-size pixels here
+    (``psnr_saliency`` without ``roi_score`` or without libvmaf, saliency maps or contact sheets written out) takes
+    the Python path."""
     from tinysal.model.inputs import target_size
 
-    if os.environ.get(ONE_DECODE_ENV, "1") == "0" or roi is not None or ctx.map_sink is not None:
+    if os.environ.get(ONE_DECODE_ENV, "1") == "0" or ctx.map_sink is not None:
         return None
     if len(ctx.features) != 1 or ctx.features[0].short_side <= 0:
+        return None
+    if roi is not None and not (roi.roi_score and ctx.wants_vmaf):
         return None
     dist = pair.dist
     tw, th = target_size(dist.width, dist.height, ctx.features[0].short_side)
@@ -171,19 +175,22 @@ def saliency_tap(ctx: VmafContext, pair: Pair, roi: MobileSal | None) -> Tap | N
     # against one bilinear step (docs/benchmarks.md)
     kx, ky = max(1, int(dist.width / tw / 2.0)), max(1, int(dist.height / th / 2.0))
     pre = (-(-dist.width // kx), -(-dist.height // ky)) if scaler != "neighbor" and (kx > 1 or ky > 1) else None
-    return Tap(tw, th, dist.bitdepth, ctx.subsample, scaler, pre)
+    return Tap(tw, th, dist.bitdepth, ctx.subsample, scaler, pre, reference=roi is not None)
 
 
-def tap_frames(job: VmafJob, pair: Pair) -> Iterator[tuple[int, YuvFrame, None]]:
-    """(index, small 4:4:4 distorted frame, None) from a job's tap, as :func:`_frames` gives full-size ones."""
+def tap_frames(job: VmafJob, pair: Pair) -> Iterator[tuple[int, YuvFrame, YuvFrame | None]]:
+    """(index, small 4:4:4 distorted frame, small reference frame or None) from a job's tap, as :func:`_frames`
+    gives full-size ones."""
     tap = job.tap
     assert tap is not None
     dt = np.uint8 if tap.bitdepth == 8 else np.dtype("<u2")
     expected = len(range(0, pair.n, tap.subsample))
     k = -1
     for k, buf in enumerate(job.tap_frames()):
-        y, u, v = np.frombuffer(buf, dtype=dt).reshape(3, tap.height, tap.width)
-        yield k * tap.subsample, YuvFrame(y, u, v, tap.bitdepth, "444"), None
+        # vstack stacks plane by plane: Y of the distorted then of the reference, then U, then V
+        planes = np.frombuffer(buf, dtype=dt).reshape(3, 1 + tap.reference, tap.height, tap.width)
+        small = [YuvFrame(planes[0, k], planes[1, k], planes[2, k], tap.bitdepth, "444") for k in range(len(planes[0]))]
+        yield k * tap.subsample, small[0], small[1] if tap.reference else None
     if k + 1 < expected:
         pair.note(f"the clips ended after {(k + 1) * tap.subsample} of {pair.n} expected frames (truncated?): "
                   "scored those")  # fmt: skip
@@ -237,7 +244,16 @@ def start_libvmaf(
         tapped = VmafJob(source_of(dist, distorted), None, n, pair.frame_skip_dist, tap=tap, label="saliency")
         jobs.append(tapped.start())
         return None, None, tapped
-    if roi and roi.roi_score:
+    if roi and roi.roi_score and tap is not None:  # one decode: the masked copy is built in FFmpeg
+        merge = RoiMerge(dist.width, dist.height, dist.pix_fmt, dist.bitdepth, tap.width, tap.height,
+                         roi.roi_threshold, roi.roi_fade)  # fmt: skip
+        masked = VmafJob(
+            source_of(dist, distorted), source_of(ref, reference), n, pair.frame_skip_dist, pair.frame_skip_ref,
+            ctx.vmaf_models[:1] or (), (), lv_threads, ctx.subsample, label="VMAF of the saliency-masked copy",
+            merge=merge,
+        )  # fmt: skip
+        jobs.append(masked.start())
+    elif roi and roi.roi_score:
         raw = (dist.width, dist.height, dist.pix_fmt, dist.bitdepth)
         masked = VmafJob(
             Source("-", raw), source_of(ref, reference), n, 0, pair.frame_skip_ref, ctx.vmaf_models[:1] or (),
@@ -251,12 +267,22 @@ def frame_work(
     ctx: VmafContext, pair: Pair, roi: MobileSal | None, masked: VmafJob | None
 ) -> Callable[[YuvFrame, YuvFrame | None, bool], tuple[list[np.ndarray], dict[str, Any]]]:
     """Features: what a worker computes for one frame: the features' maps of the distorted frame and, with a
-    reference-using feature, the saliency-weighted PSNR and the masked frame's bytes for the second libvmaf pass."""
+    reference-using feature, the saliency-weighted PSNR and the masked frame's bytes for the second libvmaf pass
+    (on the one-decode route, small frames in: the reference's map for FFmpeg to build both from, and its mean)."""
+    merge = masked.merge if masked is not None else None
+    W, H = pair.dist.width, pair.dist.height
 
     def compute(fr: YuvFrame, rf: YuvFrame | None, scored: bool) -> tuple[list[np.ndarray], dict[str, Any]]:
         maps = ctx._compute(fr, pair.cs, pair.cr) if scored else []
         extra: dict[str, Any] = {}
         if rf is None or roi is None:
+            return maps, extra
+        if merge is not None:  # rf is the tap's small reference frame
+            from tinysal.features.mobilesal import METRIC
+
+            rm = roi.infer(roi.preprocess(rf, pair.ref_cs, pair.ref_cr), W, H)
+            extra["wmean"] = roi.statistics(rm, W, H)[METRIC]
+            extra["bytes"] = merge_maps(rm, extra["wmean"] * W * H > 1e-9)
             return maps, extra
         from tinysal.features.mobilesal import frame_bytes_of, masked_frame, roi_alpha, upsampled_map, weighted_psnr_y
 
@@ -274,6 +300,13 @@ def frame_work(
     return compute
 
 
+def merge_maps(m: np.ndarray, weighted: bool = True) -> bytes:
+    """One frame of a :class:`RoiMerge`'s map stream: the map above the PSNR's weights, 16-bit. A map of zeros
+    weighs every pixel alike in the PSNR (ones below), as :func:`weighted_psnr_y` does."""
+    q = np.rint(np.clip(m, 0.0, 1.0) * 65535.0).astype("<u2")
+    return np.concatenate([q, q if weighted else np.full_like(q, 65535)]).tobytes()
+
+
 def _frames(pair: Pair, with_reference: bool) -> Iterator[tuple[int, YuvFrame, YuvFrame | None]]:
     """(index, distorted frame, reference frame or None) for the frames to score; a clip that ends early is noted
     and scored as far as it goes."""
@@ -286,6 +319,32 @@ def _frames(pair: Pair, with_reference: bool) -> Iterator[tuple[int, YuvFrame, Y
             pair.note(f"the clips ended after {i} of {pair.n} expected frames (truncated?): scored those")
             return
         yield i, fr, rf
+
+
+class _MaskedFeed:
+    """What the masked pass reads on stdin, frame by frame in order: the masked frames (Python route), or the
+    reference's maps (:class:`RoiMerge`), where frames the tap skipped (``--subsample``) get a map of zeros (alpha
+    0: the masked copy is the reference there, not scored by libvmaf either). Without a masked pass, nothing."""
+
+    def __init__(self, job: VmafJob | None) -> None:
+        self.job, self.fed = job, 0
+        m = job.merge if job is not None else None
+        self.filler = merge_maps(np.zeros((m.map_height, m.map_width), np.float32)) if m is not None else None
+
+    def put(self, i: int, extra: dict[str, Any]) -> None:
+        if self.job is None:
+            return
+        if self.filler is not None:
+            self.finish(i)
+            self.job.weights[i] = extra["wmean"]
+        self.job.write(extra["bytes"])
+        self.fed = i + 1
+
+    def finish(self, n: int) -> None:
+        """Fill up to frame ``n`` (merge route; the Python route is given every frame)."""
+        while self.job is not None and self.filler is not None and self.fed < n:
+            self.job.write(self.filler)
+            self.fed += 1
 
 
 def analyse_frames(
@@ -304,6 +363,7 @@ def analyse_frames(
     frames = tap_frames(tapped, pair) if tapped is not None else _frames(pair, roi is not None)
     n, workers = pair.n, ctx.threads
     done = 0
+    feed = _MaskedFeed(masked)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mobilesal") as executor:
         pending: collections.deque[tuple[int, YuvFrame, bool, Future[Any]]] = collections.deque()
 
@@ -316,8 +376,7 @@ def analyse_frames(
                 if "psnr" in extra:
                     ctx.scores.setdefault("psnr_y_saliency", {})[i] = extra["psnr"]
                 done += 1
-            if masked is not None:
-                masked.write(extra["bytes"])
+            feed.put(i, extra)
             if progress and scored:
                 progress(i + 1, n)
 
@@ -331,6 +390,7 @@ def analyse_frames(
                     collect()
             while pending:
                 collect()
+            feed.finish(n)
         except BaseException:
             for *_, fut in pending:
                 fut.cancel()
@@ -359,6 +419,14 @@ def collect_libvmaf(
             name = job.names[0]
             ctx.scores[f"{name}_masked"] = scores.get(name, {})
             ctx.add_vmaf_metric(f"{name}_masked")
+            if job.merge is not None:  # the weighted PSNR came from the same child
+                from tinysal.features.mobilesal import psnr_of_mse
+
+                ctx.scores["psnr_y_saliency"] = {
+                    i: psnr_of_mse(job.weighted_mse[i] / w if w * job.merge.width * job.merge.height > 1e-9
+                                   else job.weighted_mse[i], job.merge.bitdepth)
+                    for i, w in sorted(job.weights.items()) if i in job.weighted_mse
+                }  # fmt: skip
             continue
         for m, d in scores.items():
             if ctx.no_prediction and m in job.names:

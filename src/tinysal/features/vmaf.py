@@ -3,7 +3,9 @@
 Nothing of VMAF is re-implemented here: FFmpeg decodes both inputs, libvmaf computes its features and the SVM
 prediction, and its JSON log is read back. :class:`VmafJob` runs one such pass in a child process, so that it
 overlaps with the saliency model on the other core; the distorted input is a file, or a raw stream written to
-the child's stdin frame by frame (the saliency-masked copy of ``roi_score``: never a temp copy on disk).
+the child's stdin frame by frame (the saliency-masked copy of ``roi_score`` on the Python route: never a temp copy
+on disk). On the one-decode route the masked copy is built in the child itself (:class:`RoiMerge`): it reads both
+files and takes only the reference's saliency maps, at the model's size, on stdin.
 """
 
 from __future__ import annotations
@@ -230,6 +232,9 @@ class Tap:
     #: (width, height) of a box (``area``) reduction to 4:4:4 before the bilinear step: what Pillow's
     #: ``reducing_gap=2`` does on the Python route (each plane shrunk by an integer box first); None: one step
     prescale: tuple[int, int] | None = None
+    #: the reference's frames too, scaled alike and stacked below the distorted's (``roi_score``: its mask is the
+    #: reference's saliency)
+    reference: bool = False
 
     @property
     def pix_fmt(self) -> str:
@@ -237,7 +242,7 @@ class Tap:
 
     @property
     def frame_bytes(self) -> int:
-        return self.width * self.height * 3 * (1 if self.bitdepth == 8 else 2)
+        return self.width * self.height * 3 * (1 if self.bitdepth == 8 else 2) * (2 if self.reference else 1)
 
     def chain(self) -> str:
         pick = f"select=not(mod(n\\,{self.subsample}))," if self.subsample > 1 else ""
@@ -251,6 +256,96 @@ class Tap:
             f"{pick}{pre}scale=w={self.width}:h={self.height}:flags={self.scaler}:in_range=pc:out_range=pc,"
             f"format={self.pix_fmt}"
         )
+
+
+@dataclass(frozen=True)
+class RoiMerge:
+    """``roi_score``'s masked copy and weighted PSNR built inside the masked pass's FFmpeg child, from the two files
+    it decodes and the reference's saliency map piped at the model's size (one decode: no full-size plane in Python).
+
+    Each map frame on stdin is ``gray16le`` (the map times 65535), ``map_width`` x 2 ``map_height``: on top the map
+    ``s`` for the alpha, below it the PSNR's weights (the map again, or ones for a map of zeros). The alpha is the
+    Python route's, ``clip((up(s) - threshold) / fade, 0, 1)`` with ``up`` the bilinear resize to the frame (for
+    chroma, to the chroma planes' size): swscale resizes the 16-bit map (swscale's float path is ~0.08 off at
+    edges; 16-bit is within 0.005 of Pillow's resize), ``lut`` applies the ramp; ``maskedmerge`` gives
+    ``ref + alpha (dist - ref)``, rounded as the Python route rounds it. ``lut`` caps 16-bit values at 65280
+    (255 << 8): that is 255 of 255 at 8 bits, but 1020 of 1023 at 10 bits (a full-alpha pixel keeps 0.3% of the
+    reference: under half a code value wherever the two differ by less than 170).
+
+    The weighted luma PSNR, ``sum(w e^2) / sum(w)`` with ``w = up(s)``: ``maskedmerge`` on 16-bit luma with the mask
+    ``sqrt(w)`` gives ``ref + sqrt(w) (dist - ref)``, whose ``psnr`` MSE against the reference is ``mean(w e^2)`` in
+    16-bit units (the mask is ``sqrt(w) * 65280``: ``lut`` caps its output there, a constant factor taken out in
+    :meth:`weighted_mse`); ``sum(w)`` is the map's exact mean, known in Python."""
+
+    width: int
+    height: int
+    pix_fmt: str  # "420" | "422" | "444"
+    bitdepth: int
+    map_width: int
+    map_height: int
+    threshold: float = 0.3
+    fade: float = 0.1
+
+    #: lut's largest output on 16-bit gray (255 << 8), the full scale of the sqrt(w) mask
+    LUT_MAX = 65280
+
+    @property
+    def map_bytes(self) -> int:
+        return self.map_width * self.map_height * 2 * 2
+
+    def input_args(self) -> list[str]:
+        return ["-f", "rawvideo", "-pix_fmt", "gray16le", "-s", f"{self.map_width}x{2 * self.map_height}",
+                "-r", str(PAIRING_RATE), "-i", "pipe:0"]  # fmt: skip
+
+    def chains(self, maps: str, dist: str, ref: str, out: str, psnr_log: str) -> list[str]:
+        """Filter chains from the labels of the restamped map, distorted and reference streams to ``[out]`` (the
+        masked copy) and ``[pn]`` (the weighted PSNR's stream, to a null sink; its MSE per frame in ``psnr_log``)."""
+        W, H, mw, mh = self.width, self.height, self.map_width, self.map_height
+        cw, ch = {"420": (-(-W // 2), -(-H // 2)), "422": (-(-W // 2), H), "444": (W, H)}[self.pix_fmt]
+        gray = "gray" if self.bitdepth == 8 else "gray10le"
+        fmt = RAW_PIX_FMTS[(self.pix_fmt, self.bitdepth)]
+
+        ramp = f"clip((val/65535-{self.threshold!r})/{self.fade!r}\\,0\\,1)*{self.LUT_MAX}"
+
+        def alpha(src: str, w: int, h: int, dst: str) -> str:
+            # format=gray16le before lut: lut takes 8-bit too, and negotiation would otherwise pick it
+            return f"[{src}]scale=w={w}:h={h}:flags=bilinear,format=gray16le,lut=c0={ramp},format={gray}[{dst}]"
+
+        chains = [f"[{maps}]split=2[zt][st]", f"[zt]crop={mw}:{mh}:0:0,split=2[zy][zc]", alpha("zy", W, H, "ay")]
+        if self.pix_fmt == "444":
+            chains += ["[zc]nullsink", "[ay]split=3[a0][a1][a2]"]
+        else:
+            chains += ["[ay]null[a0]", alpha("zc", cw, ch, "ac"), "[ac]split=2[a1][a2]"]
+        chains += [
+            f"[a0][a1][a2]mergeplanes=map0s=0:map0p=0:map1s=1:map1p=0:map2s=2:map2p=0:format={fmt},{UNTAG}[mask]",
+            f"[{dist}]split=2[dm][dp]",
+            f"[{ref}]split=3[rm][rp][rq]",
+            f"[rm][dm][mask]maskedmerge[{out}]",
+            f"[st]crop={mw}:{mh}:0:{mh},scale=w={W}:h={H}:flags=bilinear,format=gray16le,"
+            f"lut=c0=sqrt(val/65535)*{self.LUT_MAX},{UNTAG}[sw]",
+            "[rp]extractplanes=y,format=gray16le[ry]",
+            "[dp]extractplanes=y,format=gray16le[dy]",
+            "[rq]extractplanes=y,format=gray16le[rz]",
+            "[ry][dy][sw]maskedmerge[wd]",
+            f"[wd][rz]psnr=stats_file={_esc(psnr_log)}[pn]",
+        ]
+        return chains
+
+    def weighted_mse(self, mse16: float) -> float:
+        """mean(w e^2) in the clip's code values from the psnr filter's 16-bit MSE of the sqrt(w)-merged luma."""
+        unit = 65535.0 / ((1 << self.bitdepth) - 1)  # swscale widens code values to 16 bits by this factor
+        return mse16 / (unit * unit) / (self.LUT_MAX / 65535.0) ** 2
+
+
+def read_psnr_log(path: str) -> dict[int, float]:
+    """{frame index: MSE} from the ``psnr`` filter's stats file (``n:1 mse_avg:...``, n counted from 1)."""
+    out: dict[int, float] = {}
+    with open(path, encoding="ascii", errors="replace") as f:
+        for line in f:
+            n, mse = re.search(r"\bn:(\d+)", line), re.search(r"\bmse_avg:([0-9.eE+-]+|inf|nan)", line)
+            if n and mse:
+                out[int(n.group(1)) - 1] = float(mse.group(1))
+    return out
 
 
 class VmafJob:
@@ -275,8 +370,15 @@ class VmafJob:
         label: str = "VMAF",
         scale: tuple[int, int, str] | None = None,
         tap: Tap | None = None,
+        merge: RoiMerge | None = None,
     ) -> None:
         self.distorted, self.reference = distorted, reference
+        #: libvmaf scores the saliency-masked copy built here from the two files and maps on stdin (one decode)
+        self.merge = merge
+        #: {frame: mean(w e^2)} of the weighted luma PSNR, read when the child is done (``merge`` only)
+        self.weighted_mse: dict[int, float] = {}
+        #: {frame: mean of the map at frame size}, the weighted PSNR's denominator, filled by the caller (``merge``)
+        self.weights: dict[int, float] = {}
         self.scale = scale  # (width, height, swscale flags): the distorted scaled to the reference's size
         #: the distorted frames also scaled to the saliency model's input grid and piped to stdout (one decode)
         self.tap = tap
@@ -331,28 +433,47 @@ class VmafJob:
                     f"{UNTAG}")  # fmt: skip
 
         scale = f"scale=w={self.scale[0]}:h={self.scale[1]}:flags={self.scale[2]}" if self.scale else ""
+        if self.merge is not None:  # the masked copy, built from the two files and the maps (input 2, stdin)
+            chains = [f"{trim(0, self.skip_dist)}[d]", f"{trim(1, self.skip_ref)},split=2[r][r1]",
+                      f"[2:v]settb=1/{PAIRING_RATE},setpts=N,{UNTAG}[maps]",
+                      *self.merge.chains("maps", "d", "r1", "m", os.path.join(model_dir, "psnr.txt")),
+                      f"[m][r]{self._libvmaf_options(log_path, model_dir)}[vmaf]"]  # fmt: skip
+            return ";".join(chains)
         if self.reference is None:  # the tap alone (saliency without libvmaf)
             assert self.tap is not None
             return f"{trim(0, self.skip_dist)},{self.tap.chain()}[tap]"
         if self.tap is None:  # a distorted of another size is scaled after the trim: only the frames scored
             chains = [f"{trim(0, self.skip_dist)}{',' + scale if scale else ''}[d]"]
-        else:  # one decode: the trimmed frames go to libvmaf and, scaled to the model's grid, to the tap
+        elif not self.tap.reference:  # one decode: the trimmed frames go to libvmaf and, scaled, to the tap
             chains = [f"{trim(0, self.skip_dist)},split=2[d0][t0]", f"[t0]{self.tap.chain()}[tap]",
                       f"[d0]{scale or 'null'}[d]"]  # fmt: skip
+        else:  # and the reference's frames as well, stacked below the distorted's in each tap frame
+            chains = [f"{trim(0, self.skip_dist)},split=2[d][t0]", f"[t0]{self.tap.chain()}[td]",
+                      f"{trim(1, self.skip_ref)},split=2[r][t1]", f"[t1]{self.tap.chain()}[tr]",
+                      "[td][tr]vstack=inputs=2[tap]",
+                      f"[d][r]{self._libvmaf_options(log_path, model_dir)}[vmaf]"]  # fmt: skip
+            return ";".join(chains)
         chains += [f"{trim(1, self.skip_ref)}[r]", f"[d][r]{self._libvmaf_options(log_path, model_dir)}[vmaf]"]
         return ";".join(chains)
 
     def command(self, log_path: str, model_dir: str) -> list[str]:
         graph = self.graph(log_path, model_dir)
         cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostats", "-y"]
-        if self.distorted.path != "-":
+        if not self._reads_stdin:
             cmd.append("-nostdin")
         progress = ["-progress", os.path.join(model_dir, "progress.txt"), "-stats_period", "0.5"]
         inputs = self.distorted.args() + (self.reference.args() if self.reference else [])
         outputs = ["-map", "[vmaf]", "-f", "null", "-"] if self.reference is not None else []
+        if self.merge is not None:
+            inputs += self.merge.input_args()
+            outputs += ["-map", "[pn]", "-f", "null", "-"]
         if self.tap is not None:
             outputs += ["-map", "[tap]", "-fps_mode", "passthrough", "-f", "rawvideo", "pipe:1"]
         return cmd + progress + inputs + ["-filter_complex", graph] + outputs
+
+    @property
+    def _reads_stdin(self) -> bool:
+        return self.distorted.path == "-" or self.merge is not None
 
     def start(self) -> VmafJob:
         self.tmp = tempfile.mkdtemp(prefix="tinysal-vmaf-")
@@ -363,7 +484,7 @@ class VmafJob:
             try:
                 self.proc = subprocess.Popen(
                     cmd,
-                    stdin=subprocess.PIPE if self.distorted.path == "-" else subprocess.DEVNULL,
+                    stdin=subprocess.PIPE if self._reads_stdin else subprocess.DEVNULL,
                     stdout=subprocess.PIPE if self.tap is not None else subprocess.DEVNULL,
                     stderr=err,
                     start_new_session=True,  # a Ctrl-C reaches us, and we stop the child ourselves
@@ -407,7 +528,7 @@ class VmafJob:
             return False
 
     def write(self, data: bytes | memoryview) -> None:
-        """Feed raw distorted frames to the child (``-`` source)."""
+        """Feed the child's stdin: raw distorted frames (``-`` source), or the maps of a :class:`RoiMerge`."""
         assert self.stdin is not None
         try:
             self.stdin.write(data)
@@ -505,6 +626,12 @@ class VmafJob:
             raise TinysalError(f"{self.label}: FFmpeg libvmaf wrote no readable log ({self._stderr_tail()})") from None
         if not frames:
             raise TinysalError(f"{self.label}: libvmaf scored no frames")
+        if self.merge is not None:
+            try:
+                mse = read_psnr_log(os.path.join(self.tmp or "", "psnr.txt"))
+            except OSError:
+                raise TinysalError(f"{self.label}: FFmpeg wrote no weighted-PSNR log ({self._stderr_tail()})") from None
+            self.weighted_mse = {i: self.merge.weighted_mse(v) for i, v in mse.items()}
         return log
 
     def _watch(self) -> None:

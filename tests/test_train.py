@@ -290,3 +290,42 @@ def test_many_non_finite_batches_in_a_row_stop_the_run(tmp_path: Path, monkeypat
 
     with pytest.raises(TinysalError, match="diverged at epoch 1 .*non-finite loss or gradient.*last.pt"):
         _poisoned_run(tmp_path, monkeypatch, set(range(1, 1000)))
+
+
+def test_init_fine_tunes_from_a_runs_checkpoint(tmp_path: Path) -> None:
+    """--init starts from a checkpoint's weights (not a random draw): the first epoch's validation is already
+    the checkpoint's level; a checkpoint of another architecture, a missing one, or one inside --out-dir (whose
+    best.pt the run rewrites) is refused before any work. A run without --init keeps its old fingerprint."""
+    from tinysal.train.config import TrainConfig
+
+    base = _train_small(tmp_path / "a")
+    start = tmp_path / "start.pt"
+    start.write_bytes((tmp_path / "a" / "r" / "best.pt").read_bytes())
+    tuned = _train_small(tmp_path / "b", "--init", str(start), "--stages", "48:1")
+    scratch = _train_small(tmp_path / "c", "--stages", "48:1")
+    assert tuned["trace"][0]["val_iou"] > scratch["trace"][0]["val_iou"]
+    assert abs(tuned["trace"][0]["val_iou"] - base["best_val_iou"]) < abs(scratch["trace"][0]["val_iou"] -
+                                                                          base["best_val_iou"])  # fmt: skip
+    root = make_blob_dataset(tmp_path / "ds", n_groups=2, per_group=1)
+    for init, needle in ((str(tmp_path / "nope.pt"), "no such checkpoint"),
+                         (str(tmp_path / "a" / "r" / "best.pt"), "rewrites")):  # fmt: skip
+        out = tmp_path / "a" / "r" if needle == "rewrites" else tmp_path / "x"
+        p = run_cli("tinysal", "train", str(root), *TINY, "--init", init, "--out-dir", str(out))
+        assert_clean_error(p, needle)
+    p = run_cli("tinysal", "train", str(root), *TINY, "--arch", "saliency_student_v1", "--init", str(start),
+                "--out-dir", str(tmp_path / "y"))  # fmt: skip
+    assert_clean_error(p, "not saliency_student_v1")
+    assert "init" not in TrainConfig().fingerprint() and TrainConfig(init="x").fingerprint()["init"] == "x"
+
+
+def test_structure_mae_loss_is_structure_plus_the_maps_mae() -> None:
+    import torch
+
+    from tinysal.train.step import recipe_loss
+
+    t = torch.zeros(2, 1, 40, 40)
+    t[:, :, 10:30, 10:30] = 1
+    for logits in ((t * 2 - 1) * 6, torch.zeros_like(t), torch.randn(2, 1, 40, 40)):
+        mae = float((torch.sigmoid(logits) - t).abs().mean())
+        assert float(recipe_loss(torch, logits, t, "structure_mae")) == pytest.approx(
+            float(recipe_loss(torch, logits, t, "structure")) + mae, abs=1e-6)

@@ -107,7 +107,8 @@ class TrainConfig:
     #: probability of compositing the sample's object onto an object-free background from ``backgrounds``
     backgrounds: str = ""
     composite: float = 0.0
-    #: "bce_dice" (the reference recipe) or "structure" (boundary-weighted BCE + weighted IoU)
+    #: "bce_dice" (the reference recipe), "structure" (boundary-weighted BCE + weighted IoU) or "structure_mae"
+    #: (that plus the mean absolute error of the map: a push towards confident maps, haze and fill alike)
     loss: str = "bce_dice"
     #: decay of an exponential moving average of the weights (0 = off); validation and checkpoints use the EMA
     ema: float = 0.0
@@ -118,6 +119,9 @@ class TrainConfig:
     #: after selection, fit a logit scale/shift on the validation split and fold it into the head
     #: (``tinysal calibrate``); kept only if the pooled validation MAE improves without costing IoU
     calibrate: bool = False
+    #: start from the weights of this tinysal checkpoint (``best.pt``: a run's EMA weights; or a ``last.pt``) instead
+    #: of a random initialisation: a fine-tune. Only the weights: optimiser and schedule start afresh
+    init: str = ""
 
     @property
     def epochs(self) -> int:
@@ -136,6 +140,8 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         for k in ("out_dir", "device", "cache_dir", "export", "skip_bad", "calibrate"):
             d.pop(k)
+        if not d["init"]:  # runs from a random start keep the fingerprint they had before the option existed
+            d.pop("init")
         return d
 
 
@@ -183,7 +189,7 @@ def _check_choices(cfg: TrainConfig) -> None:
         "amp": ("off", "bf16"),
         "sampling": ("uniform", "balanced"),
         "crop_mode": ("window", "rrc"),
-        "loss": ("bce_dice", "structure"),
+        "loss": ("bce_dice", "structure", "structure_mae"),
         "val_mode": ("crop", "whole"),
     }
     for k, allowed in choices.items():
@@ -227,6 +233,22 @@ def _check_ranges(cfg: TrainConfig) -> None:
         )
     if cfg.resize < max(int(c) for c, _ in cfg.stages) or cfg.resize < 8:
         raise TinysalError(f"resize ({cfg.resize}) must be at least the largest crop")
+    _check_init(cfg)
+
+
+def _check_init(cfg: TrainConfig) -> None:
+    """A fine-tune's starting checkpoint exists, and is not in the run's folder (whose best.pt/last.pt the run
+    rewrites: the checkpoint it started from would be lost)."""
+    import os
+
+    if not cfg.init:
+        return
+    if not os.path.isfile(cfg.init):
+        raise TinysalError(f"--init {cfg.init}: no such checkpoint")
+    here = os.path.realpath(os.path.dirname(os.path.abspath(cfg.init)))
+    if here == os.path.realpath(os.path.abspath(cfg.out_dir)):
+        raise TinysalError(f"--init {cfg.init} is in --out-dir {cfg.out_dir}, whose checkpoints the run rewrites: "
+                           "copy it elsewhere or give another --out-dir")  # fmt: skip
 
 
 def validate_config(cfg: TrainConfig) -> None:

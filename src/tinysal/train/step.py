@@ -24,8 +24,12 @@ def recipe_loss(torch: Any, logits: Any, target: Any, kind: str = "bce_dice") ->
     """``bce_dice``: BCE + Dice (per image, smoothed by 1). ``structure``: BCE and IoU both weighted per pixel by
     1 + 5·|local mean of the mask − mask| (a 31×31 box), so pixels near object boundaries count up to 6×; the
     IoU term penalises confident false positives anywhere in the background (the calibration that BCE alone
-    leaves soft)."""
+    leaves soft). ``structure_mae`` adds the map's mean absolute error, whose gradient does not fade as BCE's does
+    near 0 and 1: it pushes haze down and object interiors up alike (the trade a global calibration cannot make)."""
     F = torch.nn.functional
+    if kind == "structure_mae":
+        mae = (torch.sigmoid(logits) - target).abs().mean()
+        return recipe_loss(torch, logits, target, "structure") + mae
     if kind == "structure":
         # the 31x31 box mean, separably (identical to avg_pool2d(31, padding=15), ~15x cheaper on CPU)
         local = F.avg_pool2d(target, kernel_size=(31, 1), stride=1, padding=(15, 0))
@@ -99,6 +103,13 @@ class Learner:
         np.random.seed(cfg.seed)
         _deterministic(torch, device.type == "cpu")
         model = create_model(cfg.arch).to(device)
+        if cfg.init:  # a fine-tune: the weights of an earlier tinysal run (loaded with weights_only=True)
+            from tinysal.model.nets import load_checkpoint
+
+            start, arch, _ = load_checkpoint(cfg.init)
+            if arch != cfg.arch:
+                raise TinysalError(f"--init {cfg.init} holds {arch} weights, not {cfg.arch}")
+            model.load_state_dict(start.state_dict())
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)

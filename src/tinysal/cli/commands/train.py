@@ -10,7 +10,7 @@ from tinysal.cli.args import float_pair, fraction, int_at_least, positive_float,
 
 HELP = "train a saliency student (--preset sod: the shipped recipe)"
 #: the arguments it reads, the files it writes, the folders it writes as a whole (common.check_file_roles)
-FILE_ROLES = (("roots", "backgrounds"), ("metrics_out",), ())
+FILE_ROLES = (("roots", "backgrounds", "init"), ("metrics_out",), ())
 
 
 def add_arguments(sp: argparse.ArgumentParser) -> None:
@@ -52,7 +52,9 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--rrc-area", type=float_pair, help="area fraction LO,HI of random resized crops")
     sp.add_argument("--backgrounds", help="folder of object-free photos for composites")
     sp.add_argument("--composite", type=fraction, help="probability of compositing the object onto a background")
-    sp.add_argument("--loss", choices=["bce_dice", "structure"])
+    sp.add_argument("--loss", choices=["bce_dice", "structure", "structure_mae"],
+                    help="structure_mae: structure + the map's mean absolute error")
+    sp.add_argument("--init", help="fine-tune: start from this tinysal checkpoint's weights (e.g. a run's best.pt)")
     sp.add_argument("--ema", type=fraction, help="EMA decay of the weights (0 = off), e.g. 0.999")
     sp.add_argument("--val-mode", choices=["crop", "whole"])
     sp.add_argument(
@@ -80,7 +82,7 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
 _OVERRIDES = ("arch", "out_dir", "stages", "batch_size", "lr", "resize", "val_crop", "val_fraction", "copy_paste",
               "color_jitter", "sampling", "epoch_samples", "source_weights", "crop_mode", "rrc_area", "backgrounds",
               "composite", "loss", "ema", "val_mode", "scale_range", "select", "amp", "seed", "limit", "cache_dir",
-              "device", "skip_bad")  # fmt: skip
+              "device", "skip_bad", "init")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

@@ -244,6 +244,23 @@ def test_ffmpeg_failing_leaves_nothing(pair: tuple[Path, Path], tmp_path: Path, 
     assert not list(tmp_path.glob("tinysal-vmaf-*")) and not list(tmp_path.glob(".s.json.*"))
 
 
+@pytest.mark.parametrize("body,needle", [("echo 'Error: masked pass exploded' >&2; exit 1", "masked pass exploded"),
+                                         ("kill -9 $$", "killed by signal 9")])  # fmt: skip
+def test_roi_scores_masked_child_failing_is_one_line(pair: tuple[Path, Path], tmp_path: Path, body: str,
+                                                      needle: str) -> None:  # fmt: skip
+    """On the one-decode route the masked pass is an FFmpeg child of its own that reads the maps on stdin: when it
+    alone fails (the plain pass runs the real FFmpeg), the run is one line naming the pass, with no output."""
+    ref, dist = pair
+    out = tmp_path / "s.json"
+    exe = tmp_path / "ffmpeg"
+    exe.write_text(f'#!/bin/sh\ncase "$*" in *maskedmerge*) {body};; esac\nexec "{FFMPEG}" "$@"\n')
+    exe.chmod(0o755)
+    env = {"TINYSAL_FFMPEG": str(exe), "TMPDIR": str(tmp_path), "TINYSAL_ONE_DECODE": "1"}
+    p = _vmaf(ref, dist, out, "--feature", "mobilesal:roi_score=1", "--frame_cnt", "6", env=env)
+    assert_clean_error(p, needle, "saliency-masked copy")
+    assert not out.exists() and not list(tmp_path.glob("tinysal-vmaf-*"))
+
+
 def test_sigint_mid_run_stops_ffmpeg_and_writes_nothing(pair: tuple[Path, Path], tmp_path: Path) -> None:
     ref, dist = pair
     long_ref, long_dist = tmp_path / "lr.yuv", tmp_path / "ld.yuv"

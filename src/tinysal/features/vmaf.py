@@ -533,7 +533,8 @@ class VmafJob:
         try:
             self.stdin.write(data)
         except BrokenPipeError:
-            self.proc.wait() if self.proc else None
+            if self.proc is not None and self.proc.wait() != 0:  # it died: say how (signal, exit code, its message)
+                self._raise_failed()
             raise TinysalError(f"{self.label}: FFmpeg stopped reading its input: {self._stderr_tail()}") from None
 
     def tap_frames(self) -> Iterator[bytearray]:

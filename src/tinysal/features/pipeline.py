@@ -189,7 +189,7 @@ def tap_frames(job: VmafJob, pair: Pair) -> Iterator[tuple[int, YuvFrame, YuvFra
     for k, buf in enumerate(job.tap_frames()):
         # vstack stacks plane by plane: Y of the distorted then of the reference, then U, then V
         planes = np.frombuffer(buf, dtype=dt).reshape(3, 1 + tap.reference, tap.height, tap.width)
-        small = [YuvFrame(planes[0, k], planes[1, k], planes[2, k], tap.bitdepth, "444") for k in range(len(planes[0]))]
+        small = [YuvFrame(planes[0, j], planes[1, j], planes[2, j], tap.bitdepth, "444") for j in range(len(planes[0]))]
         yield k * tap.subsample, small[0], small[1] if tap.reference else None
     if k + 1 < expected:
         pair.note(f"the clips ended after {(k + 1) * tap.subsample} of {pair.n} expected frames (truncated?): "
@@ -281,8 +281,10 @@ def frame_work(
             from tinysal.features.mobilesal import METRIC
 
             rm = roi.infer(roi.preprocess(rf, pair.ref_cs, pair.ref_cr), W, H)
-            extra["wmean"] = roi.statistics(rm, W, H)[METRIC]
-            extra["bytes"] = merge_maps(rm, extra["wmean"] * W * H > 1e-9)
+            wmean = roi.statistics(rm, W, H)[METRIC]
+            weighted = wmean * W * H > 1e-9  # else every pixel weighs 1 (weighted_psnr_y's rule)
+            extra["wmean"] = wmean if weighted else 1.0  # the PSNR's denominator, mean(w)
+            extra["bytes"] = merge_maps(rm, weighted)
             return maps, extra
         from tinysal.features.mobilesal import frame_bytes_of, masked_frame, roi_alpha, upsampled_map, weighted_psnr_y
 
@@ -423,8 +425,7 @@ def collect_libvmaf(
                 from tinysal.features.mobilesal import psnr_of_mse
 
                 ctx.scores["psnr_y_saliency"] = {
-                    i: psnr_of_mse(job.weighted_mse[i] / w if w * job.merge.width * job.merge.height > 1e-9
-                                   else job.weighted_mse[i], job.merge.bitdepth)
+                    i: psnr_of_mse(job.weighted_mse[i] / w, job.merge.bitdepth)
                     for i, w in sorted(job.weights.items()) if i in job.weighted_mse
                 }  # fmt: skip
             continue

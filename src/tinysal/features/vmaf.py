@@ -377,7 +377,8 @@ class VmafJob:
         self.merge = merge
         #: {frame: mean(w e^2)} of the weighted luma PSNR, read when the child is done (``merge`` only)
         self.weighted_mse: dict[int, float] = {}
-        #: {frame: mean of the map at frame size}, the weighted PSNR's denominator, filled by the caller (``merge``)
+        #: {frame: mean of the weights at frame size}, the weighted PSNR's denominator, filled by the caller
+        #: (``merge``; 1 where a map of zeros made every weight 1)
         self.weights: dict[int, float] = {}
         self.scale = scale  # (width, height, swscale flags): the distorted scaled to the reference's size
         #: the distorted frames also scaled to the saliency model's input grid and piped to stdout (one decode)

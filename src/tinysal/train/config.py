@@ -245,7 +245,7 @@ def _check_init(cfg: TrainConfig) -> None:
         return
     if not os.path.isfile(cfg.init):
         raise TinysalError(f"--init {cfg.init}: no such checkpoint")
-    here = os.path.realpath(os.path.dirname(os.path.abspath(cfg.init)))
+    here = os.path.dirname(os.path.realpath(cfg.init))  # through a symlink to the run's own best.pt too
     if here == os.path.realpath(os.path.abspath(cfg.out_dir)):
         raise TinysalError(f"--init {cfg.init} is in --out-dir {cfg.out_dir}, whose checkpoints the run rewrites: "
                            "copy it elsewhere or give another --out-dir")  # fmt: skip

@@ -69,6 +69,8 @@ RAW_PIX_FMTS = {
 #: clears a stream's colour tags (no pixel changes), so that FFmpeg's negotiation never converts one input of a
 #: comparing filter to the other's matrix or range (:meth:`VmafJob.graph`)
 UNTAG = "setparams=range=unspecified:colorspace=unknown:color_primaries=unknown:color_trc=unknown"
+#: the weighted-PSNR stats file a :class:`RoiMerge` pass writes in its temp folder
+PSNR_LOG = "psnr.txt"
 #: small frames the one-decode route buffers between FFmpeg and the model (455x256 4:4:4: ~350 KB each)
 TAP_QUEUE = 48
 TAP_QUEUE_BYTES = 32 << 20  # and never more than this (a large short_side makes large frames)
@@ -437,24 +439,22 @@ class VmafJob:
         if self.merge is not None:  # the masked copy, built from the two files and the maps (input 2, stdin)
             chains = [f"{trim(0, self.skip_dist)}[d]", f"{trim(1, self.skip_ref)},split=2[r][r1]",
                       f"[2:v]settb=1/{PAIRING_RATE},setpts=N,{UNTAG}[maps]",
-                      *self.merge.chains("maps", "d", "r1", "m", os.path.join(model_dir, "psnr.txt")),
+                      *self.merge.chains("maps", "d", "r1", "m", os.path.join(model_dir, PSNR_LOG)),
                       f"[m][r]{self._libvmaf_options(log_path, model_dir)}[vmaf]"]  # fmt: skip
             return ";".join(chains)
         if self.reference is None:  # the tap alone (saliency without libvmaf)
             assert self.tap is not None
             return f"{trim(0, self.skip_dist)},{self.tap.chain()}[tap]"
         if self.tap is None:  # a distorted of another size is scaled after the trim: only the frames scored
-            chains = [f"{trim(0, self.skip_dist)}{',' + scale if scale else ''}[d]"]
+            chains = [f"{trim(0, self.skip_dist)}{',' + scale if scale else ''}[d]", f"{trim(1, self.skip_ref)}[r]"]
         elif not self.tap.reference:  # one decode: the trimmed frames go to libvmaf and, scaled, to the tap
             chains = [f"{trim(0, self.skip_dist)},split=2[d0][t0]", f"[t0]{self.tap.chain()}[tap]",
-                      f"[d0]{scale or 'null'}[d]"]  # fmt: skip
+                      f"[d0]{scale or 'null'}[d]", f"{trim(1, self.skip_ref)}[r]"]  # fmt: skip
         else:  # and the reference's frames as well, stacked below the distorted's in each tap frame
             chains = [f"{trim(0, self.skip_dist)},split=2[d][t0]", f"[t0]{self.tap.chain()}[td]",
                       f"{trim(1, self.skip_ref)},split=2[r][t1]", f"[t1]{self.tap.chain()}[tr]",
-                      "[td][tr]vstack=inputs=2[tap]",
-                      f"[d][r]{self._libvmaf_options(log_path, model_dir)}[vmaf]"]  # fmt: skip
-            return ";".join(chains)
-        chains += [f"{trim(1, self.skip_ref)}[r]", f"[d][r]{self._libvmaf_options(log_path, model_dir)}[vmaf]"]
+                      "[td][tr]vstack=inputs=2[tap]"]  # fmt: skip
+        chains.append(f"[d][r]{self._libvmaf_options(log_path, model_dir)}[vmaf]")
         return ";".join(chains)
 
     def command(self, log_path: str, model_dir: str) -> list[str]:
@@ -630,7 +630,7 @@ class VmafJob:
             raise TinysalError(f"{self.label}: libvmaf scored no frames")
         if self.merge is not None:
             try:
-                mse = read_psnr_log(os.path.join(self.tmp or "", "psnr.txt"))
+                mse = read_psnr_log(os.path.join(self.tmp or "", PSNR_LOG))
             except OSError:
                 raise TinysalError(f"{self.label}: FFmpeg wrote no weighted-PSNR log ({self._stderr_tail()})") from None
             self.weighted_mse = {i: self.merge.weighted_mse(v) for i, v in mse.items()}

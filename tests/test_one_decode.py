@@ -229,12 +229,8 @@ def _lossy(clips: Path, src: Path, crf: int = 36) -> Path:
 
 
 def _roi(monkeypatch: pytest.MonkeyPatch, one_decode: bool, ref: Path, dist: Path, **kw) -> VmafContext:
-    monkeypatch.setenv(ONE_DECODE_ENV, "1" if one_decode else "0")
-    ctx = VmafContext(threads=2, subsample=kw.pop("subsample", 1))
-    ctx.use_feature("mobilesal", {"roi_score": "1"})
-    ctx.use_vmaf()
-    score_files(ctx, ref, dist, **kw)
-    return ctx
+    """The context of a roi_score run (with VMAF) on the chosen route."""
+    return _score(monkeypatch, one_decode, dist, ref, params={"roi_score": "1"}, **kw)[2]
 
 
 def _roi_compare(fast: VmafContext, slow: VmafContext) -> dict[str, float]:

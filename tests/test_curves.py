@@ -122,3 +122,19 @@ def test_missing_run_and_bad_labels(tmp_path: Path) -> None:
     p = run_cli("tinysal", "plot-run", str(tmp_path / "m.json"), "-o", str(tmp_path / "no" / "dir" / "c.png"))
     assert_clean_error(p)
     assert not png.exists()
+
+
+def test_log_x_puts_the_epochs_on_a_log_axis(tmp_path: Path) -> None:
+    """--log-x: every panel's epoch axis logarithmic (a score gaining the same per doubling is a line), and the CLI
+    writes a different picture from the linear one."""
+    from tinysal.train.curves import figure, load_run
+
+    run = load_run(_write(tmp_path / "r" / "trace.json", {"epochs": 5, "trace": _trace(5, seed=3)}))
+    assert {ax.get_xscale() for ax in figure([run], log_x=True).axes} == {"log"}
+    assert {ax.get_xscale() for ax in figure([run]).axes} == {"linear"}
+    lin, log = tmp_path / "lin.png", tmp_path / "log.png"
+    for png, extra in ((lin, []), (log, ["--log-x"])):
+        p = run_cli("tinysal", "plot-run", str(tmp_path / "r"), "-o", str(png), *extra)
+        assert p.returncode == 0, p.stderr
+    a, b = (np.asarray(Image.open(f).convert("L"), dtype=np.int16) for f in (lin, log))
+    assert a.shape == b.shape and np.abs(a - b).mean() > 0.1

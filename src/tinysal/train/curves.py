@@ -78,15 +78,25 @@ def _stages(trace: Sequence[dict[str, Any]]) -> list[tuple[int, int, Any]]:
     return out
 
 
-def plot_runs(runs: Sequence[dict[str, Any]], path: str | os.PathLike[str], title: str = "") -> None:
+def plot_runs(
+    runs: Sequence[dict[str, Any]], path: str | os.PathLike[str], title: str = "", log_x: bool = False
+) -> None:
     """One PNG, four panels: selection score, losses, per-source IoU, per-source MAE (epochs
-    counted from 1); each run's crop-size stages marked where they change."""
+    counted from 1); each run's crop-size stages marked where they change. ``log_x``: epochs on a logarithmic
+    axis, where a score that gains the same for every doubling of the samples is a straight line."""
+    from tinysal.fileio import atomic_open
+
+    fig = figure(runs, title, log_x)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
+
+
+def figure(runs: Sequence[dict[str, Any]], title: str = "", log_x: bool = False) -> Any:
+    """The matplotlib Figure ``plot_runs`` writes."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     from matplotlib.figure import Figure
-
-    from tinysal.fileio import atomic_open
 
     fig = Figure(figsize=(12, 7.5), dpi=100)
     ax_score, ax_loss, ax_iou, ax_mae = (fig.add_subplot(2, 2, k) for k in range(1, 5))
@@ -119,16 +129,20 @@ def plot_runs(runs: Sequence[dict[str, Any]], path: str | os.PathLike[str], titl
             if crop is not None:
                 ax_score.annotate(f"crop {crop}", xy=((a + b) / 2 + 1, 1 + 0.045 * ri), ha="center", va="bottom",
                                   xycoords=("data", "axes fraction"), fontsize=7, color=own)  # fmt: skip
-    ax_score.set_ylabel("validation score (selection rule)")
-    ax_loss.set_ylabel("loss")
-    ax_iou.set_ylabel("validation IoU@0.5 per source")
-    ax_mae.set_ylabel("validation MAE per source")
-    for ax in (ax_score, ax_loss, ax_iou, ax_mae):
-        ax.set_xlabel("epoch")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, framealpha=0.8)
+    _label_axes((ax_score, ax_loss, ax_iou, ax_mae), log_x)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png")
+    return fig
+
+
+def _label_axes(axes: Sequence[Any], log_x: bool) -> None:
+    """The four panels' labels, grids and legends (score, loss, per-source IoU, per-source MAE)."""
+    names = ("validation score (selection rule)", "loss", "validation IoU@0.5 per source", "validation MAE per source")
+    for ax, name in zip(axes, names):
+        ax.set_ylabel(name)
+        ax.set_xlabel("epoch (log scale)" if log_x else "epoch")
+        if log_x:
+            ax.set_xscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, framealpha=0.8)

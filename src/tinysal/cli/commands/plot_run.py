@@ -17,6 +17,11 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--output", "-o", required=True, help="PNG to write")
     sp.add_argument("--labels", help="comma-separated names, one per run (default: the folder or file name)")
     sp.add_argument("--title")
+    sp.add_argument(
+        "--log-x",
+        action="store_true",
+        help="epochs on a logarithmic axis (equal gains per doubling of the samples show as a line)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
             raise TinysalError(f"--labels needs one non-empty name per run ({len(runs)}), got {args.labels!r}")
         for run, name in zip(runs, labels):
             run["name"] = name
-    plot_runs(runs, args.output, args.title or "")
+    plot_runs(runs, args.output, args.title or "", log_x=args.log_x)
     for run in runs:
         tr, best = run["trace"], run["best"]
         planned = f"/{run['epochs']}" if run["epochs"] else ""

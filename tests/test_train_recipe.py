@@ -156,6 +156,7 @@ def test_sod_preset_trains_on_several_sources_with_per_source_validation(tmp_pat
     # the per-epoch trace.json (readable while a run goes on) holds the same curves, and plot-run draws them
     live = json.loads((tmp_path / "r" / "trace.json").read_text())
     assert live["trace"] == m["trace"] and live["best_epoch"] == m["best_epoch"] and live["epochs"] == 2
+    assert live["val_groups"] == m["val_groups"] and len(m["val_groups"]) > 0
     png = tmp_path / "curves.png"
     p = run_cli("tinysal", "plot-run", str(tmp_path / "r"), str(out), "--labels", "dir,json", "-o", str(png))
     assert p.returncode == 0, p.stderr
@@ -304,6 +305,13 @@ def test_calibration_folds_a_logit_scale_into_the_head(tmp_path: Path) -> None:
     # BCE-optimal on the validation pixels: the balanced validation MAE does not get worse
     assert rep["pooled"]["mae_after"] <= rep["pooled"]["mae_before"] + 1e-3
     assert set(rep["per_source"]) == {"ds"}
+    # a run still going has no metrics JSON yet: its live trace.json names the same validation split
+    p = run_cli("tinysal", "calibrate", str(tmp_path / "r" / "best.pt"), str(root), "--metrics",
+                str(tmp_path / "r" / "trace.json"), "-o", str(tmp_path / "cal2.pt"), "--out-json",
+                str(tmp_path / "c2.json"))  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    rep2 = json.loads((tmp_path / "c2.json").read_text())
+    assert (rep2["a"], rep2["b"], rep2["pooled"]) == (rep["a"], rep["b"], rep["pooled"])
 
 
 def test_resuming_a_finished_run_finishes_it_again_identically(tmp_path: Path) -> None:

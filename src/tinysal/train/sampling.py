@@ -212,6 +212,10 @@ class RunData:
             print("sampling: " + ", ".join(f"{n} {w / tot:.0%}" for n, w in zip(names, self.weights)),
                   file=sys.stderr)  # fmt: skip
 
+    def val_groups(self) -> list[str]:
+        """The held-out groups (sequences, or single images), as the metrics and the live trace record them."""
+        return sorted({p.group for p in self.val_pairs})
+
     def source_summary(self) -> dict[str, dict[str, Any]]:
         tot = sum(self.weights)
         return {

@@ -71,7 +71,7 @@ def finish(torch: Any, cfg: TrainConfig, lr: Learner, data: RunData, log: RunLog
         "skipped_bad_pairs": len(data.train_cache.meta.get("skipped", []))
         + len(data.val_cache.meta.get("skipped", [])),
         "sources": data.source_summary(),
-        "val_groups": sorted({p.group for p in data.val_pairs}),
+        "val_groups": data.val_groups(),
         "train_seconds_total": round(sum(r["seconds"] for r in trace), 1),
         "device": str(lr.device),
         "torch_threads": torch.get_num_threads(),

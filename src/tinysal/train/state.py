@@ -71,15 +71,17 @@ def save(torch: Any, path: Path, cfg: TrainConfig, lr: Learner, epoch: int, log:
     os.replace(tmp, path)
 
 
-def write_trace(out: Path, cfg: TrainConfig, log: RunLog) -> None:
-    """The curves so far, for ``tinysal plot-run OUT_DIR`` while the run goes on (no torch needed to read them);
-    a convenience: it never stops a run."""
+def write_trace(out: Path, cfg: TrainConfig, log: RunLog, val_groups: list[str]) -> None:
+    """The curves so far, for ``tinysal plot-run OUT_DIR`` while the run goes on (no torch needed to read them),
+    and the validation groups, so that ``tinysal calibrate --metrics OUT_DIR/trace.json`` can calibrate (and so
+    measure) a checkpoint of a run that has not finished; a convenience: it never stops a run."""
     from tinysal.fileio import write_json
     from tinysal.train.curves import TRACE_NAME
 
     try:
         write_json(out / TRACE_NAME, {"arch": cfg.arch, "epochs": cfg.epochs, "stages": cfg.stages,
-                                      "best_epoch": log.best["epoch"], "trace": log.trace})  # fmt: skip
+                                      "best_epoch": log.best["epoch"], "trace": log.trace,
+                                      "val_groups": val_groups})  # fmt: skip
     except (OSError, ValueError) as e:
         print(f"warning: could not write {out / TRACE_NAME}: {e}", file=sys.stderr)
 

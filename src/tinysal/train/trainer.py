@@ -119,7 +119,7 @@ def _run_epoch(torch: Any, cfg: TrainConfig, lr: Learner, data: RunData, log: st
         log.best = {"epoch": epoch, "val_iou": round(val_iou, 6), "val_loss": round(val_loss, 6)}
         save_checkpoint(out / "best.pt", lr.eval_model, cfg.arch, epoch=epoch, val_iou=round(val_iou, 6))
     state.save(torch, out / "last.pt", cfg, lr, epoch, log)
-    state.write_trace(out, cfg, log)
+    state.write_trace(out, cfg, log, data.val_groups())
     if progress:
         eta = eta_seconds(
             [(r["crop"], r["seconds"]) for r in log.trace if r["epoch"] >= log.start_epoch],  # timed in this process

@@ -15,7 +15,11 @@ FILE_ROLES = (("checkpoint", "roots", "metrics"), ("output", "out_json"), ())
 def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("checkpoint")
     sp.add_argument("roots", nargs="+", help="the dataset roots the run trained on")
-    sp.add_argument("--metrics", required=True, help="the run's metrics JSON (its validation groups)")
+    sp.add_argument(
+        "--metrics",
+        required=True,
+        help="the run's metrics JSON, or its OUT_DIR/trace.json while it runs (either holds its validation groups)",
+    )
     sp.add_argument("--output", "-o", required=True)
     sp.add_argument("--cache-dir")
     sp.add_argument("--out-json")

@@ -15,6 +15,36 @@ from pathlib import Path
 from tinysal.fileio import write_json
 from tinysal.model.arch import INPUT_NAME, OPSET, OUTPUT_NAME
 
+LOSSES = {
+    "structure": "boundary-weighted BCE + weighted IoU",
+    "structure_mae": "boundary-weighted BCE + weighted IoU + the map's mean absolute error",
+    "bce_dice": "BCE + Dice",
+}
+
+
+def samples(metrics: dict) -> int:
+    """Training samples the run drew: epochs x samples per epoch (balanced sampling), or x train pairs."""
+    args = metrics["run_provenance"]["args"]
+    per_epoch = args.get("epoch_samples") if args.get("sampling") == "balanced" else metrics["train_pairs"]
+    return int(metrics["epochs"]) * int(per_epoch)
+
+
+def parent_record(a: argparse.Namespace, init: str) -> dict:
+    """What a fine-tune started from: the parent run's schedule, so a card can give the model's whole history."""
+    if not a.parent_metrics:
+        raise SystemExit(f"this run was initialised from {init} (--init): pass --parent-metrics for its history")
+    pm = json.loads(Path(a.parent_metrics).read_text())
+    return {
+        "init_checkpoint": init,
+        "command": a.parent_command or " ".join(["tinysal", *pm["run_provenance"]["argv"][1:]]),
+        "epochs": pm["epochs"],
+        "samples": samples(pm),
+        "selected_epoch": pm["best_epoch"],
+        "best_val_iou": pm["best_val_iou"],
+        "training_wall_clock_seconds": pm["train_seconds_total"],
+        "resumes": a.parent_resumes,
+    }
+
 
 def main() -> int:
     ap = argparse.ArgumentParser()
@@ -34,6 +64,9 @@ def main() -> int:
     ap.add_argument("--eval-json", action="append", default=[],
                     help="rows written by scripts/eval_table.py --json (held-out test metrics; repeatable)")
     ap.add_argument("--eval-name", help="the row of --eval-json that is this model")
+    ap.add_argument("--parent-metrics", help="a fine-tune (--init): the metrics JSON of the run its start came from")
+    ap.add_argument("--parent-command", default="", help="a fine-tune: the command of that run")
+    ap.add_argument("--parent-resumes", type=int, help="a fine-tune: how many times that run was resumed")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     m = json.loads(Path(a.metrics).read_text())
@@ -84,9 +117,7 @@ def main() -> int:
             "calibration": {k: m["calibration"][k] for k in ("a", "b", "pooled", "kept")}
             if m.get("calibration")
             else None,
-            "loss": {"structure": "boundary-weighted BCE + weighted IoU", "bce_dice": "BCE + Dice"}[
-                args.get("loss", "bce_dice")
-            ],
+            "loss": LOSSES[args.get("loss", "bce_dice")],
             "optimizer": f"Adam lr={args['lr']}, CosineAnnealingLR(T_max={m['epochs']})",
             "epochs": m["epochs"],
             "seed": args["seed"],
@@ -114,6 +145,14 @@ def main() -> int:
             "onnx_op_set": None,
         },
     }
+    side["training"]["samples"] = samples(m)
+    if args.get("init"):
+        parent = parent_record(a, args["init"])
+        side["training"]["fine_tuned_from"] = parent
+        side["training"]["total_samples"] = parent["samples"] + side["training"]["samples"]
+        side["training"]["total_wall_clock_seconds"] = (
+            parent["training_wall_clock_seconds"] + side["training"]["training_wall_clock_seconds"]
+        )
     if a.card:
         side["card"] = a.card
     from tinysal.model.checks import check_ops

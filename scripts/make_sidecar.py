@@ -22,11 +22,12 @@ LOSSES = {
 }
 
 
-def samples(metrics: dict) -> int:
-    """Training samples the run drew: epochs x samples per epoch (balanced sampling), or x train pairs."""
+def samples(metrics: dict, epochs: int | None = None) -> int:
+    """Training samples the run drew in ``epochs`` (default: all of them): epochs x samples per epoch (balanced
+    sampling), or x train pairs."""
     args = metrics["run_provenance"]["args"]
     per_epoch = args.get("epoch_samples") if args.get("sampling") == "balanced" else metrics["train_pairs"]
-    return int(metrics["epochs"]) * int(per_epoch)
+    return int(metrics["epochs"] if epochs is None else epochs) * int(per_epoch)
 
 
 def parent_record(a: argparse.Namespace, init: str) -> dict:
@@ -39,6 +40,7 @@ def parent_record(a: argparse.Namespace, init: str) -> dict:
         "command": a.parent_command or " ".join(["tinysal", *pm["run_provenance"]["argv"][1:]]),
         "epochs": pm["epochs"],
         "samples": samples(pm),
+        "selected_epoch_samples": samples(pm, pm["best_epoch"] + 1),  # what the weights it handed on had seen
         "selected_epoch": pm["best_epoch"],
         "best_val_iou": pm["best_val_iou"],
         "training_wall_clock_seconds": pm["train_seconds_total"],
@@ -146,10 +148,13 @@ def main() -> int:
         },
     }
     side["training"]["samples"] = samples(m)
+    selected_epoch = side["training"]["selected_checkpoint"]["epoch"]
+    side["training"]["selected_weights_samples"] = samples(m, selected_epoch + 1)
     if args.get("init"):
         parent = parent_record(a, args["init"])
         side["training"]["fine_tuned_from"] = parent
         side["training"]["total_samples"] = parent["samples"] + side["training"]["samples"]
+        side["training"]["selected_weights_samples"] += parent["selected_epoch_samples"]
         side["training"]["total_wall_clock_seconds"] = (
             parent["training_wall_clock_seconds"] + side["training"]["training_wall_clock_seconds"]
         )
@@ -164,7 +169,7 @@ def main() -> int:
         rows = [r for f in a.eval_json for r in json.loads(Path(f).read_text())]
         side["heldout_eval"] = [
             {"data": r.get("data", ""), "short_side": 256}
-            | {k: r.get(k) for k in ("n_images", "iou", "mae", "max_f", "mean_f", "s_measure", "e_measure")}
+            | {k: r.get(k) for k in ("n_images", "iou", "mae", "max_f", "max_f_pr", "mean_f", "s_measure", "e_measure")}
             for r in rows
             if r["model"] == a.eval_name
         ]

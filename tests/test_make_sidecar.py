@@ -37,6 +37,7 @@ def test_samples_follow_the_sampling_mode() -> None:
     ms = _script()
     assert ms.samples(_metrics(10, "balanced", 6000, 12167, 1.0)) == 60_000
     assert ms.samples(_metrics(10, "uniform", 6000, 12167, 1.0)) == 121_670
+    assert ms.samples(_metrics(10, "balanced", 6000, 12167, 1.0), epochs=3) == 18_000
 
 
 def test_parent_record_needs_the_parent_metrics(tmp_path: Path) -> None:
@@ -49,6 +50,7 @@ def test_parent_record_needs_the_parent_metrics(tmp_path: Path) -> None:
     a = argparse.Namespace(parent_metrics=str(parent), parent_command="", parent_resumes=8)
     rec = ms.parent_record(a, "start.pt")
     assert rec["samples"] == 2_700_000 and rec["resumes"] == 8 and rec["selected_epoch"] == 448
+    assert rec["selected_epoch_samples"] == 449 * 6000  # epochs count from 0 in the metrics JSON
     assert rec["command"] == "tinysal train DATA --stages 192:8"  # as typed, without the install path
     assert rec["training_wall_clock_seconds"] == 64487.8 and rec["init_checkpoint"] == "start.pt"
     assert set(ms.LOSSES) == {"structure", "structure_mae", "bce_dice"}

@@ -25,7 +25,8 @@ DEFAULT_CTU = {"x265": 64, "svt-av1": 64, "x264": 16, "vvenc": 64}
 QP_RANGE = 51
 #: per-codec default ROI strength, chosen by the roi-eval sweep with the production model (v3) on the held-out DAVIS
 #: sequences: the strongest setting whose mean whole-frame VMAF BD-rate stays <= +5% (docs/benchmarks.md).
-#: libx264 at 3: object-region BD-rate -25.7%, VMAF +3.3%; libx265 at 2: -19.2%, +2.0%
+#: libx264 at 3: object-region BD-rate -25.7%, VMAF +3.3%; libx265 at 2: -19.2%, +2.0%. Re-swept with v3_long
+#: (production since 2026-12-05): 3 and 2 are still the strongest within +5% (-29.0% / +3.4%, -22.2% / +1.0%).
 DEFAULT_ROI_STRENGTH = {"libx264": 3.0, "libx265": 2.0}
 
 

@@ -312,6 +312,14 @@ def test_calibration_folds_a_logit_scale_into_the_head(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     rep2 = json.loads((tmp_path / "c2.json").read_text())
     assert (rep2["a"], rep2["b"], rep2["pooled"]) == (rep["a"], rep["b"], rep["pooled"])
+    # a trace written before traces named their validation groups: one line that says what to pass instead
+    old = json.loads((tmp_path / "r" / "trace.json").read_text())
+    del old["val_groups"]
+    (tmp_path / "old-trace.json").write_text(json.dumps(old))
+    p = run_cli("tinysal", "calibrate", str(tmp_path / "r" / "best.pt"), str(root), "--metrics",
+                str(tmp_path / "old-trace.json"), "-o", str(tmp_path / "cal3.pt"))  # fmt: skip
+    assert_clean_error(p, "pass the run's metrics JSON")
+    assert not (tmp_path / "cal3.pt").exists()
 
 
 def test_resuming_a_finished_run_finishes_it_again_identically(tmp_path: Path) -> None:

@@ -34,6 +34,10 @@ def run(args: argparse.Namespace) -> int:
     run = read_json(args.metrics, "training metrics")
     groups = run.get("val_groups") if isinstance(run, dict) else None
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        if isinstance(run, dict) and isinstance(run.get("trace"), list) and "val_groups" not in run:
+            raise TinysalError(f"{args.metrics}: a per-epoch trace without the validation groups (written before "
+                               "traces named them): pass the run's metrics JSON (--metrics-out) instead, or "
+                               "resume the run once to rewrite its trace")
         raise TinysalError(f"{args.metrics}: not a training run's metrics (no 'val_groups' list of group names)")
     rep = calibrate(args.checkpoint, groups, args.roots, args.output, args.cache_dir or "")
     report(args.out_json, rep, args, [args.checkpoint, args.metrics])

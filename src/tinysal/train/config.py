@@ -66,6 +66,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+#: the training losses (``--loss``); scripts/make_sidecar.py describes each of them in a sidecar
+LOSSES = ("bce_dice", "structure", "structure_mae")
+
+
 @dataclass
 class TrainConfig:
     arch: str = "saliency_student_v2"
@@ -189,7 +193,7 @@ def _check_choices(cfg: TrainConfig) -> None:
         "amp": ("off", "bf16"),
         "sampling": ("uniform", "balanced"),
         "crop_mode": ("window", "rrc"),
-        "loss": ("bce_dice", "structure", "structure_mae"),
+        "loss": LOSSES,
         "val_mode": ("crop", "whole"),
     }
     for k, allowed in choices.items():

@@ -15,7 +15,7 @@ FILE_ROLES = (("roots", "backgrounds", "init"), ("metrics_out",), ())
 
 def add_arguments(sp: argparse.ArgumentParser) -> None:
     from tinysal.model.arch import ARCHITECTURES
-    from tinysal.train.config import PRESETS
+    from tinysal.train.config import LOSSES, PRESETS
 
     sp.add_argument("roots", nargs="+", help="dataset roots (DUTS-TR/DUTS-TE layout or images/+masks/)")
     sp.add_argument("--arch", default="saliency_student_v2", choices=sorted(ARCHITECTURES))
@@ -52,7 +52,7 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--rrc-area", type=float_pair, help="area fraction LO,HI of random resized crops")
     sp.add_argument("--backgrounds", help="folder of object-free photos for composites")
     sp.add_argument("--composite", type=fraction, help="probability of compositing the object onto a background")
-    sp.add_argument("--loss", choices=["bce_dice", "structure", "structure_mae"],
+    sp.add_argument("--loss", choices=LOSSES,
                     help="structure_mae: structure + the map's mean absolute error")
     sp.add_argument("--init", help="fine-tune: start from this tinysal checkpoint's weights (e.g. a run's best.pt)")
     sp.add_argument("--ema", type=fraction, help="EMA decay of the weights (0 = off), e.g. 0.999")

@@ -78,6 +78,7 @@ def test_batch_runs_records_resumes_and_isolates_a_failure(catalogue: Path, tmp_
 
 def test_a_bad_manifest_names_every_bad_row_and_runs_nothing(tmp_path: Path) -> None:
     (tmp_path / "a.yuv").write_bytes(bytes(96 * 64 * 3 // 2))
+    (tmp_path / "in.mp4").write_bytes(b"")
     m = tmp_path / "m.csv"
     m.write_text(
         "id,task,reference,distorted,width,crf,output,input\n"
@@ -89,7 +90,7 @@ def test_a_bad_manifest_names_every_bad_row_and_runs_nothing(tmp_path: Path) -> 
         "c,score,a.yuv,a.yuv,96,30,,\n"  # a column score does not take
         "e1,encode,,,96,30,o.mp4,a.yuv\n"
         "e2,encode,,,96,30,o.mp4,a.yuv\n"  # the same output twice
-        "e3,encode,,,96,30,a.yuv,a.yuv\n"  # an output that is an input
+        "e3,encode,,,96,30,in.mp4,in.mp4\n"  # an output that is an input
     )
     p = run_cli("tinysal", "batch", str(m), "--out", str(tmp_path / "out"))
     assert p.returncode == 2 and "Traceback" not in p.stderr
@@ -216,8 +217,8 @@ def test_an_input_that_vanishes_mid_run_fails_its_job_alone(tmp_path: Path, monk
     m = tmp_path / "m.jsonl"
     m.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    def load_then_delete(path: object) -> list:  # the manifest passes its check; then b's input goes away
-        jobs = manifest.load(path)
+    def load_then_delete(path: object, *args: object) -> list:  # the manifest passes its check; then b's input goes
+        jobs = manifest.load(path, *args)  # away
         (tmp_path / "b.yuv").unlink()
         return jobs
 

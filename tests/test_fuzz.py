@@ -143,8 +143,11 @@ def test_output_writers_never_crash(names: list[str], values: list[float], fmt: 
         import csv
         import io
 
-        rows = list(csv.reader(io.StringIO(text)))
-        assert len(rows) == len(values) + 1 and rows[0][1:-1] == names
+        from tinysal.fileio import csv_safe
+
+        rows = list(csv.reader(io.StringIO(text)))  # names a spreadsheet would evaluate are shown as text
+        assert len(rows) == len(values) + 1 and rows[0][1:-1] == [csv_safe(n) for n in names]
+        assert not any(c.startswith(("=", "+", "-", "@")) for c in rows[0])
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -142,11 +142,13 @@ def test_rungs_are_batch_jobs_and_a_work_dir_resumes(video_dir: Path, tmp_path: 
     for pt in first:
         row = table[f"144p-crf{pt['crf']:g}"]
         assert row["status"] == "done" and float(row["vmaf_mean"]) == pt["vmaf"] and int(row["bytes"]) == pt["bytes"]
-    # a rung a user wrote wrong fails on its own, with its reason
+    # a rung a user wrote wrong is refused with its reason before any job runs (issue 35: values are checked with
+    # the manifest, not one by one after other jobs ran)
     bad = dict(rows[0], id="bad", crf=70)
-    (tmp_path / "bad.jsonl").write_text(json.dumps(bad) + "\n")
+    (tmp_path / "bad.jsonl").write_text(json.dumps(rows[1]) + "\n" + json.dumps(bad) + "\n")
     p = run_cli("tinysal", "batch", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "bb"), "-q")
-    assert p.returncode != 0 and "bad: failed: crf 70 is outside 0..51" in p.stderr, p.stderr
+    assert p.returncode == 2 and "bad.jsonl:2: crf 70 is outside 0..51" in p.stderr, p.stderr
+    assert not (tmp_path / "bb").exists()
     # a second ladder on the same work dir while one runs is refused before it touches the sources
     import fcntl
 

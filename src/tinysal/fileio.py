@@ -124,6 +124,19 @@ def refuse_overlaps(
                 raise TinysalError(f"{kd} {vd} would be replaced as a whole, and holds {what} {k} {v}")
 
 
+#: the first characters that make a spreadsheet read a cell as a formula (OWASP's CSV injection rule)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def csv_safe(value: Any) -> Any:
+    """A text cell that a spreadsheet would evaluate (``=2+3``, ``@SUM(1)``, ``+cmd|...``, ``-1+1``) prefixed with
+    ``'`` so it is shown as text, as OWASP advises for every CSV written from data a user chose; numbers (``-3.5``
+    as a number, not text) and every other value are left as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temp file beside ``path``; on success rename it over ``path``, on error remove it.

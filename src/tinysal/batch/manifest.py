@@ -12,6 +12,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
+import os
+import stat
 import types
 import typing
 from dataclasses import dataclass
@@ -66,12 +69,15 @@ def _scalar(value: Any, hint: Any, from_text: bool) -> Any:
     if hint in (int, float):
         if isinstance(value, bool) or (not from_text and not isinstance(value, (int, float))):
             raise ValueError(f"expected a number, got {value!r}")
-        if hint is int and isinstance(value, float) and value != int(value):
+        if hint is int and isinstance(value, float) and (not math.isfinite(value) or value != int(value)):
             raise ValueError(f"expected a whole number, got {value!r}")
         try:
-            return int(value.strip()) if hint is int and isinstance(value, str) else hint(value)
-        except ValueError:
+            out = int(value.strip()) if hint is int and isinstance(value, str) else hint(value)
+        except (ValueError, OverflowError):
             raise ValueError(f"expected a {'whole ' if hint is int else ''}number, got {value!r}") from None
+        if isinstance(out, float) and not math.isfinite(out):  # "inf", "nan", 1e400 in a CSV cell
+            raise ValueError(f"expected a finite number, got {value!r}")
+        return out
     if not isinstance(value, str):
         raise ValueError(f"expected text, got {value!r}")
     return value
@@ -91,25 +97,53 @@ def _coerce(value: Any, hint: Any, from_text: bool) -> Any:
     return _scalar(value, hint, from_text)
 
 
+def _finite(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):  # 1e400 parses as inf
+        raise ValueError(f"{text} is not a finite number")
+    return v
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+class BadRows(TinysalError):
+    """Bad lines of a manifest's text, every one listed."""
+
+
 def _jsonl_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any], bool]]:
-    out = []
+    out, bad = [], []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):
-            row = None
-        if not isinstance(row, dict):
-            raise TinysalError(f"{path}:{n}: not a JSON object")
-        out.append((n, row, False))
+            row = json.loads(line, parse_float=_finite, parse_constant=_no_constant)
+            why = "" if isinstance(row, dict) else "not a JSON object"
+        except json.JSONDecodeError as e:
+            why = f"not a JSON object ({e.msg}, column {e.colno})"
+        except (ValueError, RecursionError) as e:  # NaN, Infinity, 1e400, a 5,000-digit integer, "[[[[..."
+            why = f"not a JSON object ({e})" if isinstance(e, ValueError) else "nested too deeply"
+        if why:
+            bad.append(f"{path.name}:{n}: {why}")
+        else:
+            out.append((n, row, False))
+    if bad:
+        raise BadRows("bad manifest, nothing run:\n" + "\n".join(bad))
     return out
 
 
 def _csv_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any], bool]]:
     out = []
     try:
-        for n, row in enumerate(csv.DictReader(text.splitlines()), 2):
+        reader = csv.DictReader(text.splitlines())
+        header = reader.fieldnames or []
+        dup = sorted({c for c in header if header.count(c) > 1})
+        if dup:
+            raise TinysalError(f"{path}:1: column {dup[0]!r} appears more than once in the header")
+        if any(not c.strip() for c in header):
+            raise TinysalError(f"{path}:1: the header has an empty column name")
+        for n, row in enumerate(reader, 2):
             if None in row:
                 raise TinysalError(f"{path}:{n}: more cells than the header has columns")
             out.append((n, {k: v for k, v in row.items() if v not in ("", None)}, True))
@@ -124,7 +158,8 @@ def _rows(path: Path) -> list[tuple[int, dict[str, Any], bool]]:
     if kind is None:
         raise TinysalError(f"{path}: a manifest is a .csv or .jsonl file")
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark, which would prefix the first column
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise TinysalError(f"manifest not found: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -135,10 +170,27 @@ def _rows(path: Path) -> list[tuple[int, dict[str, Any], bool]]:
     return out
 
 
+#: the longest id, in UTF-8 bytes: the job's record is DIR/jobs/<id>.json, written through a temp file named
+#: .<id>.json.XXXXXXXX.tmp, and a file name holds at most 255 bytes on Linux file systems
+MAX_ID_BYTES = 200
+
+
+def check_id(jid: Any) -> str:
+    """A job id that every name the batch derives from it can hold (its record file and that file's temp name)."""
+    if not isinstance(jid, str) or not jid:
+        raise ValueError(f"id must be a non-empty name, got {jid!r}")
+    if any(c in jid for c in "/\\\0") or jid.startswith("."):
+        raise ValueError(f"id must be a name without slashes that does not start with '.', got {jid!r}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in jid):
+        raise ValueError(f"id must not hold control characters, got {jid!r}")
+    if len(jid.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        raise ValueError(f"id is {len(jid.encode('utf-8', 'surrogatepass'))} bytes long; at most {MAX_ID_BYTES} "
+                         "(it names the job's record file)")  # fmt: skip
+    return jid
+
+
 def _job(base: Path, n: int, row: dict[str, Any], from_text: bool) -> Job:
-    jid, task = row.get("id"), row.get("task")
-    if not isinstance(jid, str) or not jid or any(c in jid for c in "/\\\0") or jid.startswith("."):
-        raise ValueError(f"id must be a non-empty name without slashes, got {jid!r}")
+    jid, task = check_id(row.get("id")), row.get("task")
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
     cls, reads, writes = TASKS[task]
@@ -168,36 +220,141 @@ def _job(base: Path, n: int, row: dict[str, Any], from_text: bool) -> Job:
 #: output fields that name a folder the task replaces as a whole
 DIR_FIELDS = ("saliency_out",)
 
+Ident = tuple[str, "tuple[int, int] | None"]
 
-def _overlaps(name: str, jobs: list[Job]) -> list[str]:
-    """One line per job whose output is an input of any job, a folder holding one, or another job's output."""
-    from tinysal.fileio import refuse_overlaps
 
-    inputs = {f"{j.id}: {f}": getattr(j.options, f) for j in jobs for f in TASKS[j.task][1]}
-    problems, writers = [], {}
-    for job in jobs:
-        outs = {f"{job.id}: {f}": getattr(job.options, f) for f in TASKS[job.task][2] if f not in DIR_FIELDS}
-        dirs = {f"{job.id}: {f}": getattr(job.options, f) for f in DIR_FIELDS if hasattr(job.options, f)}
+class PathIndex:
+    """Each distinct path resolved once: its real path (folders' real paths cached, so a catalogue's 100,000 files
+    in a few folders cost one ``realpath`` per folder) and its (device, inode) when it exists (one ``lstat``; a
+    symlink is followed). Two names are one file when either matches (symlinks resolve to one real path; hard links
+    share an inode), as :func:`tinysal.fileio.refuse_overlaps` decides for one command."""
+
+    def __init__(self) -> None:
+        self.paths: dict[str, Ident] = {}
+        self.dirs: dict[str, str] = {}
+
+    def __call__(self, path: str) -> Ident:
+        hit = self.paths.get(path)
+        if hit is not None:
+            return hit
+        parent, name = os.path.split(path)
+        if name in ("", ".", ".."):
+            real = os.path.realpath(path)
+        else:
+            rp = self.dirs.get(parent)
+            if rp is None:
+                rp = self.dirs[parent] = os.path.realpath(parent or ".")
+            real = os.path.join(rp, name)
         try:
-            refuse_overlaps(inputs, outs, dirs)
-        except TinysalError as e:
-            problems.append(f"{name}:{job.row}: {e}")
-        for p in job.outputs():
-            key = str(Path(p).resolve())
-            if key in writers:
-                problems.append(f"{name}:{job.row}: {job.id} writes {p}, as {writers[key]} does")
-            writers[key] = job.id
+            st = os.lstat(real)
+            if stat.S_ISLNK(st.st_mode):
+                real = os.path.realpath(real)
+                st = os.stat(real)
+            ident: Ident = (real, (st.st_dev, st.st_ino))
+        except OSError:
+            ident = (real, None)
+        self.paths[path] = ident
+        return ident
+
+
+def _ancestors(real: str) -> Any:
+    while True:
+        up = os.path.dirname(real)
+        if up == real:
+            return
+        yield up
+        real = up
+
+
+Entry = tuple["Job | None", str, str, str]  # (job or None for the batch's own, field, path, kind)
+
+
+def _entries(manifest: str, jobs: list[Job], batch_files: dict[str, str], batch_dirs: dict[str, str]) -> list[Entry]:
+    """Every path of the batch: the manifest and the jobs' inputs first, then every output (files and folders)."""
+    ins: list[Entry] = [(None, "manifest", manifest, "input")]
+    outs: list[Entry] = [(None, k, p, "output") for k, p in batch_files.items()]
+    outs += [(None, k, p, "folder") for k, p in batch_dirs.items()]
+    for job in jobs:
+        _, reads, writes = TASKS[job.task]
+        ins += [(job, f, p, "input") for f in reads if (p := getattr(job.options, f, None))]
+        outs += [(job, f, p, "folder" if f in DIR_FIELDS else "output") for f in writes
+                 if (p := getattr(job.options, f, None))]  # fmt: skip
+    return [e for e in ins + outs if e[2] != "-" and not _special(e[2])]
+
+
+def _overlaps(manifest: str, jobs: list[Job], index: PathIndex, batch_files: dict[str, str],
+              batch_dirs: dict[str, str]) -> list[str]:  # fmt: skip
+    """One line per job whose output is an input of any job, lies in a folder written whole, or is another job's
+    output (or one of the batch's own files: its records folder, summary, events). Linear: one index of every
+    input and output by real path and by inode, each path's folders looked up in a set."""
+    name = os.path.basename(manifest)
+    by_real: dict[str, tuple[str, str]] = {}  # real path -> (who, "input" | "output")
+    by_ino: dict[tuple[int, int], tuple[str, str]] = {}
+    folders: dict[str, str] = {}
+    problems: list[str] = []
+    entries = _entries(manifest, jobs, batch_files, batch_dirs)
+
+    def where(job: Job | None, label: str) -> str:
+        return f"{name}:{job.row}: {job.id}: {label}" if job else f"batch {label}"
+
+    for job, label, p, kind in entries:
+        real, ino = index(p)
+        prev = by_real.get(real) or (by_ino.get(ino) if ino is not None else None)
+        role = "input" if kind == "input" else "output"
+        if prev is None or (role == "input" and prev[1] == "input"):  # inputs may be shared
+            by_real.setdefault(real, (f"{job.id if job else 'batch'} {label} {p}", role))
+            if ino is not None:
+                by_ino.setdefault(ino, by_real[real])
+        elif prev[1] == "input":
+            problems.append(f"{where(job, label)} {p} is the same file as {prev[0]}, an input: refusing to overwrite "
+                            "it")  # fmt: skip
+        else:
+            problems.append(f"{where(job, label)} writes {p}, as {prev[0]} does: give each output its own path")
+        if kind == "folder":
+            folders[real] = where(job, label)
+    if not folders:
+        return problems
+    for job, label, p, _ in entries:
+        up = next((u for u in _ancestors(index(p)[0]) if u in folders), None)
+        if up is not None:
+            problems.append(f"{where(job, label)} {p} lies inside {folders[up]}, a folder the batch writes as a "
+                            "whole: give it a path outside that folder")  # fmt: skip
     return problems
 
 
-def load(path: str | Path) -> list[Job]:
-    """Every job of the manifest, or one ``TinysalError`` listing every bad row (one line each)."""
+def _special(p: str) -> bool:
+    return p.startswith("/dev/") or p.startswith("/proc/")
+
+
+def _check_options(job: Job) -> None:
+    """The task's own checks of its values (ranges, names, combinations), without touching any file: what would
+    fail the job at run time fails the manifest now."""
+    o = dataclasses.replace(job.options)  # the checks normalise some fields; the job keeps what the row said
+    try:
+        o.check(files=False)
+    except TinysalError as e:
+        raise ValueError(str(e)) from None
+
+
+def load(path: str | Path, batch_files: dict[str, str] | None = None,
+         batch_dirs: dict[str, str] | None = None) -> list[Job]:  # fmt: skip
+    """Every job of the manifest, or one ``TinysalError`` listing every bad row (one line each).
+
+    ``batch_files`` / ``batch_dirs``: what the batch itself writes (``--events``, the summary, the records folder),
+    checked against every job's inputs and outputs like the jobs' own outputs. Linear in the rows: each distinct
+    path is resolved and ``stat``-ed once."""
     path = Path(path)
     base = path.resolve().parent
     jobs, problems, seen = [], [], {}
-    for n, row, from_text in _rows(path):
+    index = PathIndex()
+    try:
+        rows = _rows(path)
+    except BadRows as e:
+        raise TinysalError(str(e)) from None
+    for n, row, from_text in rows:
         try:
             job = _job(base, n, row, from_text)
+            _check_options(job)
         except ValueError as e:
             problems.append(f"{path.name}:{n}: {e}")
             continue
@@ -206,12 +363,13 @@ def load(path: str | Path) -> list[Job]:
             continue
         seen[job.id] = n
         for p in job.inputs():
-            if not Path(p).exists():
+            if index(p)[1] is None:
                 problems.append(f"{path.name}:{n}: {job.id}: input not found: {p}")
         jobs.append(job)
-    problems += _overlaps(path.name, jobs)
+    problems += _overlaps(str(path), jobs, index, batch_files or {}, batch_dirs or {})
     if not jobs and not problems:
         problems.append(f"{path.name}: no jobs")
     if problems:
-        raise TinysalError("bad manifest, nothing run:\n" + "\n".join(problems))
+        more = f"\n{len(problems)} problems" if len(problems) > 1 else ""
+        raise TinysalError("bad manifest, nothing run:\n" + "\n".join(problems) + more)
     return jobs

@@ -70,12 +70,12 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write_table(out_dir: Path, rows: list[dict[str, Any]]) -> None:
-    from tinysal.fileio import atomic_open
+    from tinysal.fileio import atomic_open, csv_safe
 
     with atomic_open(out_dir / "summary.csv", "w") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         w.writeheader()
-        w.writerows(rows)
+        w.writerows({k: csv_safe(v) for k, v in r.items()} for r in rows)
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -87,8 +87,14 @@ def _write_table(out_dir: Path, rows: list[dict[str, Any]]) -> None:
     os.replace(tmp, out_dir / "summary.parquet")
 
 
+#: what the batch writes in its folder besides the records (DIR/jobs/<id>.json)
+BATCH_FILES = ("summary.csv", "summary.parquet", ".lock")
+
+
 def _prepare_dir(out: str | os.PathLike[str]) -> Path:
     out_dir = Path(out)
+    if out_dir.is_symlink() and not out_dir.exists():
+        raise TinysalError(f"--out {out_dir} is a symlink to {os.readlink(out_dir)}, which does not exist")
     if out_dir.exists() and not out_dir.is_dir():
         raise TinysalError(f"--out {out_dir} exists and is not a folder")
     try:
@@ -98,6 +104,24 @@ def _prepare_dir(out: str | os.PathLike[str]) -> Path:
     if not os.access(out_dir / "jobs", os.W_OK):
         raise TinysalError(f"--out {out_dir} is not writable")
     return out_dir
+
+
+def _make_output_folders(jobs: list[Job]) -> None:
+    """The folders the jobs write into, made before any job runs (a row's ``out/x.mp4`` with no ``out/`` yet would
+    fail every job at run time), or one line for a folder that cannot be made."""
+    made: set[str] = set()
+    for job in jobs:
+        for p in job.outputs():
+            parent = os.path.dirname(os.path.abspath(p))
+            if parent in made:
+                continue
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except OSError as e:
+                raise TinysalError(f"{job.id}: cannot make the folder of {p}: {e.strerror}") from None
+            if not os.access(parent, os.W_OK):
+                raise TinysalError(f"{job.id}: the folder of {p} is not writable")
+            made.add(parent)
 
 
 def _threads(threads: int, workers: int, engine: str) -> int:
@@ -135,8 +159,12 @@ def run(
     if engine not in ("local", "ray"):
         raise TinysalError(f"--engine must be local or ray, got {engine!r}")
     job_threads = _threads(threads, workers, engine)
-    jobs = load(manifest)
+    own = {f"--out {name}": str(Path(out_dir) / name) for name in BATCH_FILES}
+    if events and events != "-":
+        own["--events"] = events
+    jobs = load(manifest, own, {"--out records folder": str(Path(out_dir) / "jobs")})
     out = _prepare_dir(out_dir)
+    _make_output_folders(jobs)
     lock = Lock(out)
     ev = EventLog(events)
     try:

@@ -162,13 +162,29 @@ def _open_output(path: Path, s: EncodeSettings, width: int, height: int, fps: Fr
     return container, st
 
 
+def check_container(output: str | os.PathLike[str], codec: str) -> None:
+    """An output name whose container can hold the codec (by its extension), or one line."""
+    out = Path(output)
+    if out.suffix.lower() not in CONTAINERS:
+        raise TinysalError(f"cannot write {codec} to {out.name!r}: give a {'/'.join(CONTAINERS)} output")
+
+
+def check_count(flag: str, v: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise TinysalError(f"{flag} must be a whole number >= 0, got {v!r}")
+
+
+def check_fps(fps: float | None) -> None:
+    if fps is not None and not (math.isfinite(fps) and 0 < fps <= 1000):
+        raise TinysalError(f"--fps must be a frame rate in (0, 1000], got {fps}")
+
+
 def output_path(output: str | os.PathLike[str], codec: str, overwrite: bool) -> Path:
     """The file the encode ends in (a symlink's target: ``--overwrite`` of a link keeps the link), checked."""
     from tinysal.fileio import check_writable_target
 
     out = Path(output)
-    if out.suffix.lower() not in CONTAINERS:
-        raise TinysalError(f"cannot write {codec} to {out.name!r}: give a {'/'.join(CONTAINERS)} output")
+    check_container(out, codec)
     if (out.exists() or out.is_symlink()) and not overwrite:
         raise TinysalError(f"{out} exists: pass --overwrite to replace it")
     check_writable_target(out)
@@ -182,8 +198,7 @@ def _frame_rate(reader: Any, fps: float | None) -> Fraction:
         raise TinysalError(f"encode takes 8-bit 4:2:0 input; {reader.path} is {reader.pix_fmt} {reader.bitdepth}-bit")
     if fps is not None and reader.fps:
         raise TinysalError(f"--fps is for raw YUV input; {reader.path} has its own frame rate ({reader.fps:g} fps)")
-    if fps is not None and not (math.isfinite(fps) and 0 < fps <= 1000):
-        raise TinysalError(f"--fps must be a frame rate in (0, 1000], got {fps}")
+    check_fps(fps)
     return Fraction(fps or reader.fps or DEFAULT_RAW_FPS).limit_denominator(1001)
 
 
@@ -402,6 +417,17 @@ class EncodeOptions(VideoInput):
             no_audio=self.no_audio, threads=self.threads,
         )  # fmt: skip
         check_settings(s)
+        return s
+
+    def check(self, files: bool = True) -> EncodeSettings:
+        """Refuse, before any work, what cannot run (one line each); the settings. ``files=False``: the values
+        only (a batch checks every row's files at once)."""
+        s = self.settings()
+        check_count("--frame-cnt", self.frame_cnt)
+        check_fps(self.fps)
+        check_container(self.output, self.codec)
+        if files:
+            output_path(self.output, self.codec, self.overwrite)
         return s
 
 

@@ -150,7 +150,7 @@ class RungOptions:
     model_path: str | None = None
     threads: int = 0
 
-    def check(self) -> None:
+    def check(self, files: bool = True) -> None:
         check_codec(self.codec, self.preset)
         if self.scaler not in SCALERS:
             raise TinysalError(f"scaler must be one of {', '.join(SCALERS)}, got {self.scaler!r}")

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from tinysal.encode.encoder import EncodeOptions, check_codec, encode
+from tinysal.encode.encoder import EncodeOptions, check_codec, check_count, check_fps, encode
 from tinysal.encode.roi import DEFAULT_ROI_STRENGTH
 from tinysal.errors import TinysalError
 from tinysal.fileio import EventLog
@@ -103,9 +103,12 @@ class CrfSearchOptions(VideoInput):
     frame_cnt: int = 0  # search (and --encode) at most this many frames of the clip
     model_path: str | None = None  # saliency model for ROI encodes and vmaf_roi (default: the production model)
 
-    def check(self) -> tuple[float, float]:
-        """Refuse, before any work, what cannot run (one line each); the CRF range."""
+    def check(self, files: bool = True) -> tuple[float, float]:
+        """Refuse, before any work, what cannot run (one line each); the CRF range. ``files=False``: the values
+        only (a batch checks every row's files at once)."""
         check_codec(self.codec, self.preset)
+        check_count("--frame-cnt", self.frame_cnt)
+        check_fps(self.fps)
         for flag, v in (("--min-vmaf", self.min_vmaf), ("--min-vmaf-roi", self.min_vmaf_roi)):
             if v is not None and not (math.isfinite(v) and 0 <= v <= 100):
                 raise TinysalError(f"{flag} must be 0..100, got {v:g}")
@@ -122,9 +125,11 @@ class CrfSearchOptions(VideoInput):
         if lo >= hi:
             raise TinysalError(f"--min-crf {lo:g} must be below --max-crf {hi:g}")
         if self.encode:
-            from tinysal.encode.encoder import output_path
+            from tinysal.encode.encoder import check_container, output_path
 
-            output_path(self.encode, self.codec, self.overwrite)
+            check_container(self.encode, self.codec)
+            if files:
+                output_path(self.encode, self.codec, self.overwrite)
         return lo, hi
 
 

@@ -55,6 +55,9 @@ def _xml_name(name: str) -> str:
 
 
 def _csv_cell(text: str) -> str:
+    from tinysal.fileio import csv_safe
+
+    text = csv_safe(text)
     return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\r\n') else text
 
 

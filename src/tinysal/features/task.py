@@ -62,8 +62,9 @@ class ScoreOptions:
     plot: str | None = None
     no_prediction: bool = False
 
-    def check(self) -> None:
-        """Refuse, before any work, options that cannot run: one ``TinysalError`` line each."""
+    def check(self, files: bool = True) -> None:
+        """Refuse, before any work, options that cannot run: one ``TinysalError`` line each. ``files=False``: the
+        values only (a batch checks every row's files at once, its outputs' folders made later)."""
         from tinysal.video.readers import resolve_bitdepth
 
         self.bitdepth = resolve_bitdepth(self.pixel_format, self.bitdepth)
@@ -79,13 +80,15 @@ class ScoreOptions:
                               ("color_range", ("limited", "full")), ("saliency_format", ("png", "npy"))):  # fmt: skip
             if getattr(self, name) not in allowed:
                 raise TinysalError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        self._check_outputs()
+        if files:
+            self._check_outputs()
         sal, _ = self.features()
         if not sal:  # these show the saliency maps: without the feature there are none (say so before any work)
             for flag, v in (("--saliency-out", self.saliency_out), ("--contact-sheet", self.contact_sheet)):
                 if v:
                     raise TinysalError(f"{flag} needs --feature mobilesal (it shows the saliency maps)")
-        self._check_overlaps(sal)
+        if files:
+            self._check_overlaps(sal)
 
     def _check_outputs(self) -> None:
         from tinysal.fileio import check_writable_target

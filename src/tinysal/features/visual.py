@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +11,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from tinysal.errors import TinysalError
-from tinysal.fileio import atomic_open
+from tinysal.fileio import atomic_dir, atomic_open
 from tinysal.video.readers import YuvFrame
 
 THUMB_W = 320
+#: the names of the maps a --saliency-out folder holds (the only entries an existing one may hold to be replaced)
+MAP_NAME = re.compile(r"\d{6}\.(png|npy)")
 MAX_THUMBS = 48
 
 
@@ -54,16 +55,25 @@ class MapSink:
     keeps small overlay thumbnails for a contact sheet (at most ``MAX_THUMBS``, so memory stays bounded)."""
 
     def __init__(self, folder: str | None, fmt: str = "png", contact: bool = False) -> None:
-        #: maps go to a hidden partial folder beside the target and move into it only when the run succeeds
-        #: (:meth:`commit`); an interrupted or failed run removes them (:meth:`abort`): all or nothing
+        #: maps go to a hidden temp folder beside the target, which replaces the target as a whole only when the
+        #: run succeeds (:meth:`commit`: no stale maps of a longer clip stay); an interrupted or failed run removes
+        #: it (:meth:`abort`): all or nothing. An existing target holding anything but maps is refused, as
+        #: ``roi-maps`` refuses it (a folder of the user's own files is never replaced)
         self.target = Path(folder) if folder else None
         self.folder: Path | None = None
+        self._dir: Any = None
         if self.target is not None:
             if self.target.exists() and not self.target.is_dir():
                 raise TinysalError(f"--saliency-out {self.target} exists and is not a folder")
             try:
                 self.target.parent.mkdir(parents=True, exist_ok=True)
-                self.folder = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.partial-", dir=self.target.parent))
+            except OSError as e:
+                raise TinysalError(f"cannot create --saliency-out folder {self.target}: {e.strerror}") from None
+            try:
+                self._dir = atomic_dir(self.target, replaceable=lambda name: bool(MAP_NAME.fullmatch(name)))
+                self.folder = self._dir.__enter__()
+            except TinysalError as e:
+                raise TinysalError(f"--saliency-out {e}") from None
             except OSError as e:
                 raise TinysalError(f"cannot create --saliency-out folder {self.target}: {e.strerror}") from None
         self.fmt = fmt
@@ -93,20 +103,19 @@ class MapSink:
                 self.stride *= 2
 
     def commit(self) -> None:
-        """Move the finished maps into the target folder (replacing files of the same name)."""
-        if self.folder is None or self.target is None:
+        """The finished maps take the target folder's place as a whole."""
+        if self._dir is None:
             return
-        self.target.mkdir(parents=True, exist_ok=True)
-        for f in sorted(self.folder.iterdir()):
-            os.replace(f, self.target / f.name)
-        self.folder.rmdir()
-        self.folder = None
+        dirs, self._dir, self.folder = self._dir, None, None
+        dirs.__exit__(None, None, None)
 
     def abort(self) -> None:
-        """Remove the partial maps (a failed or interrupted run)."""
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self.folder = None
+        """Remove the partial maps (a failed or interrupted run); the target stays as it was."""
+        if self._dir is None:
+            return
+        dirs, self._dir, self.folder = self._dir, None, None
+        err = TinysalError("aborted")
+        dirs.__exit__(TinysalError, err, None)
 
     def write_contact_sheet(self, path: str | os.PathLike[str], cols: int = 4) -> None:
         if not self.thumbs:

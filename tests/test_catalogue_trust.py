@@ -1,0 +1,205 @@
+"""Issue 35, the batch's half: a manifest checked whole and in linear time, every path the batch writes checked
+against every job's, ids that every derived name can hold, formula cells neutralised, values checked before any
+job runs, and what a new user trips on (an output folder that does not exist yet, a dangling --out link)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import assert_clean_error, run_cli, write_yuv_clip
+
+FORMULAS = ("=2+3", "@SUM(1+1)", "+cmd|'calc'!A0", "-2+3")
+
+
+@pytest.fixture
+def clip(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(1)
+    write_yuv_clip(tmp_path / "clip.yuv", [rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(2)])
+    return tmp_path / "clip.yuv"
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _score(jid: str, **kw: object) -> dict:
+    return {"id": jid, "task": "score", "reference": "clip.yuv", "distorted": "clip.yuv", "width": 96, "height": 64,
+            "feature": ["psnr"], "no_prediction": True, **kw}  # fmt: skip
+
+
+def test_formula_ids_are_text_in_summary_csv(tmp_path: Path, clip: Path) -> None:
+    (tmp_path / "bad.mp4").write_text("not a video")  # jobs that fail at once still get a row each
+    rows = [{"id": f, "task": "score", "reference": "clip.yuv", "distorted": "bad.mp4", "feature": ["psnr"],
+             "no_prediction": True} for f in FORMULAS]  # fmt: skip
+    m = _jsonl(tmp_path / "m.jsonl", rows)
+    p = run_cli("tinysal", "batch", str(m), "--out", str(tmp_path / "out"), "-q")
+    assert p.returncode == 1, p.stderr
+    text = (tmp_path / "out" / "summary.csv").read_text()
+    cells = [r["id"] for r in csv.DictReader(text.splitlines())]
+    assert cells == ["'" + f for f in FORMULAS]  # shown as text by a spreadsheet, the id still readable
+    for line in text.splitlines()[1:]:
+        assert not line.startswith(("=", "+", "-", "@")), line
+    # the records keep the id as it is (they are JSON, read by programs)
+    assert json.loads((tmp_path / "out" / "jobs" / "=2+3.json").read_text())["id"] == "=2+3"
+
+
+def test_vmaf_csv_neutralises_a_formula_model_name(tmp_path: Path, clip: Path) -> None:
+    out = tmp_path / "s.csv"
+    p = run_cli("vmaf", "-r", str(clip), "-d", str(clip), "-w", "96", "-h", "64", "--model",
+                "version=vmaf_v0.6.1:name=-1+1", "--csv", "-o", str(out), "-q")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    header = next(csv.reader(out.open()))
+    assert "'-1+1" in header and not any(c.startswith("-") for c in header)
+
+
+def test_events_into_a_jobs_input_is_refused_and_the_input_kept(tmp_path: Path, clip: Path) -> None:
+    before = clip.read_bytes()
+    m = _jsonl(tmp_path / "m.jsonl", [_score("a")])
+    for events in (clip, tmp_path / "m.jsonl", tmp_path / "out" / "summary.csv"):
+        p = run_cli("tinysal", "batch", str(m), "--out", str(tmp_path / "out"), "--events", str(events))
+        assert_clean_error(p, "--events")
+    assert clip.read_bytes() == before and not (tmp_path / "out").exists()
+
+
+def test_job_outputs_never_land_among_the_batch_files(tmp_path: Path, clip: Path) -> None:
+    out = tmp_path / "out"
+    rows = [_score("a", feature=["mobilesal"], saliency_out=str(out / "jobs" / "maps")),
+            _score("b", plot=str(out / "summary.csv")),
+            _score("c", feature=["mobilesal"], saliency_out=str(out))]  # fmt: skip
+    p = run_cli("tinysal", "batch", str(_jsonl(tmp_path / "m.jsonl", rows)), "--out", str(out))
+    assert_clean_error(p, "m.jsonl:1: a: saliency_out", "records folder", "m.jsonl:2: b: plot", "--out summary.csv",
+                       "lies inside")  # fmt: skip
+    assert "m.jsonl:3" in p.stderr and not out.exists()
+
+
+def test_an_id_too_long_for_its_record_is_refused_before_any_work(tmp_path: Path, clip: Path) -> None:
+    m = _jsonl(tmp_path / "m.jsonl", [_score("a"), _score("x" * 300), _score("ok\nid")])
+    p = run_cli("tinysal", "batch", str(m), "--out", str(tmp_path / "out"))
+    assert_clean_error(p, "m.jsonl:2: id is 300 bytes long", "m.jsonl:3: id must not hold control characters")
+    assert not (tmp_path / "out").exists()
+    # the longest id allowed runs and writes its record
+    long_id = "é" * 100  # 200 bytes
+    m = _jsonl(tmp_path / "m2.jsonl", [_score(long_id)])
+    p = run_cli("tinysal", "batch", str(m), "--out", str(tmp_path / "out"), "-q")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "out" / "jobs" / f"{long_id}.json").is_file()
+
+
+@pytest.mark.parametrize(("row", "needle"), [
+    ({"id": "e", "task": "encode", "input": "clip.yuv", "output": "e.mp4", "width": 96, "height": 64, "crf": 99},
+     "--crf must be 0..51"),
+    ({"id": "e", "task": "encode", "input": "clip.yuv", "output": "e.mp4", "width": 96, "height": 64,
+      "preset": "warp9"}, "--preset must be one of"),
+    ({"id": "e", "task": "encode", "input": "clip.yuv", "output": "e.mp4", "width": 96, "height": 64,
+      "frame_cnt": -3}, "--frame-cnt must be a whole number >= 0"),
+    ({"id": "e", "task": "encode", "input": "clip.yuv", "output": "e.avi", "width": 96, "height": 64},
+     "cannot write libx264 to 'e.avi'"),
+    ({"id": "s", "task": "score", "reference": "clip.yuv", "distorted": "clip.yuv", "width": 96, "height": 64,
+      "frame_cnt": -3}, "frame_cnt must be a whole number >= 0"),
+    ({"id": "c", "task": "crf-search", "input": "clip.yuv", "width": 96, "height": 64, "min_vmaf": 93,
+      "frame_cnt": -3}, "--frame-cnt must be a whole number >= 0"),
+    ({"id": "c", "task": "crf-search", "input": "clip.yuv", "width": 96, "height": 64, "min_vmaf": 93,
+      "preset": "warp9"}, "--preset must be one of"),
+])  # fmt: skip
+def test_values_pass_the_options_checks_before_any_job_runs(tmp_path: Path, clip: Path, row: dict,
+                                                            needle: str) -> None:  # fmt: skip
+    m = _jsonl(tmp_path / "m.jsonl", [_score("first"), row])  # a good job first: it must not run either
+    p = run_cli("tinysal", "batch", str(m), "--out", str(tmp_path / "out"))
+    assert_clean_error(p, "m.jsonl:2: " + needle, "nothing run")
+    assert not (tmp_path / "out").exists()
+
+
+def test_jsonl_non_finite_numbers_and_every_bad_line(tmp_path: Path, clip: Path) -> None:
+    m = tmp_path / "m.jsonl"
+    m.write_text(json.dumps(_score("a")) + "\n"
+                 + '{"id": "b", "task": "score", "reference": "clip.yuv", "distorted": "c.yuv", "frame_cnt": 1e400}\n'
+                 + '{"id": "c", "task": "score", "reference": "clip.yuv", "distorted": "clip.yuv", "subsample": NaN}\n'
+                 + "{not json\n" + "[1, 2]\n")  # fmt: skip
+    p = run_cli("tinysal", "batch", str(m), "--out", str(tmp_path / "out"))
+    assert_clean_error(p, "m.jsonl:2:", "m.jsonl:3:", "m.jsonl:4:", "m.jsonl:5:", "not a JSON object")
+    assert "OverflowError" not in p.stderr and not (tmp_path / "out").exists()
+    # a finite float where a whole number belongs, and inf spelled as text in a CSV cell
+    m = tmp_path / "m.csv"
+    m.write_text("id,task,reference,distorted,width,height,frame_cnt,no_prediction,feature\n"
+                 "a,score,clip.yuv,clip.yuv,96,64,inf,true,psnr\n")  # fmt: skip
+    p = run_cli("tinysal", "batch", str(m), "--out", str(tmp_path / "out"))
+    assert_clean_error(p, "m.csv:2: frame_cnt: expected a whole number")
+
+
+def test_a_spreadsheet_csv_with_a_bom_is_read_and_duplicate_columns_refused(tmp_path: Path, clip: Path) -> None:
+    m = tmp_path / "m.csv"
+    m.write_bytes(b"\xef\xbb\xbfid,task,reference,distorted,width,height,feature,no_prediction\r\n"
+                  b"a,score,clip.yuv,clip.yuv,96,64,psnr,true\r\n")  # fmt: skip
+    p = run_cli("tinysal", "batch", str(m), "--out", str(tmp_path / "out"), "-q")
+    assert p.returncode == 0, p.stderr
+    assert json.loads((tmp_path / "out" / "jobs" / "a.json").read_text())["status"] == "done"
+    m.write_text("id,task,reference,distorted,width,width\na,score,clip.yuv,clip.yuv,96,97\n")
+    p = run_cli("tinysal", "batch", str(m), "--out", str(tmp_path / "out2"))
+    assert_clean_error(p, "column 'width' appears more than once")
+    assert not (tmp_path / "out2").exists()
+
+
+def test_output_folders_are_made_before_the_jobs_run(tmp_path: Path) -> None:
+    """The README's batch example on a fresh clone: out/ does not exist yet (it failed every encode at run time)."""
+    sample = run_cli("tinysal", "sample").stdout.strip()
+    m = tmp_path / "jobs.csv"
+    m.write_text("id,task,input,output,crf,frame_cnt,preset\n"
+                 f"bbb-roi,encode,{sample},out/deep/bbb-roi.mp4,30,6,ultrafast\n")  # fmt: skip
+    p = run_cli("tinysal", "batch", str(m), "--out", str(tmp_path / "runs" / "cat1"), "-q")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "out" / "deep" / "bbb-roi.mp4").stat().st_size > 0
+    # a folder that cannot be made: one line before any work
+    (tmp_path / "afile").write_text("x")
+    m.write_text(f"id,task,input,output,crf\nx,encode,{sample},afile/x.mp4,30\n")
+    p = run_cli("tinysal", "batch", str(m), "--out", str(tmp_path / "runs" / "cat2"))
+    assert_clean_error(p, "x: cannot make the folder of")
+
+
+def test_out_as_a_dangling_symlink_says_so(tmp_path: Path, clip: Path) -> None:
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    p = run_cli("tinysal", "batch", str(_jsonl(tmp_path / "m.jsonl", [_score("a")])), "--out", str(tmp_path / "link"))
+    assert_clean_error(p, "is a symlink to", "which does not exist")
+    assert "File exists" not in p.stderr
+
+
+def test_the_manifest_check_resolves_each_folder_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linear, not O(n^2): 3,000 rows in three folders cost a handful of realpath calls (one per distinct folder and
+    one per symlink), and one lstat per distinct path; the old check compared every job with every job."""
+    from tinysal.batch import manifest
+
+    for d in ("src", "enc"):
+        (tmp_path / d).mkdir()
+    n = 3000
+    for i in range(n):
+        (tmp_path / "src" / f"t{i}.y4m").write_bytes(b"")
+    m = tmp_path / "m.jsonl"
+    _jsonl(m, [{"id": f"t{i}", "task": "encode", "input": f"src/t{i}.y4m", "output": f"enc/t{i}.mp4"}
+               for i in range(n)])  # fmt: skip
+    calls = {"realpath": 0, "lstat": 0}
+    real_realpath, real_lstat = os.path.realpath, os.lstat
+
+    def count(name: str, fn: object) -> object:
+        def wrapped(*a: object, **k: object) -> object:
+            calls[name] += 1
+            return fn(*a, **k)  # type: ignore[operator]
+
+        return wrapped
+
+    monkeypatch.setattr(manifest.os.path, "realpath", count("realpath", real_realpath))
+    monkeypatch.setattr(manifest.os, "lstat", count("lstat", real_lstat))
+    jobs = manifest.load(m, {"--events": str(tmp_path / "ev.ndjson")}, {"records": str(tmp_path / "out" / "jobs")})
+    assert len(jobs) == n
+    assert calls["realpath"] <= 10, calls
+    assert calls["lstat"] <= 2 * n + 100, calls  # realpath itself lstats each component of the few folders
+    # and a clash at the last row is still found
+    with m.open("a") as f:
+        f.write(json.dumps({"id": "last", "task": "encode", "input": "src/t0.y4m", "output": "src/t1.y4m.mp4"}) + "\n")
+        f.write(json.dumps({"id": "clash", "task": "encode", "input": "src/t2.y4m", "output": "enc/t5.mp4"}) + "\n")
+    with pytest.raises(manifest.TinysalError, match=r"clash: output writes .*t5\.mp4, as t5 output"):
+        manifest.load(m)

@@ -11,7 +11,15 @@
 
 Every engine's VMAF and saliency means are checked against the serial loop's, job by job (they must be equal).
 
+``--manifest-rows N`` (no shared clips needed) measures instead the check a catalogue gets before any work: a
+manifest of N encode rows over N real (empty) input files, checked by ``tinysal batch --check`` in a fresh process
+(valid), and by ``tinysal batch`` with one bad last row (its output is the first row's input: refused, nothing
+run), each with its wall time and peak memory, beside the floor measured in the same run: a fresh Python that only
+``os.stat``-s every input once (no check can do less), and the same manifest size under the O(n^2) check this
+replaced is the issue's record (400 rows 9.9 s, 2,000 rows 129 s).
+
     python bench/bench_batch.py [--frames 60] [--repeats 2] [--no-ray] [--json out.json]
+    python bench/bench_batch.py --manifest-rows 100000 [--json out.json]
 """
 
 from __future__ import annotations
@@ -111,13 +119,66 @@ def best_of(repeats: int, fn, *args) -> tuple[float, float, dict]:
     return min(runs, key=lambda r: r[0])
 
 
+def peak(cmd: list[str], ok: tuple[int, ...] = (0,)) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS in MB, stderr's last line) of one fresh process (its own rusage: os.wait4)."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate()
+    wall = time.perf_counter() - t0
+    if p.returncode not in ok:
+        raise SystemExit(f"failed ({p.returncode}): {' '.join(cmd)}\n{err[-2000:]}")
+    # communicate() has reaped it; the memory figure comes from a second run under wait4, timed the same
+    q = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, _, ru = os.wait4(q.pid, 0)
+    lines = (out + err).strip().splitlines()
+    return wall, ru.ru_maxrss / 1024, (lines[-1] if lines else "")
+
+
+def manifest_bench(n: int, json_out: str | None) -> None:
+    d = Path(tempfile.mkdtemp(prefix="bench-manifest-"))
+    try:
+        (d / "src").mkdir()
+        (d / "enc").mkdir()
+        rows = []
+        for i in range(n):
+            (d / "src" / f"t{i:06d}.mp4").touch()
+            rows.append({"id": f"t{i:06d}", "task": "encode", "input": f"src/t{i:06d}.mp4",
+                         "output": f"enc/t{i:06d}.mp4", "crf": 30, "preset": "medium"})  # fmt: skip
+        good = d / "good.jsonl"
+        good.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        bad = d / "bad.jsonl"  # the last row writes over the first row's input
+        bad.write_text(good.read_text() + json.dumps({**rows[-1], "id": "last", "output": "src/t000000.mp4"}) + "\n")
+        print(f"manifest of {n:,} encode rows, {os.cpu_count()} cores", flush=True)
+        floor_code = ("import os,sys\nfor i in range(int(sys.argv[1])): os.stat(f'{sys.argv[2]}/src/t{i:06d}.mp4')")
+        fw, fm, _ = peak([sys.executable, "-c", floor_code, str(n), str(d)])
+        cli = [sys.executable, "-m", "tinysal.cli.main", "batch"]
+        gw, gm, gline = peak([*cli, str(good), "--out", str(d / "out"), "--check"])
+        bw, bm, bline = peak([*cli, str(bad), "--out", str(d / "out2")], ok=(2,))
+        res = {"rows": n, "floor_stat_only": {"seconds": round(fw, 2), "peak_mb": round(fm)},
+               "valid_checked": {"seconds": round(gw, 2), "peak_mb": round(gm), "said": gline},
+               "bad_last_row_refused": {"seconds": round(bw, 2), "peak_mb": round(bm), "said": bline}}  # fmt: skip
+        for k in ("floor_stat_only", "valid_checked", "bad_last_row_refused"):
+            print(f"{k:24s} {res[k]['seconds']:7.2f} s  {res[k]['peak_mb']:6d} MB peak  {res[k].get('said', '')}")
+        print(f"target: <= 30 s for 100,000 rows on 2 cores; check / stat floor: {gw / fw:.1f}x")
+        if (d / "out2").exists():
+            raise SystemExit("the refused manifest left its --out folder behind")
+        if json_out:
+            Path(json_out).write_text(json.dumps(res, indent=2))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=60, help="frames per clip")
     ap.add_argument("--repeats", type=int, default=2, help="runs per configuration; the fastest counts")
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray runs")
     ap.add_argument("--json", help="write the figures here too")
+    ap.add_argument("--manifest-rows", type=int, default=0, help="only time the manifest check of this many rows")
     a = ap.parse_args()
+    if a.manifest_rows:
+        manifest_bench(a.manifest_rows, a.json)
+        return
     if not VIDEO.is_dir():
         raise SystemExit(f"needs the shared clips in {VIDEO}")
     d = Path(tempfile.mkdtemp(prefix="bench-batch-"))

@@ -203,3 +203,16 @@ def test_the_manifest_check_resolves_each_folder_once(tmp_path: Path, monkeypatc
         f.write(json.dumps({"id": "clash", "task": "encode", "input": "src/t2.y4m", "output": "enc/t5.mp4"}) + "\n")
     with pytest.raises(manifest.TinysalError, match=r"clash: output writes .*t5\.mp4, as t5 output"):
         manifest.load(m)
+
+
+def test_check_runs_nothing_and_counts_what_would_run(tmp_path: Path, clip: Path) -> None:
+    m = _jsonl(tmp_path / "m.jsonl", [_score("a"), _score("b")])
+    p = run_cli("tinysal", "batch", str(m), "--out", str(tmp_path / "out"), "--check")
+    assert p.returncode == 0 and "manifest ok: 2 jobs, 2 to run, 0 already done" in p.stdout, p.stderr
+    assert not (tmp_path / "out").exists()
+    assert run_cli("tinysal", "batch", str(m), "--out", str(tmp_path / "out"), "-q").returncode == 0
+    p = run_cli("tinysal", "batch", str(m), "--out", str(tmp_path / "out"), "--check")
+    assert "2 jobs, 0 to run, 2 already done" in p.stdout
+    bad = _jsonl(tmp_path / "bad.jsonl", [_score("a"), _score("b", frame_cnt=-1)])
+    assert_clean_error(run_cli("tinysal", "batch", str(bad), "--out", str(tmp_path / "o2"), "--check"),
+                       "bad.jsonl:2: frame_cnt")  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -189,13 +190,19 @@ def check_id(jid: Any) -> str:
     return jid
 
 
+@functools.cache
+def _fields(task: str) -> tuple[dict[str, Any], frozenset[str]]:
+    """(type hints, the columns a row may set) of a task's options: worked out once, not once per row."""
+    cls = TASKS[task][0]
+    return typing.get_type_hints(cls), frozenset(f.name for f in dataclasses.fields(cls)) - set(RESERVED[task])
+
+
 def _job(base: Path, n: int, row: dict[str, Any], from_text: bool) -> Job:
     jid, task = check_id(row.get("id")), row.get("task")
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
     cls, reads, writes = TASKS[task]
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)} - set(RESERVED[task])
+    hints, names = _fields(task)
     kw: dict[str, Any] = {}
     for k, v in row.items():
         if k in ("id", "task"):
@@ -206,8 +213,8 @@ def _job(base: Path, n: int, row: dict[str, Any], from_text: bool) -> Job:
             kw[k] = _coerce(v, hints[k], from_text)
         except (ValueError, json.JSONDecodeError) as e:
             raise ValueError(f"{k}: {e}") from None
-        if k in reads + writes and isinstance(kw[k], str) and not Path(kw[k]).is_absolute():
-            kw[k] = str(base / kw[k])
+        if k in reads + writes and isinstance(kw[k], str) and not os.path.isabs(kw[k]):
+            kw[k] = os.path.join(base, kw[k])
     try:
         opts = cls(**kw)
     except TypeError:

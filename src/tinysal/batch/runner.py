@@ -159,10 +159,7 @@ def run(
     if engine not in ("local", "ray"):
         raise TinysalError(f"--engine must be local or ray, got {engine!r}")
     job_threads = _threads(threads, workers, engine)
-    own = {f"--out {name}": str(Path(out_dir) / name) for name in BATCH_FILES}
-    if events and events != "-":
-        own["--events"] = events
-    jobs = load(manifest, own, {"--out records folder": str(Path(out_dir) / "jobs")})
+    jobs = _load(manifest, out_dir, events)
     out = _prepare_dir(out_dir)
     _make_output_folders(jobs)
     lock = Lock(out)
@@ -177,6 +174,26 @@ def run(
     finally:
         ev.close()
         lock.release()
+
+
+def _load(manifest: str | os.PathLike[str], out_dir: str | os.PathLike[str], events: str | None) -> list[Job]:
+    """The manifest's jobs, checked with every path the batch itself writes."""
+    own = {f"--out {name}": str(Path(out_dir) / name) for name in BATCH_FILES}
+    if events and events != "-":
+        own["--events"] = events
+    return load(manifest, own, {"--out records folder": str(Path(out_dir) / "jobs")})
+
+
+def check(manifest: str | os.PathLike[str], out_dir: str | os.PathLike[str], events: str | None = None,
+          force: bool = False) -> tuple[int, int]:  # fmt: skip
+    """Check a manifest as :func:`run` does before any work, and run nothing: (jobs, jobs a run would skip as done).
+    Raises the same one ``TinysalError`` listing every bad row."""
+    jobs = _load(manifest, out_dir, events)
+    out = Path(out_dir)
+    if force or not (out / "jobs").is_dir():
+        return len(jobs), 0
+    done, _ = _split(jobs, out, records.versions(), force)
+    return len(jobs), len(done)
 
 
 def _wrote_before(out: Path, job: Job) -> bool:

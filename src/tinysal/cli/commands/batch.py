@@ -28,6 +28,8 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
                     help="threads per job: libvmaf, the model, the encoder (0 = cores / --workers locally, else 1)")
     sp.add_argument("--retries", type=int_at_least(0), default=1, help="retries of a job whose worker died")
     sp.add_argument("--force", action="store_true", help="redo every job, also those already done")
+    sp.add_argument("--check", action="store_true", help="check the manifest (values, inputs, every path written) "
+                    "and say how many jobs would run; run nothing, write nothing")  # fmt: skip
     sp.add_argument("--events", help="NDJSON events to this file, or - for stdout")
     sp.add_argument("--quiet", "-q", action="store_true")
 
@@ -35,6 +37,12 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tinysal.batch import run as run_batch
 
+    if args.check:
+        from tinysal.batch.runner import check
+
+        n, done = check(args.manifest, args.out, args.events, args.force)
+        print(f"manifest ok: {n} jobs, {n - done} to run, {done} already done", file=sys.stdout)
+        return 0
     rows = run_batch(args.manifest, args.out, args.engine, args.workers, args.retries, args.force, args.events,
                      progress=not args.quiet and sys.stderr.isatty(), address=args.address,
                      threads=args.threads)  # fmt: skip

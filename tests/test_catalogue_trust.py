@@ -216,3 +216,64 @@ def test_check_runs_nothing_and_counts_what_would_run(tmp_path: Path, clip: Path
     bad = _jsonl(tmp_path / "bad.jsonl", [_score("a"), _score("b", frame_cnt=-1)])
     assert_clean_error(run_cli("tinysal", "batch", str(bad), "--out", str(tmp_path / "o2"), "--check"),
                        "bad.jsonl:2: frame_cnt")  # fmt: skip
+
+
+def _wait_for(pred: object, seconds: float = 60) -> None:
+    import time
+
+    t = time.time()
+    while not pred():  # type: ignore[operator]
+        if time.time() - t > seconds:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def test_kill_9_leftovers_are_reaped_by_the_next_run(tmp_path: Path) -> None:
+    """crf-search killed with SIGKILL (no cleanup runs) leaves its samples in the temp folder, and an encode killed
+    so leaves its temp file beside the output: both are named by their owner, and the next run that makes temporary
+    work there removes them (its own owner is alive, so a running search is never touched)."""
+    import signal
+    import subprocess
+    import sys
+
+    sample = run_cli("tinysal", "sample").stdout.strip()
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    p = subprocess.Popen([sys.executable, "-m", "tinysal.cli.main", "crf-search", sample, "--min-vmaf", "90",
+                          "--samples", "1", "--sample-seconds", "2", "--preset", "veryslow"], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        _wait_for(lambda: any(tmp.glob("tinysal-crf-search.~*/*")))
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    left = list(tmp.glob("tinysal-crf-search.~*"))
+    assert left and f"~{p.pid}-" in left[0].name  # named by its owner
+    # a foreign folder and a live owner's are kept
+    (tmp / "tinysal-mine").mkdir()
+    live = tmp / f"tinysal-vmaf.~{os.getpid()}-1~abc"
+    live.mkdir()
+    from tinysal.fileio import _start_ticks
+
+    live_ok = tmp / f"tinysal-vmaf.~{os.getpid()}-{_start_ticks(os.getpid())}~abc"
+    live_ok.mkdir()
+    q = run_cli("vmaf", "-r", sample, "-d", sample, "--frame_cnt", "2", "-q", "-o", str(tmp_path / "s.json"),
+                env=env)  # fmt: skip
+    assert q.returncode == 0, q.stderr
+    assert not any(tmp.glob("tinysal-crf-search.~*"))
+    assert (tmp / "tinysal-mine").is_dir() and live_ok.is_dir()
+    assert not live.exists()  # this pid, but another start time: a reused pid, its owner gone
+    # an encode killed mid-run: its temp file beside the output is reaped by the next encode there
+    out = tmp_path / "o.mp4"
+    p = subprocess.Popen([sys.executable, "-m", "tinysal.cli.main", "encode", sample, str(out), "--preset",
+                          "veryslow", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        _wait_for(lambda: any(f.stat().st_size > 0 for f in tmp_path.glob(".o.mp4.~*")))
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    assert any(tmp_path.glob(".o.mp4.~*")) and not out.exists()
+    q = run_cli("tinysal", "encode", sample, str(out), "--frame_cnt", "3", "--preset", "ultrafast", "-q")
+    assert q.returncode == 0, q.stderr
+    assert not any(tmp_path.glob(".o.mp4.~*")) and out.stat().st_size > 0

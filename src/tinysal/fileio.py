@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -56,6 +58,94 @@ def _is_special(p: Path) -> bool:
     except OSError:
         return False
     return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+# --- temporary work that outlives nobody ---------------------------------------------------------------------
+# kill -9 (an OOM killer, a CI timeout) runs no cleanup: temp files and folders are therefore named by their owner
+# (pid and the process's start time, so a reused pid is not mistaken for the owner), and any tinysal run that makes
+# temporary work first removes what dead owners left where it is about to write: in the temp folder for work
+# folders, beside an output for its temp file.
+
+_OWNER_RE = re.compile(r"\.~(\d+)-(\d+)~")
+
+
+def _start_ticks(pid: int) -> int | None:
+    """A process's start time (clock ticks since boot, /proc/PID/stat field 22), or None when there is none."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat_line = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    try:
+        return int(stat_line.rsplit(")", 1)[1].split()[19])  # after "pid (comm)": state is field 3
+    except (IndexError, ValueError):
+        return None
+
+
+@functools.cache
+def owner_tag() -> str:
+    """This process as it appears in its temp names: ``.~PID-START~``."""
+    pid = os.getpid()
+    return f".~{pid}-{_start_ticks(pid) or 0}~"
+
+
+def _owner_gone(name: str) -> bool:
+    """Whether a name carries an owner tag whose process no longer runs (False for names without one)."""
+    m = _OWNER_RE.search(name)
+    if m is None:
+        return False
+    pid, ticks = int(m.group(1)), int(m.group(2))
+    if not os.path.exists("/proc/self/stat"):  # no procfs: only a pid that does not exist is surely gone
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
+    now = _start_ticks(pid)
+    return now is None or (ticks != 0 and now != ticks)
+
+
+_reaped: set[str] = set()
+
+
+def reap(folder: str | os.PathLike[str]) -> list[str]:
+    """Remove the temp entries of ``folder`` (hidden ``.NAME.~PID-START~…`` files and folders beside outputs,
+    ``tinysal-KIND.~PID-START~…`` work folders) whose owner is gone; once per folder in a process, so a catalogue's
+    thousands of writes into one folder list it once. The names removed."""
+    key = os.path.abspath(folder)
+    if key in _reaped:
+        return []
+    _reaped.add(key)
+    gone = []
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.startswith((".", "tinysal-")) and _owner_gone(e.name)]
+    except OSError:
+        return []
+    for e in entries:
+        with contextlib.suppress(OSError):
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(e.path)
+            else:
+                os.unlink(e.path)
+            gone.append(e.name)
+    return gone
+
+
+def work_dir(kind: str) -> Path:
+    """A private temp folder for a run's intermediate files (samples, rung sources, libvmaf logs), named by its
+    owner so that the next run reaps it if this process dies without cleaning up (kill -9)."""
+    base = tempfile.gettempdir()
+    reap(base)
+    return Path(tempfile.mkdtemp(prefix=f"tinysal-{kind}{owner_tag()}", dir=base))
+
+
+def temp_beside(path: Path, suffix: str = ".tmp") -> str:
+    """The prefix of a temp name beside ``path`` (``.NAME.~PID-START~``), after reaping dead owners' ones."""
+    parent = path.parent if str(path.parent) else Path(".")
+    reap(parent)
+    return f".{path.name}{owner_tag()}"
 
 
 def check_writable_target(path: str | os.PathLike[str]) -> Path:
@@ -150,7 +240,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
         with open(p, mode) as f:
             yield f
         return
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_beside(p), suffix=".tmp", dir=p.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; an output honours the umask like any program's
         with os.fdopen(fd, mode) as f:
@@ -182,13 +272,13 @@ def atomic_dir(path: str | os.PathLike[str], replaceable: Any = None) -> Iterato
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise TinysalError(f"output folder does not exist: {parent}")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_beside(p), suffix=".tmp", dir=parent))
     old = None
     try:
         os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
         if p.is_dir():
-            old = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".old", dir=parent))
+            old = Path(tempfile.mkdtemp(prefix=temp_beside(p), suffix=".old", dir=parent))
             os.replace(p, old / "x")
         os.replace(tmp, p)
     except BaseException:

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,9 @@ SOURCES = "sources.json"
 def _work_dir(opts: LadderOptions) -> tuple[Path, bool]:
     """(the folder the ladder works in, whether it is kept)."""
     if not opts.work_dir:
-        return Path(tempfile.mkdtemp(prefix="tinysal-ladder-")), False
+        from tinysal.fileio import work_dir
+
+        return work_dir("ladder"), False
     work = Path(os.path.abspath(opts.work_dir))  # the manifest names its files from here: relative to its own folder
     if work.exists() and not work.is_dir():
         raise TinysalError(f"--work-dir {work}: exists and is not a folder")

@@ -136,13 +136,43 @@ class _RoiApplier:
         return out
 
 
-def _open_output(path: Path, s: EncodeSettings, width: int, height: int, fps: Fraction) -> tuple[Any, Any]:
+@dataclass
+class Clock:
+    """The output's frame times: ``pts(i)`` in ``time_base`` and ``seconds(i)`` (``i`` up to the frame count: the
+    end). A constant rate by default; a variable-rate input keeps each frame's own time (its timestamps, from 0),
+    as FFmpeg keeps them, so the encode lasts as long as the input and its audio stays in sync."""
+
+    rate: Fraction
+    time_base: Fraction
+    stamps: list[int] | None = None  # per frame, in time_base, from 0; None: i / rate
+    end: int = 0  # the last frame's end, in time_base
+
+    @classmethod
+    def of(cls, reader: Any, rate: Fraction) -> Clock:
+        pts = getattr(reader, "pts", None)
+        if getattr(reader, "vfr", False) and pts:
+            tb = Fraction(reader.time_base)
+            stamps = [p - pts[0] for p in pts]
+            end = stamps[-1] + round((stamps[-1] - stamps[0]) / (len(stamps) - 1))
+            return cls(rate, tb, stamps, end)
+        return cls(rate, 1 / rate)
+
+    def pts(self, i: int) -> int:
+        if self.stamps is None:
+            return i
+        return self.stamps[i] if i < len(self.stamps) else self.end
+
+    def seconds(self, i: int) -> float:
+        return float(self.pts(i) * self.time_base)
+
+
+def _open_output(path: Path, s: EncodeSettings, width: int, height: int, clock: Clock) -> tuple[Any, Any]:
     import av
 
     container = av.open(str(path), "w", format="mp4" if path.suffix.lower() in (".mp4", ".tmp") else None)
-    st = container.add_stream(s.codec, rate=fps)
+    st = container.add_stream(s.codec, rate=clock.rate)
     st.width, st.height, st.pix_fmt = width, height, "yuv420p"
-    st.codec_context.time_base = 1 / fps
+    st.codec_context.time_base = clock.time_base
     opts = {"preset": s.preset}
     if s.bitrate:
         st.bit_rate = s.bitrate
@@ -248,7 +278,7 @@ class _Segments:
 
 
 def _encode_frames(
-    reader: Any, n: int, rate: Fraction, segments: _Segments, container: Any, st: Any, keep: Any,
+    reader: Any, n: int, clock: Clock, segments: _Segments, container: Any, st: Any, keep: Any,
     progress: Callable[[int, int], None] | None,
 ) -> int:  # fmt: skip
     """Feed the frames to the encoder (through their segment's addroi graph with ROI); returns frames encoded."""
@@ -269,7 +299,7 @@ def _encode_frames(
                 for pkt in st.encode(vf):
                     container.mux(pkt)
                 done += 1
-                keep.mux_until(container, done / float(rate))
+                keep.mux_until(container, clock.seconds(done))
                 if progress:
                     progress(done, n)
 
@@ -280,7 +310,7 @@ def _encode_frames(
             vf = av.VideoFrame(reader.width, reader.height, "yuv420p")
             for plane, arr in zip(vf.planes, (fr.y, fr.u, fr.v)):
                 _copy_plane(plane, arr)
-            vf.pts, vf.time_base = i, 1 / rate
+            vf.pts, vf.time_base = clock.pts(i), clock.time_base
             if roi and i % every == 0:
                 # this segment's regions are worked out while the previous segment is encoded
                 job = pool.submit(segments, i, fr)
@@ -329,22 +359,26 @@ def encode_video(
     every = settings.roi_every or max(1, round(float(rate) / 3))
     if settings.roi and every > float(rate):
         raise TinysalError(f"--roi-every {every} is more than one second of frames ({float(rate):g} fps)")
-    applier = _RoiApplier(reader.width, reader.height, 1 / rate)
+    clock = Clock.of(reader, rate)
+    applier = _RoiApplier(reader.width, reader.height, clock.time_base)
     segments = _Segments(settings, reader.width, reader.height, every, applier, saliency)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp{out.suffix}")
+    from tinysal.fileio import temp_beside
+
+    tmp = out.with_name(f"{temp_beside(out)}.tmp{out.suffix}")
     t0 = time.perf_counter()
     # BLAS (the block means' small matrix products, the resize) single-threaded for the encode: OpenBLAS's idle
     # threads busy-wait, taking CPU from the encoder for products too small to gain from a second thread
     blas_limit = threadpool_limits(limits=1, user_api="blas")
     try:
-        container, st = _open_output(tmp, settings, reader.width, reader.height, rate)
+        container, st = _open_output(tmp, settings, reader.width, reader.height, clock)
         keep = Passthrough(reader.path if isinstance(reader, AvReader) else None, keep_audio=not settings.no_audio)
         try:
             keep.attach(container, st)
-            done = _encode_frames(reader, n, rate, segments, container, st, keep, progress)
+            _tag_video(st, reader, keep)
+            done = _encode_frames(reader, n, clock, segments, container, st, keep, progress)
             for pkt in st.encode():
                 container.mux(pkt)
-            kept = keep.finish(container, done / float(rate))
+            kept = keep.finish(container, clock.seconds(done))
         finally:
             keep.close()
             container.close()
@@ -362,7 +396,9 @@ def encode_video(
         "output": str(out),
         "frames": done,
         "bytes": size,
-        "kbps": size * 8 / (done / float(rate)) / 1000,
+        "kbps": size * 8 / clock.seconds(done) / 1000,
+        "duration": clock.seconds(done),
+        "variable_frame_rate": clock.stamps is not None,
         "seconds": time.perf_counter() - t0,
         # time in the worker thread (saliency, regions, filter graphs), mostly hidden behind the encoder
         "saliency_seconds": sum(segments.seconds),
@@ -372,6 +408,20 @@ def encode_video(
         "kept": kept,
         "mean_offset": float(np.mean(segments.offsets)) if segments.offsets else 0.0,
     }
+
+
+def _tag_video(st: Any, reader: Any, keep: Any) -> None:
+    """The range and sample aspect ratio of an input that is not a container (Y4M's ``XCOLORRANGE`` and ``A``, raw
+    YUV's ``--range``) onto the output stream, as FFmpeg keeps them (a container's tags are copied by ``keep``):
+    full-range planes tagged limited are shown with crushed blacks and clipped whites by every player and tool."""
+    have = keep.video_tags()
+    cc = st.codec_context
+    rng = getattr(reader, "range", None)
+    if rng in ("full", "limited") and "color_range" not in have:
+        cc.color_range = 2 if rng == "full" else 1  # AVCOL_RANGE_JPEG / AVCOL_RANGE_MPEG
+    sar = getattr(reader, "sar", None)
+    if sar and "sample_aspect_ratio" not in have:
+        cc.sample_aspect_ratio = Fraction(*sar)
 
 
 def _copy_plane(plane: Any, arr: np.ndarray) -> None:
@@ -401,6 +451,7 @@ class EncodeOptions(VideoInput):
     no_audio: bool = False
     overwrite: bool = False
     threads: int = 0  # the encoder's threads; 0: its default (as many as the machine has)
+    color_range: str | None = None  # raw YUV (or a Y4M without XCOLORRANGE): limited or full; the output is tagged
 
     def settings(self) -> EncodeSettings:
         """The encoder settings, checked (one ``TinysalError`` line for options that cannot go together)."""
@@ -423,6 +474,8 @@ class EncodeOptions(VideoInput):
         """Refuse, before any work, what cannot run (one line each); the settings. ``files=False``: the values
         only (a batch checks every row's files at once)."""
         s = self.settings()
+        if self.color_range not in (None, "limited", "full"):
+            raise TinysalError(f"--range must be limited or full, got {self.color_range!r}")
         check_count("--frame-cnt", self.frame_cnt)
         check_fps(self.fps)
         check_container(self.output, self.codec)
@@ -434,8 +487,12 @@ class EncodeOptions(VideoInput):
 def encode(opts: EncodeOptions, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Check ``opts``, open the input and encode it; the summary (output, frames, bytes, kbit/s, seconds, ROI,
     streams kept) with ``notes`` on the input (e.g. a truncated file, encoded as far as it goes)."""
-    s = opts.settings()
+    s = opts.check(files=False)
     reader = opts.open_input()
+    if opts.color_range is not None:
+        if getattr(reader, "range", None) not in (None, opts.color_range):
+            raise TinysalError(f"--range {opts.color_range}: {opts.input} says it is {reader.range} range")
+        reader.range = opts.color_range
     note = getattr(reader, "note", None)
     info = encode_video(reader, opts.output, s, overwrite=opts.overwrite, frame_cnt=opts.frame_cnt,
                         progress=progress, fps=opts.fps)  # fmt: skip

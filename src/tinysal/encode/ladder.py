@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,7 +167,9 @@ def run_rung(opts: RungOptions) -> dict[str, Any]:
 
     opts.check()
     W, H = opts.width, opts.height
-    folder = Path(tempfile.mkdtemp(prefix="tinysal-rung-"))
+    from tinysal.fileio import work_dir
+
+    folder = work_dir("rung")
     enc, up = folder / "enc.mp4", folder / "up.yuv"
     t0 = time.perf_counter()
     try:

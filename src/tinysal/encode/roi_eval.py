@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -300,7 +299,9 @@ def run_roi_eval(
     if len(bitrates) < 4:
         raise TinysalError("roi-eval needs at least 4 bitrates for a BD-rate")
     out: dict[str, Any] = {"codec": codec, "bitrates": list(bitrates), "strengths": list(strengths), "sequences": {}}
-    tmp = Path(tempfile.mkdtemp(prefix="tinysal-roi-eval-"))
+    from tinysal.fileio import work_dir
+
+    tmp = work_dir("roi-eval")
     exp = _Experiment(codec, bitrates, strengths, models, oracle, preset, frame_limit, progress, tmp)
     try:
         for seq in sequences:

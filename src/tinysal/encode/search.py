@@ -24,7 +24,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -349,7 +348,9 @@ def crf_search(opts: CrfSearchOptions, quiet: bool = False) -> dict[str, Any]:
     fps = float(opts.fps or getattr(reader, "fps", None) or DEFAULT_FPS)
     total = min(reader.frame_count, opts.frame_cnt) if opts.frame_cnt else reader.frame_count
     ev = Events(opts.events, quiet)
-    folder = Path(tempfile.mkdtemp(prefix="tinysal-crf-search-"))
+    from tinysal.fileio import work_dir
+
+    folder = work_dir("crf-search")
     t0 = time.perf_counter()
     try:
         plan = plan_samples(total, fps, opts.samples, opts.sample_seconds)

@@ -100,6 +100,13 @@ def open_pair(
     pair.cr = getattr(dist, "range", None) or ctx.color_range
     pair.ref_cs = getattr(pair.ref, "colorspace", None) or ctx.colorspace
     pair.ref_cr = getattr(pair.ref, "range", None) or ctx.color_range
+    if pair.ref is not None and ctx.wants_vmaf and pair.ref_cr != pair.cr:
+        # libvmaf compares code values: a full-range picture and the same picture in limited range differ
+        # everywhere. Scored as decoded, as libvmaf's own tool on the raw planes would; said, so nobody mistakes
+        # the range difference for coding loss
+        pair.note(f"reference is {pair.ref_cr} range and distorted {pair.cr} range: VMAF compares the planes as "
+                  "decoded, so the range difference counts as distortion; convert one to the other's range first "
+                  "for a like-for-like score")  # fmt: skip
     return pair
 
 

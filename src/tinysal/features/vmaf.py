@@ -21,7 +21,6 @@ import select
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -69,6 +68,9 @@ RAW_PIX_FMTS = {
 #: clears a stream's colour tags (no pixel changes), so that FFmpeg's negotiation never converts one input of a
 #: comparing filter to the other's matrix or range (:meth:`VmafJob.graph`)
 UNTAG = "setparams=range=unspecified:colorspace=unknown:color_primaries=unknown:color_trc=unknown"
+#: hands the planes on as decoded: a full-range (yuvj) format becomes the plain yuv format of the same layout
+#: without the range conversion swscale would otherwise apply (any other format passes through untouched)
+AS_DECODED = "scale=in_range=pc:out_range=pc"
 #: the weighted-PSNR stats file a :class:`RoiMerge` pass writes in its temp folder
 PSNR_LOG = "psnr.txt"
 #: small frames the one-decode route buffers between FFmpeg and the model (455x256 4:4:4: ~350 KB each)
@@ -432,8 +434,11 @@ class VmafJob:
             # encode) made it convert one through RGB to the other's matrix before libvmaf saw it (VMAF 1.1 low for
             # a BT.709 reference beside a BT.601-tagged distorted, vmaf_masked 0.6-0.8 low on any tagged reference);
             # libvmaf compares the planes as decoded, as its own tool does
+            # and a full-range file (yuvj420p: libvmaf takes no yuvj format) goes to the yuv format of its layout
+            # with its code values as they are: swscale would otherwise squeeze it to limited range first (VMAF
+            # 2.3 high on a full-range pair, issue 35); on any other format this scale does nothing
             return (f"[{i}:v]trim=start_frame={skip}:end_frame={skip + self.frames},settb=1/{PAIRING_RATE},setpts=N,"
-                    f"{UNTAG}")  # fmt: skip
+                    f"{AS_DECODED},{UNTAG}")  # fmt: skip
 
         scale = f"scale=w={self.scale[0]}:h={self.scale[1]}:flags={self.scale[2]}" if self.scale else ""
         if self.merge is not None:  # the masked copy, built from the two files and the maps (input 2, stdin)
@@ -477,7 +482,9 @@ class VmafJob:
         return self.distorted.path == "-" or self.merge is not None
 
     def start(self) -> VmafJob:
-        self.tmp = tempfile.mkdtemp(prefix="tinysal-vmaf-")
+        from tinysal.fileio import work_dir
+
+        self.tmp = str(work_dir("vmaf"))
         self.log_path = os.path.join(self.tmp, "vmaf.json")
         self.err_path = os.path.join(self.tmp, "stderr.txt")
         cmd = self.command(self.log_path, self.tmp)

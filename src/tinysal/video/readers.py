@@ -148,8 +148,10 @@ _Y4M_C = {
 }
 
 
-def _y4m_tags(path: Path, tags: list[str]) -> tuple[int | None, int | None, str, float | None, str | None]:
-    """(width, height, colour format, frame rate, range) from a Y4M header's tags; a malformed tag is one line."""
+def _y4m_tags(path: Path, tags: list[str]) -> tuple[int | None, int | None, str, float | None, str | None,
+                                                  tuple[int, int] | None]:  # fmt: skip
+    """(width, height, colour format, frame rate, range, sample aspect ratio or None when unknown) from a Y4M
+    header's tags; a malformed tag is one line."""
 
     def number(tag: str, text: str) -> int:
         if not text.isdigit() or len(text) > 9:
@@ -164,6 +166,7 @@ def _y4m_tags(path: Path, tags: list[str]) -> tuple[int | None, int | None, str,
 
     w = h = None
     c, fps, rng = "420jpeg", None, None
+    sar: tuple[int, int] | None = None
     for t in tags:
         k, val = t[0], t[1:]
         if k == "W":
@@ -176,10 +179,11 @@ def _y4m_tags(path: Path, tags: list[str]) -> tuple[int | None, int | None, str,
             n_, d_ = ratio("F", val, "frame rate")
             fps = n_ / d_ if d_ else None
         elif k == "A":
-            ratio("A", val, "aspect")
+            an, ad = ratio("A", val, "aspect")
+            sar = (an, ad) if an and ad else None  # A0:0: unknown
         elif k == "X" and val.upper().startswith("COLORRANGE="):
             rng = "full" if val.split("=", 1)[1].upper() == "FULL" else "limited"
-    return w, h, c, fps, rng
+    return w, h, c, fps, rng, sar
 
 
 class Y4mReader:
@@ -194,7 +198,7 @@ class Y4mReader:
         if not header.startswith(b"YUV4MPEG2 ") or not header.endswith(b"\n"):
             raise TinysalError(f"{self.path}: not a Y4M file (no YUV4MPEG2 header line)")
         self.header_len = len(header)
-        w, h, c, self.fps, self.range = _y4m_tags(self.path, header.decode("ascii", "replace").split()[1:])
+        w, h, c, self.fps, self.range, self.sar = _y4m_tags(self.path, header.decode("ascii", "replace").split()[1:])
         self.colorspace: str | None = None
         if w is None or h is None:
             raise TinysalError(f"{self.path}: Y4M header lacks W or H")
@@ -272,20 +276,13 @@ class AvReader:
                 self.colorspace = {1: "bt709", 5: "bt601", 6: "bt601", 9: "bt2020"}.get(
                     int(getattr(cc, "colorspace", 2) or 2)
                 )
-                # count what is really there (one demux pass, no decoding), and compare with what the header
-                # announces: a file cut short is scored on what remains, with a warning, as FFmpeg does
-                announced = int(s.frames or 0)
-                if not announced and s.duration and s.time_base and self.fps:
-                    announced = round(float(s.duration * s.time_base) * self.fps)
-                elif not announced and c.duration and self.fps:
-                    announced = round(c.duration / 1_000_000 * self.fps)
-                n = sum(1 for p in c.demux(s) if p.size)
-                self.note = (
-                    f"{self.path}: only {n} frames can be read of the {announced} its header announces "
-                    "(truncated?): scoring those"
-                    if announced and n < announced - 1
-                    else None
-                )
+                # count what is really there (one demux pass, no decoding), each frame's time with it, and compare
+                # with what the header announces: a file cut short is scored on what remains, with a warning, as
+                # FFmpeg does
+                pts = [p.pts for p in c.demux(s) if p.size]
+                n = len(pts)
+                self._timing(s, pts)
+                self.note = self._truncated(c, s, n)
         except TinysalError:
             raise
         except Exception as e:  # av raises many types (InvalidDataError, ValueError...)
@@ -303,6 +300,53 @@ class AvReader:
         self.frame_count = n
         if n == 0:
             raise TinysalError(f"{self.path}: no frames")
+
+    def _timing(self, s: Any, pts: list[int | None]) -> None:
+        """Each frame's presentation timestamp (packets sorted: decode order is not display order), whether the
+        frames are spaced unevenly (variable frame rate: the spacing differs from the mean by more than 10%),
+        and for those the true average rate (what a container of one rate can hold)."""
+        self.time_base = s.time_base
+        self.pts: list[int] | None = None
+        self.vfr = False
+        if len(pts) < 3 or any(p is None for p in pts) or not s.time_base:
+            return
+        self.pts = sorted(int(p) for p in pts if p is not None)
+        steps = np.diff(np.asarray(self.pts, dtype=np.float64))
+        mean = float(steps.mean())
+        if mean <= 0:
+            self.pts = None
+            return
+        self.vfr = bool(np.abs(steps - mean).max() > 0.1 * mean)
+        if self.vfr:
+            self.fps = 1 / (mean * float(s.time_base))
+
+    def duration(self) -> float | None:
+        """Seconds from the first frame's start to the last frame's end (by the frames' own times), or None."""
+        if not self.pts:
+            return None
+        span = (self.pts[-1] - self.pts[0]) * float(self.time_base)
+        return span * len(self.pts) / (len(self.pts) - 1)
+
+    def _truncated(self, c: Any, s: Any, n: int) -> str | None:
+        """A note when fewer frames are there than the header announces: the container's frame count where it
+        keeps one, else its duration against the frames' own times (a frame count made of duration x average
+        rate is wrong for a variable-rate file)."""
+        announced = int(s.frames or 0)
+        if announced:
+            short = n < announced - 1
+        else:
+            header = float(s.duration * s.time_base) if s.duration and s.time_base else (c.duration or 0) / 1e6
+            have = self.duration()
+            if not header or not self.fps:
+                return None
+            if have is None:
+                have = n / self.fps
+            short = have < header - max(2 / self.fps, 0.02 * header)
+            announced = round(header * self.fps)
+        if not short:
+            return None
+        return (f"{self.path}: only {n} frames can be read of the {announced} its header announces (truncated?): "
+                "scoring those")  # fmt: skip
 
     def frames(self, start: int = 0) -> Iterator[YuvFrame]:
         import av

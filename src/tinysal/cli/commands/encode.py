@@ -32,6 +32,8 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--threads", type=int_at_least(0), default=0,
                     help="encoder threads (x264 threads, x265 pools; default 0: the encoder's own, all cores)")
     sp.add_argument("--fps", type=number, help="frame rate of raw YUV input (default 25; other inputs carry theirs)")
+    sp.add_argument("--range", dest="color_range", choices=["limited", "full"],
+                    help="range of raw YUV input (or a Y4M without XCOLORRANGE); the output is tagged with it")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -160,3 +160,24 @@ def test_an_address_that_does_not_answer_is_one_line_and_ray_missing_is_one_line
                        capture_output=True, text=True)  # fmt: skip
     assert_clean_error(p, "pip install 'tinysal[ray]'")
     assert not (tmp_path / "o" / "summary.csv").exists()
+
+
+def test_an_address_where_something_else_listens_is_one_line(tmp_path: Path) -> None:
+    """An HTTP server where the Ray head should be: one line at once (ray.init hung on it, and Ray's C++ client
+    printed its log lines), nothing run."""
+    import http.server
+    import threading
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        m = _catalogue(tmp_path)
+        t = time.time()
+        p = run_cli("tinysal", "batch", str(m), "--out", str(tmp_path / "o"), "--engine", "ray", "--address",
+                    f"127.0.0.1:{srv.server_address[1]}")  # fmt: skip
+        assert_clean_error(p, "answers but is not Ray")
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert time.time() - t < 20
+        assert not (tmp_path / "o" / "summary.csv").exists()
+    finally:
+        srv.shutdown()

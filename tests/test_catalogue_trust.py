@@ -277,3 +277,11 @@ def test_kill_9_leftovers_are_reaped_by_the_next_run(tmp_path: Path) -> None:
     q = run_cli("tinysal", "encode", sample, str(out), "--frame_cnt", "3", "--preset", "ultrafast", "-q")
     assert q.returncode == 0, q.stderr
     assert not any(tmp_path.glob(".o.mp4.~*")) and out.stat().st_size > 0
+
+
+def test_ladder_heights_say_the_real_problem(tmp_path: Path) -> None:
+    sample = run_cli("tinysal", "sample").stdout.strip()  # 640x360
+    p = run_cli("tinysal", "ladder", sample, "--heights", "361", "--crfs", "30,34")
+    assert_clean_error(p, "a 361-line rung is taller than the source (640x360)")
+    p = run_cli("tinysal", "ladder", sample, "--heights", "301", "--crfs", "30,34")
+    assert_clean_error(p, "301 is odd")

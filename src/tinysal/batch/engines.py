@@ -119,10 +119,36 @@ def _check_answers(address: str) -> None:
     if not host or not port:
         raise TinysalError(f"--address {address!r}: give auto, host:port or ray://host:port")
     try:
-        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT).close()
+        conn = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
     except OSError as e:
         why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e))
         raise TinysalError(f"Ray at {address} does not answer ({why}, waited up to {CONNECT_TIMEOUT:g} s)") from None
+    with conn:
+        if not _speaks_grpc(conn):
+            raise TinysalError(f"{address} answers but is not Ray (no gRPC there): check the host and port "
+                               "(ray start --head prints the address to join)")  # fmt: skip
+
+
+#: HTTP/2's connection preface and an empty SETTINGS frame: what a gRPC client sends first
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def _speaks_grpc(conn: socket.socket) -> bool:
+    """Whether the peer is an HTTP/2 server, as Ray's GCS and its client server (both gRPC) are: it answers the
+    preface with a SETTINGS frame (type 4). Anything else (an HTTP/1 server, a database, silence) is not Ray, and
+    ray.init would only hang on it, printing its C++ client's log lines."""
+    try:
+        conn.settimeout(min(CONNECT_TIMEOUT, 5.0))
+        conn.sendall(_H2_PREFACE)
+        head = b""
+        while len(head) < 9:
+            chunk = conn.recv(9 - len(head))
+            if not chunk:
+                return False
+            head += chunk
+    except OSError:
+        return False
+    return head[3] == 0x04
 
 
 def _ray_init(ray: Any, address: str | None) -> None:

@@ -41,8 +41,8 @@ def parse_heights(text: str) -> list[int]:
     if not hs:
         raise TinysalError("--heights: give at least one height")
     for h in hs:
-        if h < 16 or h % 2:
-            raise TinysalError(f"--heights: {h} is not an even height of at least 16 lines")
+        if h < 16:
+            raise TinysalError(f"--heights: {h} is not a height of at least 16 lines")
     if len(set(hs)) != len(hs):
         raise TinysalError(f"--heights {text!r}: a height is given twice")
     return sorted(hs, reverse=True)
@@ -280,6 +280,9 @@ def check_source(opts: LadderOptions, reader: Any, heights: list[int]) -> None:
         if h > H:
             raise TinysalError(f"--heights: a {h}-line rung is taller than the source ({W}x{H}); rungs are at most "
                                f"{H} lines")  # fmt: skip
+    for h in heights:  # after the source's height: 289 on a 288-line source is first of all too tall
+        if h % 2:
+            raise TinysalError(f"--heights: {h} is odd; a rung's height is even (its 4:2:0 chroma has half the lines)")
     if (reader.pix_fmt, reader.bitdepth) != ("420", 8):
         raise TinysalError(f"{opts.input}: the ladder encodes with the encode task, which takes 8-bit 4:2:0 input; "
                            f"this is {reader.bitdepth}-bit {reader.pix_fmt}")  # fmt: skip

@@ -33,7 +33,7 @@ import numpy as np
 
 from tinysal.encode.encoder import EncodeOptions, check_codec, check_count, check_fps, encode
 from tinysal.encode.roi import DEFAULT_ROI_STRENGTH
-from tinysal.errors import TinysalError
+from tinysal.errors import CheckFailed, TinysalError
 from tinysal.fileio import EventLog
 from tinysal.video.readers import VideoInput
 
@@ -369,7 +369,7 @@ def crf_search(opts: CrfSearchOptions, quiet: bool = False) -> dict[str, Any]:
             msg = (f"no CRF in {lo:g}..{hi:g} reaches {targets} (pooled by {opts.pool}); the best reachable: crf "
                    f"{best['crf']:g} gives vmaf {best['vmaf']:.2f}{roi_txt}")  # fmt: skip
             ev.emit("crf-search-error", error=msg, best=best)
-            raise TinysalError(msg)
+            raise CheckFailed(msg)  # the search ran to the end: its answer is "none" (exit 1, as the README says)
         win = min(ok, key=lambda r: r["predicted"]["bytes"])
         plain = next((r for r in runs if r["roi_strength"] == 0), None)
         doc: dict[str, Any] = {

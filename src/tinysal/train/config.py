@@ -245,6 +245,9 @@ def _check_init(cfg: TrainConfig) -> None:
     rewrites: the checkpoint it started from would be lost)."""
     import os
 
+    for root in cfg.roots:
+        if not os.path.exists(root):
+            raise TinysalError(f"dataset root not found: {root}")
     if not cfg.init:
         return
     if not os.path.isfile(cfg.init):

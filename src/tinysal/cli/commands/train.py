@@ -97,8 +97,10 @@ def run(args: argparse.Namespace) -> int:
         export=not args.no_export, calibrate=False if args.no_calibrate else None,
         **{k: getattr(args, k) for k in _OVERRIDES},
     )  # fmt: skip
+    from tinysal.train.config import validate_config
     from tinysal.train.trainer import train
 
+    validate_config(cfg)  # an impossible run is its one line, not its configuration and then the line
     print(f"training {cfg.arch}: {json.dumps(dataclasses.asdict(cfg))}", file=sys.stderr)
     m = train(cfg, resume=args.resume, metrics_out=args.metrics_out, progress=not args.quiet)
     print(

@@ -81,8 +81,8 @@ def main() -> None:
             real = real_vmaf(inp, full, w, h)
             sweep = 36 * sum(s["frames"] for s in doc["samples"])  # every CRF of 10..45 on the same samples
             row = {"clip": name, "crf": doc["crf"], "predicted_vmaf": doc["predicted"]["vmaf"], "real_vmaf": real,
-                   "error": doc["predicted"]["vmaf"] - real, "predicted_kbps": doc["predicted"]["kbps"],
-                   "real_kbps": doc["encode"]["kbps"], "attempts": len(doc["attempts"]),
+                   "error": doc["predicted"]["vmaf"] - real, "predicted_kbps": doc["predicted"]["video_kbps"],
+                   "real_kbps": doc["encode"]["video_kbps"], "attempts": len(doc["attempts"]),
                    "frames_encoded": doc["frames_encoded"], "sweep_frames": sweep,
                    "cost": doc["frames_encoded"] / sweep, "whole_clip_sampled": len(doc["samples"]) == 1
                    and doc["samples"][0]["start"] == 0, "seconds": time.perf_counter() - t}  # fmt: skip

@@ -91,8 +91,8 @@ def main() -> None:
             "cli_plain_s": round(cli[False], 2),
             "cli_roi_s": round(cli[True], 2),
             "cli_ratio": round(cli[True] / cli[False], 3),
-            "plain_kbps": round(plain["kbps"]),
-            "roi_kbps": round(roi_r["kbps"]),
+            "plain_kbps": round(plain["video_kbps"]),
+            "roi_kbps": round(roi_r["video_kbps"]),
         }
         rows.append(row)
         verdict = "met" if ratio <= 1.2 else "NOT met"

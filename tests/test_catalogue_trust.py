@@ -285,3 +285,43 @@ def test_ladder_heights_say_the_real_problem(tmp_path: Path) -> None:
     assert_clean_error(p, "a 361-line rung is taller than the source (640x360)")
     p = run_cli("tinysal", "ladder", sample, "--heights", "301", "--crfs", "30,34")
     assert_clean_error(p, "301 is odd")
+
+
+def test_bitrates_are_named_video_and_total_everywhere(tmp_path: Path) -> None:
+    """The same encode: encode's summary, the batch's table and record agree on video_kbps (the video stream) and
+    total_kbps (the file, with its audio); the ladder's rungs and crf-search's figures are video, named so."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    sample = run_cli("tinysal", "sample").stdout.strip()
+    src = tmp_path / "src.mkv"  # with loud 5.1 audio, as the issue's title had
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", sample, "-f", "lavfi", "-i",
+                    "anoisesrc=d=2:c=white:a=0.5", "-frames:v", "48", "-t", "2", "-ac", "6", "-c:a", "flac",
+                    "-c:v", "libx264", "-crf", "10", str(src)], check=True)  # fmt: skip
+    m = tmp_path / "m.csv"
+    m.write_text(f"id,task,input,output,crf,preset\nt,encode,{src},out/t.mp4,34,ultrafast\n")
+    p = run_cli("tinysal", "batch", str(m), "--out", str(tmp_path / "b"), "-q")
+    assert p.returncode == 0, p.stderr
+    row = next(csv.DictReader((tmp_path / "b" / "summary.csv").open()))
+    info = json.loads((tmp_path / "b" / "jobs" / "t.json").read_text())["info"]
+    video, total = float(row["video_kbps"]), float(row["total_kbps"])
+    assert video == pytest.approx(info["video_kbps"]) and total == pytest.approx(info["total_kbps"])
+    assert total > 1.2 * video  # the audio is in the total only
+    import av
+
+    with av.open(str(tmp_path / "out" / "t.mp4")) as c:
+        vbytes = sum(pk.size for pk in c.demux(video=0) if pk.size)
+        dur = 48 / float(c.streams.video[0].average_rate)
+    assert video == pytest.approx(vbytes * 8 / dur / 1000, rel=0.01)
+    # crf-search's size_percent is of the input's video stream (the audio left out)
+    doc_path = tmp_path / "cs.json"
+    p = run_cli("tinysal", "crf-search", str(src), "--min-vmaf", "20", "--samples", "1", "--sample-seconds", "1",
+                "--preset", "ultrafast", "--out-json", str(doc_path), "-q")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(doc_path.read_text())
+    with av.open(str(src)) as c:
+        in_video = sum(pk.size for pk in c.demux(video=0) if pk.size)
+    pred = doc["predicted"]
+    assert pred["size_percent"] == pytest.approx(100 * pred["bytes"] / in_video, rel=0.01)
+    assert doc["run_provenance"]["tool"] == "tinysal" and doc["run_provenance"]["inputs"][0]["path"] == str(src)

@@ -44,7 +44,7 @@ def test_crf_search_finds_the_highest_crf_meeting_the_target(video_dir: Path, tm
     assert all(a["passed"] == (a["vmaf"] >= 90) for a in doc["attempts"])
     assert all(a["crf"] <= crf for a in doc["attempts"] if a["passed"])
     assert len(doc["attempts"]) <= 6  # interpolated, not a sweep of the 36 CRFs in 10..45
-    assert doc["predicted"]["kbps"] > 0 and doc["predicted"]["size_percent"] > 0
+    assert doc["predicted"]["video_kbps"] > 0 and doc["predicted"]["size_percent"] > 0
     events = [json.loads(x)["event"] for x in ev.read_text().splitlines()]
     assert events.count("crf-search-attempt") == len(doc["attempts"]) and events[-1] == "crf-search-done"
     assert events.count("sample-encode-done") == 2 * len(doc["attempts"])

@@ -24,22 +24,22 @@ def test_crfs_and_heights_parse() -> None:
     for bad in ("42:18:4", "18:42:0", "18:42", "a:b:c", "10,60"):
         with pytest.raises(TinysalError):
             parse_crfs(bad)
-    for bad in ("1080,721", "720,720", "x", "8"):
+    for bad in ("1080,15", "720,720", "x", "8"):  # odd heights are refused against the source (check_source)
         with pytest.raises(TinysalError):
             parse_heights(bad)
 
 
 def test_convex_hull_keeps_only_the_envelope() -> None:
     def pt(kbps: float, vmaf: float) -> dict:
-        return {"kbps": kbps, "vmaf": vmaf}
+        return {"video_kbps": kbps, "vmaf": vmaf}
 
     pts = [pt(100, 40), pt(200, 60), pt(400, 70), pt(300, 55), pt(800, 90), pt(1600, 91), pt(1700, 90.5)]
     hull = convex_hull(pts)
-    assert [(p["kbps"], p["vmaf"]) for p in hull] == [(100, 40), (200, 60), (800, 90), (1600, 91)]
+    assert [(p["video_kbps"], p["vmaf"]) for p in hull] == [(100, 40), (200, 60), (800, 90), (1600, 91)]
     # (400, 70) is under the chord 200 -> 800 in log-rate; (300, 55) and (1700, 90.5) are beaten outright
     for a, b, c in zip(hull, hull[1:], hull[2:]):  # concave in log-rate: slopes fall
-        s1 = (b["vmaf"] - a["vmaf"]) / math.log10(b["kbps"] / a["kbps"])
-        s2 = (c["vmaf"] - b["vmaf"]) / math.log10(c["kbps"] / b["kbps"])
+        s1 = (b["vmaf"] - a["vmaf"]) / math.log10(b["video_kbps"] / a["video_kbps"])
+        s2 = (c["vmaf"] - b["vmaf"]) / math.log10(c["video_kbps"] / b["video_kbps"])
         assert s1 > s2
 
 
@@ -61,13 +61,14 @@ def test_ladder_end_to_end(video_dir: Path, tmp_path: Path) -> None:
         sel = [p for p in pts if (p["roi_strength"] > 0) == (kind == "roi")]
         for h in (288, 144):  # a higher CRF costs fewer bits and scores lower, at every height
             by_crf = sorted((p for p in sel if p["height"] == h), key=lambda p: p["crf"])
-            assert by_crf[0]["kbps"] > by_crf[1]["kbps"] and by_crf[0]["vmaf"] > by_crf[1]["vmaf"]
+            assert by_crf[0]["video_kbps"] > by_crf[1]["video_kbps"] and by_crf[0]["vmaf"] > by_crf[1]["vmaf"]
         # scored at the source's size: the 144-line rung at CRF 24 loses to the 288-line one at CRF 24
         best = {p["height"]: p["vmaf"] for p in sel if p["crf"] == 24}
         assert best[288] > best[144]
         for metric in ("vmaf", "vmaf_roi"):
             hull = doc["hulls"][metric][kind]
-            assert hull and all(a["kbps"] < b["kbps"] and a[metric] < b[metric] for a, b in zip(hull, hull[1:]))
+            assert hull and all(a["video_kbps"] < b["video_kbps"] and a[metric] < b[metric]
+                                for a, b in zip(hull, hull[1:]))  # fmt: skip
     assert all(isinstance(v, (float, str)) for v in doc["bd_rate"].values()) and set(doc["bd_rate"]) == {
         "vmaf", "vmaf_roi"}  # fmt: skip
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -90,7 +91,7 @@ def test_bad_input_is_one_line_and_writes_nothing(video_dir: Path, tmp_path: Pat
     base = ["tinysal", "ladder", clip, "--out-json", str(out), "--plot", str(png), "--frame_cnt", "4"]
     for extra, needle in [
         (["--heights", "576,288"], "taller than the source"),
-        (["--heights", "287"], "even height"),
+        (["--heights", "287"], "287 is odd"),
         (["--crfs", "40:20:4"], "FIRST <= LAST"),
         (["--crfs", "20,70"], "outside 0..51"),
         (["--scaler", "magic"], "--scaler must be"),

@@ -56,7 +56,9 @@ def _score_args(ref: Path, dist: Path, w: int, h: int, out: Path, *extra: str) -
 
 
 def _check_libvmaf_json(doc: dict, n_frames: int) -> None:
-    assert list(doc) == ["version", "fps", "frames", "pooled_metrics", "aggregate_metrics"]
+    # libvmaf's keys in libvmaf's order; then the run's provenance (which model, which inputs, which version)
+    assert list(doc) == ["version", "fps", "frames", "pooled_metrics", "aggregate_metrics", "run_provenance"]
+    assert doc["run_provenance"]["saliency_model"]["sha256"]
     assert [f["frameNum"] for f in doc["frames"]] == list(range(n_frames))
     vals = [f["metrics"]["saliency_mean"] for f in doc["frames"]]
     assert all(0.0 <= v <= 1.0 for v in vals)

@@ -32,13 +32,19 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
+#: inputs up to this size are hashed; a larger one (a title's video) is identified by size and modification time,
+#: as the batch records do: hashing it would cost a full read, as much as decoding it
+HASH_LIMIT = 64 << 20
+
+
 def run_provenance(
     args: Mapping[str, Any] | None = None,
     inputs: Iterable[str | os.PathLike[str]] = (),
     outputs: Iterable[str | os.PathLike[str]] = (),
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Build the provenance block. Input files are hashed (folders are listed without a hash)."""
+    """Build the provenance block. Input files up to ``HASH_LIMIT`` are hashed, larger ones identified by size and
+    mtime; folders are listed without either."""
     from tinysal._version import __version__
 
     inp = []
@@ -46,8 +52,12 @@ def run_provenance(
         p = os.fspath(p)
         entry: dict[str, Any] = {"path": os.path.abspath(p)}
         if os.path.isfile(p):
-            entry["sha256"] = sha256_file(p)
-            entry["bytes"] = os.path.getsize(p)
+            st = os.stat(p)
+            entry["bytes"] = st.st_size
+            if st.st_size <= HASH_LIMIT:
+                entry["sha256"] = sha256_file(p)
+            else:
+                entry["mtime_ns"] = st.st_mtime_ns
         inp.append(entry)
     block: dict[str, Any] = {
         "tool": "tinysal",

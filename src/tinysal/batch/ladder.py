@@ -135,7 +135,7 @@ def ladder(opts: LadderOptions, quiet: bool = False) -> dict[str, Any]:
                 return
             roi = f" vmaf_roi {p['vmaf_roi']:.2f}" if p.get("vmaf_roi") is not None else ""
             kind = f"roi {p['roi_strength']:g}" if p["roi_strength"] else "plain"
-            say(f"[{count[0]}/{len(rungs)}] {p['height']}p crf {p['crf']:g} {kind}: {p['kbps']:.0f} kbit/s "
+            say(f"[{count[0]}/{len(rungs)}] {p['height']}p crf {p['crf']:g} {kind}: {p['video_kbps']:.0f} kbit/s "
                 f"vmaf {p['vmaf']:.2f}{roi}")  # fmt: skip
 
         rows = run_batch(manifest, work / "batch", engine=opts.engine, workers=opts.jobs, progress=False,

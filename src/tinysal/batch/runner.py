@@ -28,7 +28,8 @@ from tinysal.fileio import EventLog
 
 #: the table's columns: the job, then the pooled figures of score jobs, then the encode summary
 COLUMNS = ("id", "task", "status", "error", "seconds", "attempts", "frames", "vmaf_mean", "vmaf_min",
-           "vmaf_harmonic_mean", "vmaf_roi_mean", "saliency_mean_mean", "output", "kbps", "bytes", "crf",
+           "vmaf_harmonic_mean", "vmaf_roi_mean", "saliency_mean_mean", "output", "video_kbps",
+           "total_kbps", "bytes", "crf",
            "roi_strength")  # fmt: skip
 
 
@@ -64,7 +65,7 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
         row["crf"], row["roi_strength"] = res.get("crf"), res.get("roi_strength")
         row["vmaf_mean"], row["vmaf_roi_mean"] = pred.get("vmaf"), pred.get("vmaf_roi")
     row["frames"] = info.get("frames_scored", info.get("frames"))
-    for k in ("output", "kbps", "bytes"):
+    for k in ("output", "video_kbps", "total_kbps", "bytes"):
         row[k] = info.get(k)
     return row
 

@@ -27,13 +27,15 @@ def run_job(task: str, options: dict[str, Any]) -> dict[str, Any]:
         doc = crf_search(opts, quiet=True)
         enc = doc.get("encode") or {}
         info = {"crf": doc["crf"], "roi_strength": doc["roi_strength"], "output": enc.get("output"),
-                "bytes": enc.get("bytes"), "kbps": enc.get("kbps"), "frames": enc.get("frames")}  # fmt: skip
+                "bytes": enc.get("bytes"), "video_kbps": enc.get("video_kbps"), "total_kbps": enc.get("total_kbps"),
+                "frames": enc.get("frames")}  # fmt: skip
         return {"result": doc, "info": info, "notes": []}
     if task == "rung":
         from tinysal.encode.ladder import run_rung
 
         point = run_rung(opts)
-        return {"result": point, "info": {k: point[k] for k in ("frames", "kbps", "bytes")}, "notes": []}
+        info = {k: point[k] for k in ("frames", "video_kbps", "total_kbps", "bytes")}
+        return {"result": point, "info": info, "notes": []}
     from tinysal.encode.encoder import encode
 
     info = encode(opts)

@@ -279,9 +279,10 @@ class _Segments:
 
 def _encode_frames(
     reader: Any, n: int, clock: Clock, segments: _Segments, container: Any, st: Any, keep: Any,
-    progress: Callable[[int, int], None] | None,
+    progress: Callable[[int, int], None] | None, video_bytes: list[int],
 ) -> int:  # fmt: skip
-    """Feed the frames to the encoder (through their segment's addroi graph with ROI); returns frames encoded."""
+    """Feed the frames to the encoder (through their segment's addroi graph with ROI); returns frames encoded and
+    adds the video packets' bytes to ``video_bytes[0]``."""
     import av
 
     done = 0
@@ -297,6 +298,7 @@ def _encode_frames(
                 if fut is not None:
                     vf = applier.apply(vf, fut.result())
                 for pkt in st.encode(vf):
+                    video_bytes[0] += pkt.size
                     container.mux(pkt)
                 done += 1
                 keep.mux_until(container, clock.seconds(done))
@@ -369,14 +371,16 @@ def encode_video(
     # BLAS (the block means' small matrix products, the resize) single-threaded for the encode: OpenBLAS's idle
     # threads busy-wait, taking CPU from the encoder for products too small to gain from a second thread
     blas_limit = threadpool_limits(limits=1, user_api="blas")
+    video_bytes = [0]
     try:
         container, st = _open_output(tmp, settings, reader.width, reader.height, clock)
         keep = Passthrough(reader.path if isinstance(reader, AvReader) else None, keep_audio=not settings.no_audio)
         try:
             keep.attach(container, st)
             _tag_video(st, reader, keep)
-            done = _encode_frames(reader, n, clock, segments, container, st, keep, progress)
+            done = _encode_frames(reader, n, clock, segments, container, st, keep, progress, video_bytes)
             for pkt in st.encode():
+                video_bytes[0] += pkt.size
                 container.mux(pkt)
             kept = keep.finish(container, clock.seconds(done))
         finally:
@@ -396,7 +400,10 @@ def encode_video(
         "output": str(out),
         "frames": done,
         "bytes": size,
-        "kbps": size * 8 / clock.seconds(done) / 1000,
+        "video_bytes": video_bytes[0],
+        # the video stream alone, and the whole file (audio, subtitles and container included): named so, everywhere
+        "video_kbps": video_bytes[0] * 8 / clock.seconds(done) / 1000,
+        "total_kbps": size * 8 / clock.seconds(done) / 1000,
         "duration": clock.seconds(done),
         "variable_frame_rate": clock.stamps is not None,
         "seconds": time.perf_counter() - t0,

@@ -197,7 +197,8 @@ def run_rung(opts: RungOptions) -> dict[str, Any]:
     roi = [f["metrics"]["vmaf_roi"] for f in frames if "vmaf_roi" in f["metrics"]]
     return {
         "height": opts.rung_height, "width": opts.rung_width, "crf": opts.crf, "roi_strength": opts.roi_strength,
-        "bytes": int(info["bytes"]), "kbps": round(info["bytes"] * 8 / seconds / 1000, 2),
+        "bytes": int(info["bytes"]), "video_kbps": round(info["video_bytes"] * 8 / seconds / 1000, 2),
+        "total_kbps": round(info["bytes"] * 8 / seconds / 1000, 2),
         "vmaf": round(float(np.mean(vm)), 4), "vmaf_roi": round(float(np.mean(roi)), 4) if roi else None,
         "frames": len(frames), "seconds": round(time.perf_counter() - t0, 2),
     }  # fmt: skip
@@ -206,14 +207,14 @@ def run_rung(opts: RungOptions) -> dict[str, Any]:
 def convex_hull(points: list[dict[str, Any]], metric: str = "vmaf") -> list[dict[str, Any]]:
     """The upper convex hull of quality against log10(bitrate), from the cheapest point to the best: the rungs
     no mix of two other rungs beats (a point under the chord of its neighbours is dropped), quality rising."""
-    pts = sorted((p for p in points if p.get(metric) is not None), key=lambda p: (p["kbps"], -p[metric]))
+    pts = sorted((p for p in points if p.get(metric) is not None), key=lambda p: (p["video_kbps"], -p[metric]))
     hull: list[dict[str, Any]] = []
     for p in pts:
         if hull and p[metric] <= hull[-1][metric]:
             continue  # costs more for no better quality
         while len(hull) >= 2:
-            (x1, y1), (x2, y2) = ((math.log10(q["kbps"]), q[metric]) for q in hull[-2:])
-            x3, y3 = math.log10(p["kbps"]), p[metric]
+            (x1, y1), (x2, y2) = ((math.log10(q["video_kbps"]), q[metric]) for q in hull[-2:])
+            x3, y3 = math.log10(p["video_kbps"]), p[metric]
             if (x2 - x1) * (y3 - y1) - (y2 - y1) * (x3 - x1) >= 0:  # hull[-1] is on or under the chord
                 hull.pop()
             else:
@@ -227,7 +228,7 @@ def hull_bd_rate(a: list[dict[str, Any]], b: list[dict[str, Any]], metric: str) 
     from tinysal.encode.roi_eval import bd_rate
 
     try:
-        return round(bd_rate([p["kbps"] for p in a], [p[metric] for p in a], [p["kbps"] for p in b],
+        return round(bd_rate([p["video_kbps"] for p in a], [p[metric] for p in a], [p["video_kbps"] for p in b],
                              [p[metric] for p in b]), 2)  # fmt: skip
     except TinysalError as e:
         return str(e)
@@ -253,10 +254,10 @@ def plot_ladder(doc: dict[str, Any], path: str) -> None:
                 continue
             for h, c in zip(heights, colours):
                 sel = [p for p in pts if p["height"] == h]
-                ax.scatter([p["kbps"] for p in sel], [p[metric] for p in sel], color=c, marker=marker, s=22,
+                ax.scatter([p["video_kbps"] for p in sel], [p[metric] for p in sel], color=c, marker=marker, s=22,
                            label=f"{h}p {kind}", alpha=0.8)  # fmt: skip
             hull = doc["hulls"][metric][kind]
-            ax.plot([p["kbps"] for p in hull], [p[metric] for p in hull], style, color="black" if kind == "plain"
+            ax.plot([p["video_kbps"] for p in hull], [p[metric] for p in hull], style, color="black" if kind == "plain"
                     else "crimson", lw=1.5, label=f"{kind} hull")  # fmt: skip
         bd = doc["bd_rate"].get(metric)
         ax.set_xscale("log")
@@ -340,6 +341,9 @@ def summarise(opts: LadderOptions, source: dict[str, Any], heights: list[int], c
         "heights": heights, "crfs": crfs, "points": points, "hulls": hulls, "bd_rate": bd,
         "seconds": round(seconds, 2),
     }  # fmt: skip
+    from tinysal.features.task import provenance
+
+    doc["run_provenance"] = provenance(opts)
     if opts.out_json:
         from tinysal.fileio import write_json
 

@@ -147,15 +147,16 @@ class Attempt:
     vmaf: float
     vmaf_roi: float | None
     bytes: int  # predicted for the whole clip
-    kbps: float
-    size_percent: float
+    video_kbps: float
+    size_percent: float  # of the input's video stream
     frames_encoded: int
     seconds: float
     passed: bool = False
     margin: float = 0.0
 
     def doc(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in ("crf", "roi_strength", "vmaf", "vmaf_roi", "bytes", "kbps", "size_percent",
+        d = {k: getattr(self, k) for k in ("crf", "roi_strength", "vmaf", "vmaf_roi", "bytes", "video_kbps",
+                                          "size_percent",
                                           "frames_encoded", "seconds", "passed")}  # fmt: skip
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}
 
@@ -238,7 +239,7 @@ class Search:
                            roi_strength=strength if strength > 0 else None, overwrite=True, no_audio=True,
                            threads=o.threads, model_path=o.model_path)  # fmt: skip
         info = encode(eo)
-        return out, int(info["bytes"])
+        return out, int(info["video_bytes"])
 
     def _score_sample(self, s: Sample, enc: Path) -> tuple[list[float], list[float]]:
         from tinysal.features.task import ScoreOptions, score
@@ -284,8 +285,9 @@ class Search:
         self.attempts.append(a)
         roi_txt = f" vmaf_roi {a.vmaf_roi:.2f}" if a.vmaf_roi is not None else ""
         tag = f" roi {strength:g}" if o.roi else ""
-        self.events.say(f"crf {crf:g}{tag}: vmaf {a.vmaf:.2f}{roi_txt} predicted {a.kbps:.0f} kbit/s "
-                        f"({a.size_percent:.1f}% of the input){'' if a.passed else ' (below target)'}")  # fmt: skip
+        self.events.say(f"crf {crf:g}{tag}: vmaf {a.vmaf:.2f}{roi_txt} predicted {a.video_kbps:.0f} kbit/s "
+                        f"({a.size_percent:.1f}% of the input's video)"
+                        f"{'' if a.passed else ' (below target)'}")  # fmt: skip
         self.events.emit("crf-search-attempt", **a.doc())
         return a
 
@@ -356,7 +358,7 @@ def crf_search(opts: CrfSearchOptions, quiet: bool = False) -> dict[str, Any]:
         plan = plan_samples(total, fps, opts.samples, opts.sample_seconds)
         samples = cut_samples(reader, plan, folder, total)
         s = Search(opts, samples, reader.width, reader.height, fps, total,
-                   max(1, os.path.getsize(opts.input)), folder, ev)  # fmt: skip
+                   max(1, getattr(reader, "video_bytes", 0) or os.path.getsize(opts.input)), folder, ev)  # fmt: skip
         ev.say(f"{len(samples)} sample(s) of {samples[0].frames} frames from {total} "
                f"({reader.width}x{reader.height} at {fps:g} fps)")  # fmt: skip
         runs = [search_one(s, k, lo, hi) for k in (roi_strengths(opts.codec) if opts.roi else (0.0,))]
@@ -397,6 +399,9 @@ def crf_search(opts: CrfSearchOptions, quiet: bool = False) -> dict[str, Any]:
                            roi_strength=doc["roi_strength"] or None, overwrite=opts.overwrite,
                            threads=opts.threads, frame_cnt=opts.frame_cnt, model_path=opts.model_path)  # fmt: skip
         doc["encode"] = {k: v for k, v in encode(eo).items() if k != "notes"}
+    from tinysal.features.task import provenance
+
+    doc["run_provenance"] = provenance(opts)
     if opts.out_json:
         from tinysal.fileio import write_json
 

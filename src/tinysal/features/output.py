@@ -84,10 +84,14 @@ def render_json(result: dict[str, Any]) -> str:
         pooled.append(f"    {json.dumps(name)}: {{\n{body}\n    }}")
     lines.append('  "pooled_metrics": {' + ("\n" + ",\n".join(pooled) + "\n" if pooled else "") + "  },")
     agg = ",\n".join(f"    {json.dumps(k)}: {_num(v)}" for k, v in result.get("aggregate_metrics", {}).items())
-    more = "," if result.get("scaling") else ""
-    lines.append('  "aggregate_metrics": {' + ("\n" + agg if agg else "") + "\n  }" + more)
+    tail = []
     if result.get("scaling"):  # the distorted was scaled to the reference's size: its size and the scaler
-        lines.append(f'  "scaling": {json.dumps(result["scaling"])}')
+        tail.append(f'  "scaling": {json.dumps(result["scaling"])}')
+    if result.get("run_provenance"):  # who ran what on which inputs (after libvmaf's own keys: parsers skip it)
+        tail.append('  "run_provenance": ' + json.dumps(result["run_provenance"], indent=2).replace("\n", "\n  "))
+    lines.append('  "aggregate_metrics": {' + ("\n" + agg if agg else "") + "\n  }" + ("," if tail else ""))
+    if tail:
+        lines.append(",\n".join(tail))
     lines.append("}")
     return "\n".join(lines) + "\n"
 

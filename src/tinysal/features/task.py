@@ -177,6 +177,25 @@ def _write_outputs(opts: ScoreOptions, result: dict[str, Any], sink: Any) -> Non
         plot_scores(result, opts.plot)
 
 
+def provenance(opts: Any, sal_model: str | None = None, inputs: tuple[str, ...] = ("reference", "distorted", "input"),
+               outputs: tuple[str, ...] = ("output", "out_json", "encode", "plot", "contact_sheet", "saliency_out")
+               ) -> dict[str, Any]:  # fmt: skip
+    """The ``run_provenance`` block of a task's JSON: tinysal's version, argv, the options, the inputs (hashed up to
+    64 MB, else size and mtime), the outputs, and the saliency model (registry id and sha256) the run used."""
+    import dataclasses
+
+    from tinysal.model.registry import model_identity
+    from tinysal.provenance import run_provenance
+
+    ins = [getattr(opts, k) for k in inputs if getattr(opts, k, None) not in (None, "", "-")]
+    outs = [getattr(opts, k) for k in outputs if getattr(opts, k, None) not in (None, "", "-")]
+    try:
+        model = model_identity(sal_model or getattr(opts, "model_path", None))
+    except TinysalError:
+        model = None
+    return run_provenance(dataclasses.asdict(opts), ins, outs, {"saliency_model": model})
+
+
 def score(
     opts: ScoreOptions,
     progress: Callable[[int, int], None] | None = None,
@@ -203,6 +222,7 @@ def score(
                            opts.frame_skip_dist + opts.dist_delay, progress=progress, warn=warn,
                            scaler=None if opts.no_scale else opts.scaler)  # fmt: skip
         result = ctx.result(info["fps"])
+        result["run_provenance"] = provenance(opts, sal_model=next((f.model_path for f in ctx.features), None))
         _write_outputs(opts, result, sink)
     finally:
         if sink is not None:

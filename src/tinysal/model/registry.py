@@ -82,3 +82,20 @@ def registry_model_path(model_id: str, feature: str = FEATURE) -> Path:
 def find_by_sha(sha: str, reg: dict[str, Any] | None = None) -> dict[str, Any] | None:
     reg = reg or load_registry()
     return next((m for m in reg["models"] if m["sha256"] == sha), None)
+
+
+def model_identity(path: str | os.PathLike[str] | None = None, feature: str = FEATURE) -> dict[str, Any]:
+    """What a report records of the saliency model a run used: its registry id (None for a file outside the
+    registry), status, path and sha256. ``path`` None: ``$VMAF_MOBILESAL_MODEL_PATH``, else the production model,
+    as the commands choose."""
+    from tinysal.fileio import sha256_file
+
+    reg = load_registry()
+    chosen = path or os.environ.get("VMAF_MOBILESAL_MODEL_PATH") or model_path(production_model(reg, feature), reg)
+    try:
+        sha = sha256_file(chosen)
+    except OSError:
+        return {"id": None, "path": os.path.abspath(os.fspath(chosen)), "sha256": None}
+    entry = find_by_sha(sha, reg)
+    return {"id": entry["id"] if entry else None, "status": entry["status"] if entry else None,
+            "path": os.path.abspath(os.fspath(chosen)), "sha256": sha}  # fmt: skip

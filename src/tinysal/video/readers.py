@@ -279,7 +279,9 @@ class AvReader:
                 # count what is really there (one demux pass, no decoding), each frame's time with it, and compare
                 # with what the header announces: a file cut short is scored on what remains, with a warning, as
                 # FFmpeg does
-                pts = [p.pts for p in c.demux(s) if p.size]
+                packets = [(p.pts, p.size) for p in c.demux(s) if p.size]
+                pts = [p for p, _ in packets]
+                self.video_bytes = sum(size for _, size in packets)  # the video stream alone (audio left out)
                 n = len(pts)
                 self._timing(s, pts)
                 self.note = self._truncated(c, s, n)

@@ -45,5 +45,6 @@ def run(args: argparse.Namespace) -> int:
     if k["audio"] or k["subtitles"]:
         roi += f", {len(k['audio'])} audio ({len(k['reencoded_audio'])} re-encoded to AAC) and {len(k['subtitles'])} "
         roi += "subtitle streams kept"
-    print(f"wrote {info['output']}: {info['frames']} frames, {info['kbps']:.1f} kbit/s, {info['seconds']:.1f} s{roi}")
+    print(f"wrote {info['output']}: {info['frames']} frames, {info['video_kbps']:.1f} kbit/s video "
+          f"({info['total_kbps']:.1f} in all), {info['seconds']:.1f} s{roi}")
     return 0

@@ -156,3 +156,22 @@ def test_encode_keeps_variable_frame_timing_and_audio_in_sync(sample: Path, tmp_
     assert len(out_t) == 60
     assert out_t == pytest.approx(src_t, abs=0.002)  # each frame at its own time
     assert out_t[-1] > 3.4 and out_a == pytest.approx(src_a, abs=0.05)
+
+
+def test_saliency_out_is_replaced_whole_and_a_folder_of_other_files_refused(sample: Path, tmp_path: Path) -> None:
+    maps = tmp_path / "maps"
+
+    def run(n: int) -> subprocess.CompletedProcess:
+        return run_cli("vmaf", "-r", str(sample), "-d", str(sample), "--no_prediction", "--feature", "mobilesal",
+                       "--frame_cnt", str(n), "--saliency-out", str(maps), "-o", str(tmp_path / "s.json"), "-q")  # fmt: skip
+
+    assert run(6).returncode == 0
+    assert sorted(p.name for p in maps.iterdir()) == [f"{i:06d}.png" for i in range(6)]
+    assert run(2).returncode == 0  # a shorter clip: no stale maps of the longer one stay
+    assert sorted(p.name for p in maps.iterdir()) == ["000000.png", "000001.png"]
+    (maps / "notes.txt").write_text("mine")
+    before = sorted(p.name for p in maps.iterdir())
+    p = run(3)
+    assert p.returncode == 2 and "holds other files (notes.txt)" in p.stderr, p.stderr
+    assert sorted(p.name for p in maps.iterdir()) == before and (maps / "notes.txt").read_text() == "mine"
+    assert not [x for x in tmp_path.iterdir() if x.name.startswith(".")]  # no temp folder left beside it

@@ -166,7 +166,7 @@ def test_side_output_failing_after_the_score_keeps_the_score(tmp_path: Path) -> 
     assert_clean_error(p, "no space")
     assert '"saliency_mean"' in out.read_text()  # finished before the failing output: kept, complete
     assert sorted(f.name for f in maps.iterdir()) == ["000000.png", "000001.png"]
-    assert not list(tmp_path.glob(".maps.partial-*"))
+    assert not list(tmp_path.glob(".maps.~*"))
 
 
 @pytest.mark.parametrize("sig,code", [("INT", 130), ("TERM", 143)])
@@ -185,7 +185,7 @@ def test_interrupted_run_leaves_no_partial_maps_or_temp_files(tmp_path: Path, si
                              "-h", "240", "--feature", "mobilesal", "--saliency-out", str(maps), "-o", str(out)],
                             stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)  # fmt: skip
     deadline = time.time() + 60
-    while time.time() < deadline and not any(len(list(d.iterdir())) > 3 for d in tmp_path.glob(".maps.partial-*")):
+    while time.time() < deadline and not any(len(list(d.iterdir())) > 3 for d in tmp_path.glob(".maps.~*")):
         time.sleep(0.05)
     proc.send_signal(getattr(signal, f"SIG{sig}"))
     _, err = proc.communicate(timeout=60)

@@ -245,9 +245,6 @@ def _check_init(cfg: TrainConfig) -> None:
     rewrites: the checkpoint it started from would be lost)."""
     import os
 
-    for root in cfg.roots:
-        if not os.path.exists(root):
-            raise TinysalError(f"dataset root not found: {root}")
     if not cfg.init:
         return
     if not os.path.isfile(cfg.init):
@@ -260,5 +257,10 @@ def _check_init(cfg: TrainConfig) -> None:
 
 def validate_config(cfg: TrainConfig) -> None:
     """Refuse a configuration that cannot train, before any work (the CLI's argparse types check most of it)."""
+    import os
+
+    for root in cfg.roots:  # first: a typo in a path is the likeliest mistake, and the one the user can see
+        if not os.path.exists(root):
+            raise TinysalError(f"dataset root not found: {root}")
     _check_choices(cfg)
     _check_ranges(cfg)

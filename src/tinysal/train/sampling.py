@@ -187,6 +187,15 @@ def _source_groups(pairs: Sequence[Any], kept: Sequence[int]) -> dict[str, list[
     return {s: list(g.values()) for s, g in sorted(by.items())}
 
 
+def check_source_weights(cfg: TrainConfig) -> None:
+    """``--source-weights`` names only the dataset roots' sources (checked before any work)."""
+    from tinysal.train import data as D
+
+    unknown = set(cfg.source_weights) - {D.source_name(r) for r in cfg.roots}
+    if unknown:
+        raise TinysalError(f"source weights name {sorted(unknown)}, which are not among the dataset roots' names")
+
+
 @dataclass
 class RunData:
     """What a run trains and validates on: the split, the caches, the backgrounds and the sampling weights."""
@@ -255,9 +264,7 @@ def prepare_data(cfg: TrainConfig, out: Path, progress: bool) -> RunData:
     if cfg.limit:
         pairs = pairs[: cfg.limit]
     train_pairs, val_pairs = split_pairs(cfg, pairs)
-    unknown = set(cfg.source_weights) - {D.source_name(r) for r in cfg.roots}
-    if unknown:
-        raise TinysalError(f"source weights name {sorted(unknown)}, which are not among the dataset roots' names")
+    check_source_weights(cfg)
     roots_info = []
     for root in cfg.roots:
         rp = [p for p in pairs if p.root == str(Path(root))]

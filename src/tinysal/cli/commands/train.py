@@ -100,7 +100,10 @@ def run(args: argparse.Namespace) -> int:
     from tinysal.train.config import validate_config
     from tinysal.train.trainer import train
 
-    validate_config(cfg)  # an impossible run is its one line, not its configuration and then the line
+    from tinysal.train.sampling import check_source_weights
+
+    check_source_weights(cfg)  # an impossible run is its one line, not its configuration and then the line
+    validate_config(cfg)
     print(f"training {cfg.arch}: {json.dumps(dataclasses.asdict(cfg))}", file=sys.stderr)
     m = train(cfg, resume=args.resume, metrics_out=args.metrics_out, progress=not args.quiet)
     print(

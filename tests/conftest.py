@@ -1,5 +1,6 @@
-"""Shared fixtures. Test data is generated here, taken from packages, or read from ../shared/data (skipped when
-absent)."""
+"""Shared fixtures. Test data is generated here, taken from packages, or read from ../shared/data. The shared
+clips have stand-ins made from the bundled sample when ../shared is absent (``video_root``), so a fresh clone
+exercises every command; only tests that need the shared datasets (DAVIS frames with masks, training sets) skip."""
 
 from __future__ import annotations
 
@@ -63,11 +64,50 @@ def davis() -> Path:
     return DAVIS
 
 
+#: the shared clips the tests read: (name, width, height, frames, rate, pixel format, container options); the
+#: stand-ins have the same names, sizes, frame counts, rates, pixel formats and containers (cockatoo's 280 frames
+#: cut to 20: its tests read its first frame), and the bundled Big Buck Bunny excerpt's pictures
+STAND_INS = (
+    ("foreman_cif_60f_h264.mp4", 352, 288, 60, "30000/1001", "yuv420p", []),
+    ("carphone_pristine.mp4", 176, 144, 120, "30000/1001", "yuv420p", []),
+    ("bikes.mp4", 640, 272, 250, "25", "yuv420p", []),
+    ("cockatoo.mp4", 1280, 720, 20, "20", "yuv444p", []),
+    ("test.webm", 640, 480, 94, "30", "yuv420p", ["-f", "matroska"]),
+    ("CiscoVT2people_320x192_12fps.yuv", 320, 192, 9, "12", "yuv420p", ["-f", "rawvideo"]),
+)
+STAND_IN_SAR = {"foreman_cif_60f_h264.mp4": "128/117"}  # as the real one's (CIF's 12:11 family)
+_STAND_IN_DIR: list[Path] = []
+
+
+def video_root() -> Path:
+    """../shared/data/video, or (absent) a folder of stand-ins made once per session from the bundled sample."""
+    if VIDEO.is_dir():
+        return VIDEO
+    if _STAND_IN_DIR:
+        return _STAND_IN_DIR[0]
+    import tempfile
+
+    import imageio_ffmpeg
+
+    from tinysal.cli.commands.sample import SAMPLE_CLIP
+
+    sample = ROOT / "src" / "tinysal" / "samples" / SAMPLE_CLIP
+    d = Path(tempfile.mkdtemp(prefix="tinysal-test-clips-"))
+    ff = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y"]
+    for name, w, h, n, rate, pix, extra in STAND_INS:
+        codec = [] if name.endswith(".yuv") else ["-c:v", "libx264", "-preset", "veryfast", "-crf", "18"]
+        # the sample's frames (looped where more are needed), restamped at the clip's rate, scaled to its size
+        subprocess.run([*ff, "-stream_loop", "-1", "-i", str(sample), "-frames:v", str(n), "-an", "-vf",
+                        f"setpts=N/({rate})/TB,scale={w}:{h},setsar=sar={STAND_IN_SAR.get(name, '1')}:max=1000",
+                        "-r", rate, "-pix_fmt", pix, *codec, *extra,
+                        str(d / name)], check=True)  # fmt: skip
+    _STAND_IN_DIR.append(d)
+    return d
+
+
 @pytest.fixture(scope="session")
 def video_dir() -> Path:
-    if not VIDEO.is_dir():
-        pytest.skip("../shared/data/video not present")
-    return VIDEO
+    return video_root()
 
 
 def make_blob_dataset(

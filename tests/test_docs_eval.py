@@ -16,7 +16,7 @@ from conftest import ROOT, SHARED, assert_clean_error, make_blob_dataset, run_cl
 def test_readme_python_example_runs(video_dir: Path, tmp_path: Path) -> None:
     text = (ROOT / "README.md").read_text()
     code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
-    code = code.replace("../shared", str(SHARED))
+    code = code.replace("../shared/data/video", str(video_dir)).replace("../shared", str(SHARED))
     p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     nums = [float(x) for x in p.stdout.split()]
@@ -31,7 +31,7 @@ def test_readme_python_example_runs(video_dir: Path, tmp_path: Path) -> None:
 def test_readme_real_vmaf_commands_run_as_written(video_dir: Path, tmp_path: Path) -> None:
     text = (ROOT / "README.md").read_text()
     block = re.search(r"score of a real pair.*?```sh\n(.*?)```", text, re.S).group(1)
-    script = block.replace("../shared", str(SHARED))
+    script = block.replace("../shared/data/video", str(video_dir)).replace("../shared", str(SHARED))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     p = subprocess.run(["bash", "-euc", script], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert p.returncode == 0, p.stderr

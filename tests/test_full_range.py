@@ -163,7 +163,8 @@ def test_saliency_out_is_replaced_whole_and_a_folder_of_other_files_refused(samp
 
     def run(n: int) -> subprocess.CompletedProcess:
         return run_cli("vmaf", "-r", str(sample), "-d", str(sample), "--no_prediction", "--feature", "mobilesal",
-                       "--frame_cnt", str(n), "--saliency-out", str(maps), "-o", str(tmp_path / "s.json"), "-q")  # fmt: skip
+                       "--frame_cnt", str(n), "--saliency-out", str(maps), "-o", str(tmp_path / "s.json"),
+                       "-q")  # fmt: skip
 
     assert run(6).returncode == 0
     assert sorted(p.name for p in maps.iterdir()) == [f"{i:06d}.png" for i in range(6)]

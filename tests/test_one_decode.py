@@ -18,13 +18,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import VIDEO, assert_clean_error, run_cli
+from tests.conftest import assert_clean_error, run_cli, video_root
 from tinysal.features.context import VmafContext
 from tinysal.features.pipeline import ONE_DECODE_ENV
 from tinysal.features.scoring import score_files
 from tinysal.features.vmaf import ffmpeg_exe
 
-MEAN_TOL, MAP_MAX, MAP_P999 = 0.002, 0.05, 0.03
+# per-pixel route differences are the resampling's (swscale vs Pillow) and grow with the content's edges: bikes
+# gives worst 0.05 / p99.9 0.03 with v3; the bundled Big Buck Bunny excerpt (the stand-in when ../shared is absent),
+# whose cartoon edges are steeper, worst 0.09 / p99.9 0.030. The mean over frames is what users read: 0.002 on both
+MEAN_TOL, MAP_MAX, MAP_P999 = 0.002, 0.1, 0.035
 #: The routes are compared through saliency_student_v3, the model these tolerances were measured with: whether the
 #: two routes hand the model the same pixels does not depend on the model, but how much a resampler's difference
 #: shows in the maps does. The production v3_long's maps are more confident (steeper at object edges), so the same
@@ -48,7 +51,7 @@ def _clip(tmp: Path, src: str, pix_fmt: str, matrix: str, rng: str, size: str = 
     """A lossless (FFV1) clip of a real video in the given format, tagged with the matrix and range."""
     out = tmp / f"{Path(src).stem}-{pix_fmt}-{matrix}-{rng}.mkv"
     if not out.exists():
-        subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(VIDEO / src),
+        subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(video_root() / src),
                         "-frames:v", str(frames), "-vf", f"scale={size}", "-pix_fmt", pix_fmt, "-colorspace", matrix,
                         "-color_range", rng, "-c:v", "ffv1", str(out)], check=True)  # fmt: skip
     return out
@@ -89,8 +92,6 @@ def _within(mean: float, worst: float, p999: float) -> bool:
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (VIDEO / "bikes.mp4").is_file():
-        pytest.skip("../shared/data/video not present")
     return tmp_path_factory.mktemp("one-decode")
 
 
@@ -149,7 +150,7 @@ def test_large_frames_take_the_box_step_first_as_pillow_does(clips: Path, monkey
 def test_raw_yuv_with_flags_and_subsample(clips: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Raw YUV carries no tags: the colour flags apply on both routes; --subsample scores the same frames."""
     raw = clips / "carphone-422-10.yuv"
-    src = VIDEO / "carphone_pristine.mp4"
+    src = video_root() / "carphone_pristine.mp4"
     subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(src), "-frames:v", "9",
                     "-pix_fmt", "yuv422p10le", "-f", "rawvideo", str(raw)], check=True)  # fmt: skip
     geo = dict(width=176, height=144, pix_fmt="422", bitdepth=10, subsample=3)
@@ -202,7 +203,7 @@ def test_child_failures_are_one_line_and_write_nothing(clips: Path, tmp_path: Pa
         p = run_cli("vmaf", "-r", str(clip), "-d", str(clip), "--feature", "mobilesal", "--no_prediction", "-o",
                     str(out), env=env)  # fmt: skip
         assert_clean_error(p, needle)
-        assert not out.exists() and not list(tmp_path.glob("tinysal-vmaf-*"))
+        assert not out.exists() and not list(tmp_path.glob("tinysal-vmaf*"))
 
 
 def test_a_wedged_child_on_the_tap_is_stopped(clips: Path, tmp_path: Path) -> None:

@@ -145,7 +145,10 @@ def test_roi_score_formula_at_the_extremes(pair: tuple[Path, Path], tmp_path: Pa
               "--frame_cnt", "4")  # fmt: skip
     assert p.returncode == 0, p.stderr
     vm, mk, roi = (np.array(_frames(full, k)) for k in ("vmaf", "vmaf_masked", "vmaf_roi"))
-    assert np.allclose(mk, vm, atol=1e-6)
+    # FFmpeg's maskedmerge at full weight gives b + ((255(o - b) + 128) >> 8): the distorted value, except one code
+    # value off where |dist - ref| >= 129 (sharp edges at a low rate); 0.0003 VMAF on such a frame of the bundled
+    # sample's CRF 38 encode (foreman has none): the masked copy is the distorted clip within that
+    assert np.allclose(mk, vm, atol=0.01)
     assert np.allclose(roi, 0.75 * vm + 0.25 * mk, atol=1e-5)
     doc = json.loads(full.read_text())
     assert {"vmaf_masked", "vmaf_roi", "psnr_y_saliency"} <= set(doc["pooled_metrics"])
@@ -241,7 +244,7 @@ def test_ffmpeg_failing_leaves_nothing(pair: tuple[Path, Path], tmp_path: Path, 
     p = _vmaf(ref, dist, out, "--feature", "mobilesal", env=env)
     assert_clean_error(p, needle)
     assert out.read_text() == "previous result\n"  # an existing output is left intact
-    assert not list(tmp_path.glob("tinysal-vmaf-*")) and not list(tmp_path.glob(".s.json.*"))
+    assert not list(tmp_path.glob("tinysal-vmaf*")) and not list(tmp_path.glob(".s.json.*"))
 
 
 @pytest.mark.parametrize("body,needle", [("echo 'Error: masked pass exploded' >&2; exit 1", "masked pass exploded"),
@@ -258,7 +261,7 @@ def test_roi_scores_masked_child_failing_is_one_line(pair: tuple[Path, Path], tm
     env = {"TINYSAL_FFMPEG": str(exe), "TMPDIR": str(tmp_path), "TINYSAL_ONE_DECODE": "1"}
     p = _vmaf(ref, dist, out, "--feature", "mobilesal:roi_score=1", "--frame_cnt", "6", env=env)
     assert_clean_error(p, needle, "saliency-masked copy")
-    assert not out.exists() and not list(tmp_path.glob("tinysal-vmaf-*"))
+    assert not out.exists() and not list(tmp_path.glob("tinysal-vmaf*"))
 
 
 def test_sigint_mid_run_stops_ffmpeg_and_writes_nothing(pair: tuple[Path, Path], tmp_path: Path) -> None:
@@ -274,14 +277,14 @@ def test_sigint_mid_run_stops_ffmpeg_and_writes_nothing(pair: tuple[Path, Path],
         stderr=subprocess.PIPE, text=True, env=env, preexec_fn=interruptible,
     )  # fmt: skip
     deadline = time.time() + 60
-    while time.time() < deadline and not list(tmp_path.glob("tinysal-vmaf-*")):
+    while time.time() < deadline and not list(tmp_path.glob("tinysal-vmaf*")):
         time.sleep(0.05)
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
-    assert not out.exists() and not list(tmp_path.glob("tinysal-vmaf-*"))
+    assert not out.exists() and not list(tmp_path.glob("tinysal-vmaf*"))
     ps = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(long_ref) not in ps  # no FFmpeg child left running
 
@@ -463,7 +466,7 @@ def test_a_wedged_ffmpeg_is_stopped_with_one_line(pair: tuple[Path, Path], tmp_p
     t0 = time.time()
     p = _vmaf(ref, dist, out, env=env)
     assert_clean_error(p, "no progress for 2 s")
-    assert time.time() - t0 < 60 and not out.exists() and not list(tmp_path.glob("tinysal-vmaf-*"))
+    assert time.time() - t0 < 60 and not out.exists() and not list(tmp_path.glob("tinysal-vmaf*"))
 
 
 def test_a_smaller_distorted_is_scaled_as_ffmpeg_would(pair: tuple[Path, Path], tmp_path: Path) -> None:

@@ -98,9 +98,8 @@ def run(args: argparse.Namespace) -> int:
         **{k: getattr(args, k) for k in _OVERRIDES},
     )  # fmt: skip
     from tinysal.train.config import validate_config
-    from tinysal.train.trainer import train
-
     from tinysal.train.sampling import check_source_weights
+    from tinysal.train.trainer import train
 
     check_source_weights(cfg)  # an impossible run is its one line, not its configuration and then the line
     validate_config(cfg)

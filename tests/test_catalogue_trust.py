@@ -325,3 +325,19 @@ def test_bitrates_are_named_video_and_total_everywhere(tmp_path: Path) -> None:
     pred = doc["predicted"]
     assert pred["size_percent"] == pytest.approx(100 * pred["bytes"] / in_video, rel=0.01)
     assert doc["run_provenance"]["tool"] == "tinysal" and doc["run_provenance"]["inputs"][0]["path"] == str(src)
+
+
+def test_folder_arguments_that_are_dangling_symlinks_say_so(tmp_path: Path, blob_dataset: Path) -> None:
+    """--out / --work-dir / --out-dir / --saliency-out / roi-maps' folder as a symlink to nothing: one line naming
+    the link, before any work (it said 'File exists' or 'Not a directory: .maps....tmp', after the work)."""
+    sample = run_cli("tinysal", "sample").stdout.strip()
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    link = str(tmp_path / "link")
+    for args in (["tinysal", "ladder", sample, "--heights", "180", "--crfs", "30,34", "--work-dir", link],
+                 ["tinysal", "train", str(blob_dataset), "--out-dir", link, "--preset", "cpu"],
+                 ["vmaf", "-r", sample, "-d", sample, "--no_prediction", "--feature", "mobilesal", "--saliency-out",
+                  link, "-o", str(tmp_path / "s.json")],
+                 ["tinysal", "roi-maps", sample, link]):  # fmt: skip
+        p = run_cli(*args)
+        assert_clean_error(p, "is a symlink to", "which does not exist")
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["blobs", "link"]  # nothing written, no temp left

@@ -148,6 +148,14 @@ def temp_beside(path: Path, suffix: str = ".tmp") -> str:
     return f".{path.name}{owner_tag()}"
 
 
+def refuse_dangling(path: str | os.PathLike[str], flag: str) -> None:
+    """A folder argument that is a symlink to nothing: one line naming it (making the folder failed with 'File
+    exists', or a temp folder's rename with 'Not a directory')."""
+    p = Path(path)
+    if p.is_symlink() and not p.exists():
+        raise TinysalError(f"{flag} {p} is a symlink to {os.readlink(p)}, which does not exist")
+
+
 def check_writable_target(path: str | os.PathLike[str]) -> Path:
     """Fail early, with a clear message, if ``path`` cannot be written (before doing any expensive work)."""
     p = _resolve(path)
@@ -262,6 +270,7 @@ def atomic_dir(path: str | os.PathLike[str], replaceable: Any = None) -> Iterato
     ``path`` may hold to be replaced; anything else there refuses the write before it starts (a folder of the
     user's own files is never deleted)."""
     p = Path(path)
+    refuse_dangling(p, "output folder")
     if p.exists() and not p.is_dir():
         raise TinysalError(f"{p} exists and is not a folder")
     if p.is_dir():

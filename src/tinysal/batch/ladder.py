@@ -43,6 +43,9 @@ def _work_dir(opts: LadderOptions) -> tuple[Path, bool]:
         from tinysal.fileio import work_dir
 
         return work_dir("ladder"), False
+    from tinysal.fileio import refuse_dangling
+
+    refuse_dangling(opts.work_dir, "--work-dir")
     work = Path(os.path.abspath(opts.work_dir))  # the manifest names its files from here: relative to its own folder
     if work.exists() and not work.is_dir():
         raise TinysalError(f"--work-dir {work}: exists and is not a folder")

@@ -24,7 +24,7 @@ from typing import Any
 from tinysal.batch import engines, records
 from tinysal.batch.manifest import OUTPUT_FIELD, Job, load
 from tinysal.errors import TinysalError
-from tinysal.fileio import EventLog
+from tinysal.fileio import EventLog, refuse_dangling
 
 #: the table's columns: the job, then the pooled figures of score jobs, then the encode summary
 COLUMNS = ("id", "task", "status", "error", "seconds", "attempts", "frames", "vmaf_mean", "vmaf_min",
@@ -94,8 +94,7 @@ BATCH_FILES = ("summary.csv", "summary.parquet", ".lock")
 
 def _prepare_dir(out: str | os.PathLike[str]) -> Path:
     out_dir = Path(out)
-    if out_dir.is_symlink() and not out_dir.exists():
-        raise TinysalError(f"--out {out_dir} is a symlink to {os.readlink(out_dir)}, which does not exist")
+    refuse_dangling(out_dir, "--out")
     if out_dir.exists() and not out_dir.is_dir():
         raise TinysalError(f"--out {out_dir} exists and is not a folder")
     try:

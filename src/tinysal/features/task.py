@@ -97,6 +97,9 @@ class ScoreOptions:
             if out:
                 check_writable_target(out)
         if self.saliency_out:
+            from tinysal.fileio import refuse_dangling
+
+            refuse_dangling(self.saliency_out, "--saliency-out")
             d = Path(self.saliency_out)
             if d.exists() and not d.is_dir():
                 raise TinysalError(f"--saliency-out {d} exists and is not a folder")

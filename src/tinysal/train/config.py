@@ -262,5 +262,7 @@ def validate_config(cfg: TrainConfig) -> None:
     for root in cfg.roots:  # first: a typo in a path is the likeliest mistake, and the one the user can see
         if not os.path.exists(root):
             raise TinysalError(f"dataset root not found: {root}")
+    if os.path.islink(cfg.out_dir) and not os.path.exists(cfg.out_dir):
+        raise TinysalError(f"--out-dir {cfg.out_dir} is a symlink to {os.readlink(cfg.out_dir)}, which does not exist")
     _check_choices(cfg)
     _check_ranges(cfg)

@@ -41,8 +41,8 @@ def test_roi_eval_on_davis_oracle_moves_quality_into_the_object(davis: Path, tmp
     assert set(d["runs"]) == {"plain", "model@3", "oracle@3"}  # 3: the libx264 default strength
     assert len(d["runs"]["plain"]) == 4
     for pts in d["runs"].values():
-        assert all(0 < pt["kbps"] and 0 <= pt["vmaf"] <= 100 and pt["psnr_y_object"] > 15 for pt in pts)
-        kbps = [pt["kbps"] for pt in pts]
+        assert all(0 < pt["video_kbps"] and 0 <= pt["vmaf"] <= 100 and pt["psnr_y_object"] > 15 for pt in pts)
+        kbps = [pt["video_kbps"] for pt in pts]
         assert kbps == sorted(kbps)
     oracle = d["bd_rate_percent"]["oracle@3"]
     assert oracle["object_psnr"] < -10  # bits really move into the ground-truth object

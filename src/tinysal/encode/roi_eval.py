@@ -230,8 +230,8 @@ def _bd_rates(runs: dict[str, list[dict]]) -> dict[str, dict[str, float | str]]:
         row: dict[str, float | str] = {}
         for metric, key in (("object_psnr", "psnr_y_object"), ("vmaf", "vmaf"), ("psnr_y", "psnr_y")):
             try:
-                row[metric] = bd_rate([p["kbps"] for p in base], [p[key] for p in base],
-                                      [p["kbps"] for p in pts], [p[key] for p in pts])  # fmt: skip
+                row[metric] = bd_rate([p["video_kbps"] for p in base], [p[key] for p in base],
+                                      [p["video_kbps"] for p in pts], [p[key] for p in pts])  # fmt: skip
             except TinysalError as e:
                 row[metric] = f"n/a: {e}"
         bd[label] = row
@@ -277,9 +277,9 @@ class _Experiment:
         m = measure(src, masks, enc, raw)
         enc.unlink()
         if self.progress:
-            self.progress(f"{seq} {label} {br // 1000}k: {info['kbps']:.0f} kbit/s, object PSNR "
+            self.progress(f"{seq} {label} {br // 1000}k: {info['video_kbps']:.0f} kbit/s, object PSNR "
                           f"{m['psnr_y_object']:.2f}, VMAF {m['vmaf']:.2f}")  # fmt: skip
-        return {"target_kbps": br / 1000, "kbps": info["kbps"], "encode_seconds": info["seconds"], **m,
+        return {"target_kbps": br / 1000, "video_kbps": info["video_kbps"], "encode_seconds": info["seconds"], **m,
                 "seconds": time.perf_counter() - t0}  # fmt: skip
 
 
@@ -332,7 +332,7 @@ def plot_rd(result: dict[str, Any], path: str | os.PathLike[str]) -> None:
                 bd = result["sequences"][seq]["bd_rate_percent"].get(name, {})
                 val = bd.get("object_psnr" if c == 0 else "vmaf")
                 tag = f" (BD-rate {val:+.1f}%)" if isinstance(val, float) else ""
-                ax.plot([p["kbps"] for p in pts], [p[key] for p in pts], marker="o", ms=3,
+                ax.plot([p["video_kbps"] for p in pts], [p[key] for p in pts], marker="o", ms=3,
                         ls="--" if name == "plain" else "-", label=name + tag)  # fmt: skip
             ax.set_xscale("log")
             ax.set_xlabel("kbit/s")

@@ -93,9 +93,9 @@ def test_an_id_too_long_for_its_record_is_refused_before_any_work(tmp_path: Path
 
 @pytest.mark.parametrize(("row", "needle"), [
     ({"id": "e", "task": "encode", "input": "clip.yuv", "output": "e.mp4", "width": 96, "height": 64, "crf": 99},
-     "--crf must be 0..51"),
+     "--crf for libx264 must be 0..51"),
     ({"id": "e", "task": "encode", "input": "clip.yuv", "output": "e.mp4", "width": 96, "height": 64,
-      "preset": "warp9"}, "--preset must be one of"),
+      "preset": "warp9"}, "--preset for libx264 must be one of"),
     ({"id": "e", "task": "encode", "input": "clip.yuv", "output": "e.mp4", "width": 96, "height": 64,
       "frame_cnt": -3}, "--frame-cnt must be a whole number >= 0"),
     ({"id": "e", "task": "encode", "input": "clip.yuv", "output": "e.avi", "width": 96, "height": 64},
@@ -105,7 +105,7 @@ def test_an_id_too_long_for_its_record_is_refused_before_any_work(tmp_path: Path
     ({"id": "c", "task": "crf-search", "input": "clip.yuv", "width": 96, "height": 64, "min_vmaf": 93,
       "frame_cnt": -3}, "--frame-cnt must be a whole number >= 0"),
     ({"id": "c", "task": "crf-search", "input": "clip.yuv", "width": 96, "height": 64, "min_vmaf": 93,
-      "preset": "warp9"}, "--preset must be one of"),
+      "preset": "warp9"}, "--preset for libx264 must be one of"),
 ])  # fmt: skip
 def test_values_pass_the_options_checks_before_any_job_runs(tmp_path: Path, clip: Path, row: dict,
                                                             needle: str) -> None:  # fmt: skip

@@ -168,8 +168,12 @@ def test_encode_with_the_model_runs_and_refuses_bad_input(tmp_path: Path, video_
     assert_clean_error(run_cli("tinysal", "encode", str(src), str(tmp_path / "a.mp4"), "--crf", "60"), "--crf")
     assert_clean_error(run_cli("tinysal", "encode", str(src), str(tmp_path / "a.mp4"), "--bitrate", "5"), "bitrate")
     assert_clean_error(run_cli("tinysal", "encode", str(src), str(tmp_path / "a.mp4"), "--bitrate", "x"), "bitrate")
-    p = run_cli("tinysal", "encode", str(src), str(tmp_path / "a.mp4"), "--codec", "libsvtav1")
+    p = run_cli("tinysal", "encode", str(src), str(tmp_path / "a.mp4"), "--codec", "libvpx-vp9")
     assert p.returncode != 0 and "invalid choice" in p.stderr
+    # AV1 encodes, but no saliency route reaches SVT-AV1 yet: --roi is one line, never a silent plain encode
+    assert_clean_error(run_cli("tinysal", "encode", str(src), str(tmp_path / "a.mkv"), "--codec", "libsvtav1",
+                               "--roi"), "no saliency route")  # fmt: skip
+    assert not (tmp_path / "a.mkv").exists()
     # a map missing halfway: one line, no output and no temp file left
     maps = tmp_path / "maps"
     maps.mkdir()
@@ -187,14 +191,15 @@ def test_encode_with_the_model_runs_and_refuses_bad_input(tmp_path: Path, video_
 
 
 def test_default_roi_strength_is_per_codec_and_an_explicit_one_wins() -> None:
+    from tinysal.encode.codecs import CODECS
     from tinysal.encode.encoder import EncodeSettings, check_settings
-    from tinysal.encode.roi import DEFAULT_ROI_STRENGTH
 
     for codec in ("libx264", "libx265"):
         s = EncodeSettings(codec=codec, roi=True)
         check_settings(s)
-        assert s.roi_strength == DEFAULT_ROI_STRENGTH[codec]
-    assert DEFAULT_ROI_STRENGTH == {"libx264": 3.0, "libx265": 2.0}  # the sweep in docs/benchmarks.md
+        assert s.roi_strength == CODECS[codec].roi_strength
+    # the sweep in docs/benchmarks.md
+    assert {k: c.roi_strength for k, c in CODECS.items() if c.saliency} == {"libx264": 3.0, "libx265": 2.0}
     s = EncodeSettings(codec="libx265", roi=True, roi_strength=5.0)
     check_settings(s)
     assert s.roi_strength == 5.0

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from tinysal.encode.codecs import CODECS, Codec, codec
 from tinysal.encode.roi import (
-    DEFAULT_ROI_STRENGTH,
     MAP_SUFFIX,
     Region,
     SaliencyBlocks,
@@ -38,12 +38,18 @@ from tinysal.encode.roi import (
 from tinysal.errors import TinysalError
 from tinysal.video.readers import VideoInput, YuvFrame
 
-ENCODERS = ("libx264", "libx265")
-#: containers ``encode`` writes H.264/H.265 into (a raw stream or an image format is refused before any work)
-CONTAINERS = (".mp4", ".mkv", ".mov", ".m4v", ".ts")
+#: the encoders (the codec table's entries)
+ENCODERS = tuple(CODECS)
 #: the frame rate given to raw YUV input, which carries none, unless ``--fps`` says otherwise
 DEFAULT_RAW_FPS = 25
-PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
+def default_preset(codec: str, preset: str | None) -> str | None:
+    """``preset``, or the codec's default preset when None (an unknown codec keeps None: its check says why)."""
+    if preset is not None:
+        return str(preset)
+    entry = CODECS.get(codec)
+    return entry.default_preset if entry else None
 
 
 @dataclass
@@ -52,48 +58,44 @@ class EncodeSettings:
     bitrate: int = 0  # bits/s; 0 = use crf
     no_audio: bool = False  # drop the input's audio (subtitles, tags, metadata and chapters are kept)
     crf: float = 23.0
-    preset: str = "medium"
+    preset: str | None = None  # None: the codec's default preset (the codec table)
     roi: bool = False
-    roi_strength: float | None = None  # None: the codec's default (DEFAULT_ROI_STRENGTH)
+    roi_strength: float | None = None  # None: the codec's default (the codec table)
     roi_every: int = 0  # frames per saliency update; 0 = about a third of a second
     roi_maps: str = ""  # folder of x264-format maps (roi-maps --encoder x264) instead of the model
     model_path: str | None = None
     block: int = 16
     threads: int = 0  # the encoder's threads (x264 threads, x265 pools); 0: the encoder's default (all cores)
+    encoder_args: str = ""  # the encoder's own parameters (k=v:k2=v2), passed through its -*-params option
 
 
-def check_codec(codec: str, preset: str) -> None:
+def check_codec(name: str, preset: str | None) -> Codec:
     """The flags ``--codec`` and ``--preset`` of the commands that encode many times (crf-search, ladder): one line
-    each for a codec tinysal does not encode with, one this build lacks, an unknown preset."""
-    import av
-
-    if codec not in ENCODERS:
-        raise TinysalError(f"--codec must be one of {', '.join(ENCODERS)}")
-    if codec not in av.codecs_available:
-        raise TinysalError(f"this FFmpeg build (PyAV) has no {codec} encoder")
-    if preset not in PRESETS:
-        raise TinysalError(f"--preset must be one of {', '.join(PRESETS)}")
+    each for a codec tinysal does not encode with, one this build lacks, an unknown preset. The table's entry."""
+    c = codec(name)
+    c.check_preset(default_preset(name, preset) or "")
+    return c
 
 
 def check_settings(s: EncodeSettings) -> None:
-    import av
-
-    if s.codec not in ENCODERS:
-        raise TinysalError(f"--codec {s.codec!r}: ROI encoding supports {', '.join(ENCODERS)}")
-    if s.codec not in av.codecs_available:
-        raise TinysalError(f"this FFmpeg build (PyAV) has no {s.codec} encoder")
+    c = codec(s.codec)
+    s.preset = default_preset(s.codec, s.preset)
+    c.check_preset(s.preset or "")
     if s.bitrate and not 10_000 <= s.bitrate <= 500_000_000:
         raise TinysalError(f"--bitrate must be 10k..500M bits/s, got {s.bitrate}")
-    if not s.bitrate and not 0 <= s.crf <= 51:
-        raise TinysalError(f"--crf must be 0..51, got {s.crf:g}")
+    if not s.bitrate:
+        c.check_crf(s.crf)
+    if s.roi and not c.saliency:
+        raise TinysalError(f"--roi with {s.codec}: no saliency route reaches this encoder yet (its FFmpeg wrapper "
+                           "ignores ROI side data, measured: byte-identical output); encode without --roi, or use "
+                           f"{', '.join(k for k, v in CODECS.items() if v.saliency)}")  # fmt: skip
     if s.roi_strength is None:
-        s.roi_strength = DEFAULT_ROI_STRENGTH[s.codec]
+        s.roi_strength = c.roi_strength if c.roi_strength is not None else 0.0
     if not 0 <= s.roi_strength <= 12:
         raise TinysalError(f"--roi-strength must be 0..12 (QP), got {s.roi_strength:g}")
     if not 0 <= s.threads <= 256:
         raise TinysalError(f"--threads must be 0..256, got {s.threads}")
-    if s.preset not in PRESETS:
-        raise TinysalError(f"--preset must be one of {', '.join(PRESETS)}")
+    c.check_params(s.encoder_args)
 
 
 class _RoiApplier:
@@ -101,8 +103,8 @@ class _RoiApplier:
     region list (only when it differs from the previous list; it runs in the worker thread, ahead of the encoder),
     ``apply`` pushes one frame through a prepared graph (the encoding thread)."""
 
-    def __init__(self, width: int, height: int, time_base: Fraction) -> None:
-        self.width, self.height, self.time_base = width, height, time_base
+    def __init__(self, width: int, height: int, time_base: Fraction, pix_fmt: str = "yuv420p") -> None:
+        self.width, self.height, self.time_base, self.pix_fmt = width, height, time_base, pix_fmt
         self.regions: list[Region] | None = None
         self.graph: Any = None
         self.rebuilds = 0
@@ -114,7 +116,7 @@ class _RoiApplier:
             return None
         if regions != self.regions:
             g = Graph()
-            last = g.add_buffer(width=self.width, height=self.height, format="yuv420p", time_base=self.time_base)
+            last = g.add_buffer(width=self.width, height=self.height, format=self.pix_fmt, time_base=self.time_base)
             for r in regions:
                 f = g.add("addroi", r.filter_args())
                 last.link_to(f)
@@ -166,37 +168,32 @@ class Clock:
         return float(self.pts(i) * self.time_base)
 
 
-def _open_output(path: Path, s: EncodeSettings, width: int, height: int, clock: Clock) -> tuple[Any, Any]:
+def _open_output(path: Path, s: EncodeSettings, width: int, height: int, clock: Clock,
+                 pix_fmt: str) -> tuple[Any, Any]:  # fmt: skip
     import av
 
-    container = av.open(str(path), "w", format="mp4" if path.suffix.lower() in (".mp4", ".tmp") else None)
+    from tinysal.encode.codecs import quiet_encoders
+
+    quiet_encoders()
+    fmt = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".ts": "mpegts"}
+    container = av.open(str(path), "w", format=fmt.get(path.suffix.lower()))
     st = container.add_stream(s.codec, rate=clock.rate)
-    st.width, st.height, st.pix_fmt = width, height, "yuv420p"
+    st.width, st.height, st.pix_fmt = width, height, pix_fmt
     st.codec_context.time_base = clock.time_base
-    opts = {"preset": s.preset}
     if s.bitrate:
         st.bit_rate = s.bitrate
-    else:
-        opts["crf"] = f"{s.crf:g}"
-    if s.codec == "libx264":
-        # libx264 applies ROI through adaptive quantisation and skips it when AQ is off (x264's ultrafast preset
-        # turns it off): keep AQ on in every encode, plain or ROI, so the two stay comparable
-        opts["aq-mode"] = "1" if s.preset == "ultrafast" else "-1"
-    if s.codec == "libx265":
-        # x265's threads are its pools; with one, one frame at a time as well (frame threads share the pool)
-        pools = f":pools={s.threads}" + (":frame-threads=1" if s.threads == 1 else "") if s.threads else ""
-        opts["x265-params"] = "log-level=error" + pools
-    elif s.threads:
-        opts["threads"] = str(s.threads)
-    st.options = opts
+    st.options = CODECS[s.codec].options(s.preset or "", None if s.bitrate else s.crf, s.bitrate, s.threads,
+                                         s.encoder_args)  # fmt: skip
     return container, st
 
 
-def check_container(output: str | os.PathLike[str], codec: str) -> None:
-    """An output name whose container can hold the codec (by its extension), or one line."""
+def check_container(output: str | os.PathLike[str], codec_name: str) -> None:
+    """An output name whose container can hold the codec (by its extension, the codec table's list), or one line."""
     out = Path(output)
-    if out.suffix.lower() not in CONTAINERS:
-        raise TinysalError(f"cannot write {codec} to {out.name!r}: give a {'/'.join(CONTAINERS)} output")
+    entry = CODECS.get(codec_name)
+    holds = entry.containers if entry else ()
+    if out.suffix.lower() not in holds:
+        raise TinysalError(f"cannot write {codec_name} to {out.name!r}: give a {'/'.join(holds) or 'video'} output")
 
 
 def check_count(flag: str, v: int) -> None:
@@ -224,8 +221,6 @@ def output_path(output: str | os.PathLike[str], codec: str, overwrite: bool) -> 
 
 
 def _frame_rate(reader: Any, fps: float | None) -> Fraction:
-    if (reader.pix_fmt, reader.bitdepth) != ("420", 8):
-        raise TinysalError(f"encode takes 8-bit 4:2:0 input; {reader.path} is {reader.pix_fmt} {reader.bitdepth}-bit")
     if fps is not None and reader.fps:
         raise TinysalError(f"--fps is for raw YUV input; {reader.path} has its own frame rate ({reader.fps:g} fps)")
     check_fps(fps)
@@ -279,7 +274,7 @@ class _Segments:
 
 def _encode_frames(
     reader: Any, n: int, clock: Clock, segments: _Segments, container: Any, st: Any, keep: Any,
-    progress: Callable[[int, int], None] | None, video_bytes: list[int],
+    progress: Callable[[int, int], None] | None, video_bytes: list[int], formats: tuple[str, str],
 ) -> int:  # fmt: skip
     """Feed the frames to the encoder (through their segment's addroi graph with ROI); returns frames encoded and
     adds the video packets' bytes to ``video_bytes[0]``."""
@@ -309,9 +304,11 @@ def _encode_frames(
         for i, fr in enumerate(reader.frames()):
             if i >= n:
                 break
-            vf = av.VideoFrame(reader.width, reader.height, "yuv420p")
+            vf = av.VideoFrame(reader.width, reader.height, formats[0])
             for plane, arr in zip(vf.planes, (fr.y, fr.u, fr.v)):
                 _copy_plane(plane, arr)
+            if formats[1] != formats[0]:  # a layout the codec cannot carry: swscale converts it (said in the notes)
+                vf = vf.reformat(format=formats[1])
             vf.pts, vf.time_base = clock.pts(i), clock.time_base
             if roi and i % every == 0:
                 # this segment's regions are worked out while the previous segment is encoded
@@ -357,12 +354,16 @@ def encode_video(
     check_settings(settings)
     out = output_path(output, settings.codec, overwrite)
     rate = _frame_rate(reader, fps)
+    from tinysal.features.vmaf import RAW_PIX_FMTS
+
+    src_fmt = RAW_PIX_FMTS[(reader.pix_fmt, reader.bitdepth)]
+    out_fmt, fmt_note = CODECS[settings.codec].pix_fmt_for(reader.pix_fmt, reader.bitdepth)
     n = reader.frame_count if not frame_cnt else min(frame_cnt, reader.frame_count)
     every = settings.roi_every or max(1, round(float(rate) / 3))
     if settings.roi and every > float(rate):
         raise TinysalError(f"--roi-every {every} is more than one second of frames ({float(rate):g} fps)")
     clock = Clock.of(reader, rate)
-    applier = _RoiApplier(reader.width, reader.height, clock.time_base)
+    applier = _RoiApplier(reader.width, reader.height, clock.time_base, out_fmt)
     segments = _Segments(settings, reader.width, reader.height, every, applier, saliency)
     from tinysal.fileio import temp_beside
 
@@ -373,12 +374,13 @@ def encode_video(
     blas_limit = threadpool_limits(limits=1, user_api="blas")
     video_bytes = [0]
     try:
-        container, st = _open_output(tmp, settings, reader.width, reader.height, clock)
+        container, st = _open_output(tmp, settings, reader.width, reader.height, clock, out_fmt)
         keep = Passthrough(reader.path if isinstance(reader, AvReader) else None, keep_audio=not settings.no_audio)
         try:
             keep.attach(container, st)
             _tag_video(st, reader, keep)
-            done = _encode_frames(reader, n, clock, segments, container, st, keep, progress, video_bytes)
+            done = _encode_frames(reader, n, clock, segments, container, st, keep, progress, video_bytes,
+                                  (src_fmt, out_fmt))  # fmt: skip
             for pkt in st.encode():
                 video_bytes[0] += pkt.size
                 container.mux(pkt)
@@ -401,6 +403,11 @@ def encode_video(
         "frames": done,
         "bytes": size,
         "video_bytes": video_bytes[0],
+        "codec": settings.codec,
+        "preset": settings.preset,
+        "pix_fmt": out_fmt,
+        "pix_fmt_note": fmt_note,
+        "encoder_args": settings.encoder_args,
         # the video stream alone, and the whole file (audio, subtitles and container included): named so, everywhere
         "video_kbps": video_bytes[0] * 8 / clock.seconds(done) / 1000,
         "total_kbps": size * 8 / clock.seconds(done) / 1000,
@@ -432,7 +439,10 @@ def _tag_video(st: Any, reader: Any, keep: Any) -> None:
 
 
 def _copy_plane(plane: Any, arr: np.ndarray) -> None:
-    """Copy a numpy plane into a PyAV plane (whose rows may be padded to a larger line size)."""
+    """Copy a numpy plane (8-bit, or 10-bit in little-endian 16-bit words) into a PyAV plane (whose rows may be
+    padded to a larger line size)."""
+    if arr.dtype != np.uint8:
+        arr = np.ascontiguousarray(arr, dtype="<u2").view(np.uint8)
     h, w = arr.shape
     buf = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
     buf[:h, :w] = arr
@@ -448,8 +458,8 @@ class EncodeOptions(VideoInput):
     fps: float | None = None  # raw YUV only: it carries no frame rate (default 25)
     codec: str = "libx264"
     bitrate: int = 0  # bits/s; 0: constant quality at ``crf``
-    crf: float | None = None  # None: 23 (unless ``bitrate``)
-    preset: str = "medium"
+    crf: float | None = None  # None: the codec's default (23 for x264/x265, 35 for SVT-AV1; unless ``bitrate``)
+    preset: str | None = None  # None: the codec's default preset (the codec table)
     roi: bool = False
     roi_strength: float | None = None  # None: the codec's default
     roi_every: int = 0  # frames per saliency update; 0: about a third of a second
@@ -459,6 +469,10 @@ class EncodeOptions(VideoInput):
     overwrite: bool = False
     threads: int = 0  # the encoder's threads; 0: its default (as many as the machine has)
     color_range: str | None = None  # raw YUV (or a Y4M without XCOLORRANGE): limited or full; the output is tagged
+    encoder_args: str = ""  # the encoder's own parameters, k=v:k2=v2 (x264-params, x265-params, svtav1-params)
+
+    def __post_init__(self) -> None:
+        self.preset = default_preset(self.codec, self.preset)
 
     def settings(self) -> EncodeSettings:
         """The encoder settings, checked (one ``TinysalError`` line for options that cannot go together)."""
@@ -468,8 +482,11 @@ class EncodeOptions(VideoInput):
             for flag, v in (("--roi-strength", self.roi_strength), ("--roi-every", self.roi_every or None)):
                 if v is not None:
                     raise TinysalError(f"{flag} applies to ROI encodes: add --roi")
+        entry = CODECS.get(self.codec)
         s = EncodeSettings(
-            codec=self.codec, bitrate=self.bitrate or 0, crf=23.0 if self.crf is None else self.crf,
+            codec=self.codec, bitrate=self.bitrate or 0,
+            crf=(entry.crf_default if entry else 23.0) if self.crf is None else self.crf,
+            encoder_args=self.encoder_args,
             preset=self.preset, roi=self.roi or bool(self.roi_maps), roi_strength=self.roi_strength,
             roi_every=self.roi_every, roi_maps=self.roi_maps or "", model_path=self.model_path,
             no_audio=self.no_audio, threads=self.threads,
@@ -503,5 +520,5 @@ def encode(opts: EncodeOptions, progress: Callable[[int, int], None] | None = No
     note = getattr(reader, "note", None)
     info = encode_video(reader, opts.output, s, overwrite=opts.overwrite, frame_cnt=opts.frame_cnt,
                         progress=progress, fps=opts.fps)  # fmt: skip
-    info["notes"] = [note] if note else []
+    info["notes"] = [n for n in (note, info.get("pix_fmt_note")) if n]
     return info

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from tinysal.encode.encoder import EncodeOptions, check_codec, encode
-from tinysal.encode.roi import DEFAULT_ROI_STRENGTH
+from tinysal.encode.codecs import CODECS
+from tinysal.encode.encoder import EncodeOptions, check_codec, default_preset, encode
 from tinysal.errors import TinysalError
 from tinysal.video.readers import VideoInput
 
@@ -67,8 +67,8 @@ def parse_crfs(text: str) -> list[float]:
     if not crfs:
         raise TinysalError("--crfs: give at least one CRF")
     for c in crfs:
-        if not (math.isfinite(c) and 0 <= c <= 51):
-            raise TinysalError(f"--crfs: CRF {c:g} is outside 0..51")
+        if not (math.isfinite(c) and 0 <= c <= 63):  # the codec's own range is checked with the codec
+            raise TinysalError(f"--crfs: CRF {c:g} is outside 0..63")
     if len(crfs) > 64:
         raise TinysalError(f"--crfs {t!r}: {len(crfs)} CRFs per height is more than 64")
     return crfs
@@ -82,7 +82,7 @@ class LadderOptions(VideoInput):
     heights: str = "1080,720,540,360"
     crfs: str = "18:42:4"
     roi: bool = False
-    preset: str = "medium"
+    preset: str | None = None  # None: the codec's default preset
     scaler: str = "bicubic"
     fps: float | None = None  # raw YUV only
     frame_cnt: int = 0
@@ -95,9 +95,16 @@ class LadderOptions(VideoInput):
     address: str | None = None
     work_dir: str | None = None  # keeps the rung sources, the manifest and the records: a rerun resumes
 
+    def __post_init__(self) -> None:
+        self.preset = default_preset(self.codec, self.preset)
+
     def check(self) -> tuple[list[int], list[float]]:
         """Refuse, before any work, what cannot run (one line each); the heights (tallest first) and CRFs."""
-        check_codec(self.codec, self.preset)
+        c = check_codec(self.codec, self.preset)
+        if self.roi and c.roi_strength is None:
+            raise TinysalError(f"--roi with {self.codec}: no saliency route reaches this encoder yet")
+        for crf in parse_crfs(self.crfs):
+            c.check_crf(crf, "--crfs")
         if self.scaler not in SCALERS:
             raise TinysalError(f"--scaler must be one of {', '.join(SCALERS)}")
         if not 1 <= self.jobs <= 256:
@@ -142,19 +149,23 @@ class RungOptions:
     crf: float
     roi_strength: float = 0.0
     codec: str = "libx264"
-    preset: str = "medium"
+    preset: str | None = None
     scaler: str = "bicubic"
     fps: float = DEFAULT_FPS
     roi: bool = False
     model_path: str | None = None
     threads: int = 0
 
+    def __post_init__(self) -> None:
+        self.preset = default_preset(self.codec, self.preset)
+
     def check(self, files: bool = True) -> None:
-        check_codec(self.codec, self.preset)
+        c = check_codec(self.codec, self.preset)
         if self.scaler not in SCALERS:
             raise TinysalError(f"scaler must be one of {', '.join(SCALERS)}, got {self.scaler!r}")
-        if not (math.isfinite(self.crf) and 0 <= self.crf <= 51):
-            raise TinysalError(f"crf {self.crf:g} is outside 0..51")
+        lo, hi = c.crf_range
+        if not (math.isfinite(self.crf) and lo <= self.crf <= hi):
+            raise TinysalError(f"crf {self.crf:g} is outside {lo}..{hi}")
         if not (0 < self.rung_height <= self.height and 0 < self.rung_width <= self.width):
             raise TinysalError(f"a {self.rung_width}x{self.rung_height} rung of a {self.width}x{self.height} source")
         if not (math.isfinite(self.fps) and self.fps > 0) or self.roi_strength < 0:
@@ -323,7 +334,8 @@ def write_sources(reader: Any, total: int, heights: list[int], folder: Path, sca
 
 def roi_strengths(opts: LadderOptions) -> list[float]:
     """0 (plain) and, with ``--roi``, the codec's default ROI strength."""
-    return [0.0] + ([DEFAULT_ROI_STRENGTH[opts.codec]] if opts.roi else [])
+    d = CODECS[opts.codec].roi_strength
+    return [0.0] + ([d] if opts.roi and d is not None else [])
 
 
 def summarise(opts: LadderOptions, source: dict[str, Any], heights: list[int], crfs: list[float],

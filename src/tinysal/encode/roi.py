@@ -27,7 +27,7 @@ QP_RANGE = 51
 #: sequences: the strongest setting whose mean whole-frame VMAF BD-rate stays <= +5% (docs/benchmarks.md).
 #: libx264 at 3: object-region BD-rate -25.7%, VMAF +3.3%; libx265 at 2: -19.2%, +2.0%. Re-swept with v3_long
 #: (production since 2026-12-05): 3 and 2 are still the strongest within +5% (-29.0% / +3.4%, -22.2% / +1.0%).
-DEFAULT_ROI_STRENGTH = {"libx264": 3.0, "libx265": 2.0}
+# (the default ROI strength per codec is the codec table's: encode.codecs.CODECS[...].roi_strength)
 
 
 def round_half_away(x: np.ndarray) -> np.ndarray:

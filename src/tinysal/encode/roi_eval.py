@@ -358,7 +358,7 @@ class RoiEvalOptions:
     strengths: list[float] = field(default_factory=list)
     model: list[str] = field(default_factory=list)
     no_oracle: bool = False
-    preset: str = "medium"
+    preset: str | None = None  # None: the codec's default preset
     frames: int = 0
 
     def models(self) -> list[tuple[str, str | None]]:
@@ -383,9 +383,15 @@ class RoiEvalOptions:
 
 def roi_eval(opts: RoiEvalOptions, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Check ``opts`` and run the A/B experiment (``run_roi_eval``)."""
-    from tinysal.encode.roi import DEFAULT_ROI_STRENGTH
+    from tinysal.encode.codecs import CODECS
+    from tinysal.encode.encoder import default_preset
 
     opts.check()
-    strengths = opts.strengths or [DEFAULT_ROI_STRENGTH[opts.codec]]
+    default = CODECS[opts.codec].roi_strength if opts.codec in CODECS else None
+    if not opts.strengths and default is None:
+        raise TinysalError(f"roi-eval compares ROI encodes with plain ones: no saliency route reaches {opts.codec} "
+                           "yet")  # fmt: skip
+    strengths = opts.strengths or [default]
     return run_roi_eval(opts.root, opts.sequences, opts.bitrates, opts.codec, strengths, opts.models(),
-                        not opts.no_oracle, opts.preset, opts.frames, progress)  # fmt: skip
+                        not opts.no_oracle, default_preset(opts.codec, opts.preset) or "medium", opts.frames,
+                        progress)  # fmt: skip

@@ -31,16 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from tinysal.encode.encoder import EncodeOptions, check_codec, check_count, check_fps, encode
-from tinysal.encode.roi import DEFAULT_ROI_STRENGTH
+from tinysal.encode.codecs import CODECS
+from tinysal.encode.encoder import EncodeOptions, check_codec, check_count, check_fps, default_preset, encode
 from tinysal.errors import CheckFailed, TinysalError
 from tinysal.fileio import EventLog
 from tinysal.video.readers import VideoInput
 
-#: CRF range searched by default (x264 and x265 both take 0..51; below 10 is visually lossless, above 45 useless)
-DEFAULT_CRF_RANGE = (10.0, 45.0)
-#: the first attempt, per codec (their own defaults' neighbourhood for VMAF 90-95 targets)
-FIRST_CRF = {"libx264": 26.0, "libx265": 28.0}
+# the CRF range searched by default and the first attempt are the codec table's (``search_range``, ``first_crf``)
 #: VMAF points lost per CRF step, to extrapolate from a single attempt (measured ~1.5-2.5 on the shared clips)
 SLOPE_GUESS = 2.0
 MAX_ATTEMPTS = 12
@@ -51,7 +48,9 @@ DEFAULT_FPS = 25.0
 
 def roi_strengths(codec: str) -> tuple[float, ...]:
     """The ROI strengths a ``--roi`` search tries: plain (0), the codec's default, and a stronger one."""
-    d = DEFAULT_ROI_STRENGTH[codec]
+    d = CODECS[codec].roi_strength
+    if d is None:
+        raise TinysalError(f"--roi with {codec}: no saliency route reaches this encoder yet")
     return (0.0, d, d + 2.0)
 
 
@@ -92,7 +91,7 @@ class CrfSearchOptions(VideoInput):
     sample_seconds: float = 2.0
     min_crf: float | None = None
     max_crf: float | None = None
-    preset: str = "medium"
+    preset: str | None = None  # None: the codec's default preset
     fps: float | None = None  # raw YUV only
     out_json: str | None = None
     encode: str | None = None  # encode the whole clip at the answer into this file
@@ -101,26 +100,34 @@ class CrfSearchOptions(VideoInput):
     threads: int = 0
     frame_cnt: int = 0  # search (and --encode) at most this many frames of the clip
     model_path: str | None = None  # saliency model for ROI encodes and vmaf_roi (default: the production model)
+    encoder_args: str = ""  # the encoder's own parameters for every encode (k=v:k2=v2)
+
+    def __post_init__(self) -> None:
+        self.preset = default_preset(self.codec, self.preset)
 
     def check(self, files: bool = True) -> tuple[float, float]:
         """Refuse, before any work, what cannot run (one line each); the CRF range. ``files=False``: the values
         only (a batch checks every row's files at once)."""
-        check_codec(self.codec, self.preset)
+        c = check_codec(self.codec, self.preset)
+        if self.roi:
+            roi_strengths(self.codec)
         check_count("--frame-cnt", self.frame_cnt)
         check_fps(self.fps)
         for flag, v in (("--min-vmaf", self.min_vmaf), ("--min-vmaf-roi", self.min_vmaf_roi)):
             if v is not None and not (math.isfinite(v) and 0 <= v <= 100):
                 raise TinysalError(f"{flag} must be 0..100, got {v:g}")
+        c.check_params(self.encoder_args)
         parse_pool(self.pool)
         if self.samples < 1 or self.samples > 100:
             raise TinysalError(f"--samples must be 1..100, got {self.samples}")
         if not (math.isfinite(self.sample_seconds) and 0.1 <= self.sample_seconds <= 600):
             raise TinysalError(f"--sample-seconds must be 0.1..600, got {self.sample_seconds:g}")
-        lo = DEFAULT_CRF_RANGE[0] if self.min_crf is None else self.min_crf
-        hi = DEFAULT_CRF_RANGE[1] if self.max_crf is None else self.max_crf
+        lo = float(c.search_range[0]) if self.min_crf is None else self.min_crf
+        hi = float(c.search_range[1]) if self.max_crf is None else self.max_crf
         for flag, v in (("--min-crf", lo), ("--max-crf", hi)):
-            if not (math.isfinite(v) and 0 <= v <= 51 and v == int(v)):
-                raise TinysalError(f"{flag} must be a whole CRF 0..51, got {v:g}")
+            if not (math.isfinite(v) and c.crf_range[0] <= v <= c.crf_range[1] and v == int(v)):
+                raise TinysalError(f"{flag} must be a whole CRF {c.crf_range[0]}..{c.crf_range[1]} for {c.name}, "
+                                   f"got {v:g}")  # fmt: skip
         if lo >= hi:
             raise TinysalError(f"--min-crf {lo:g} must be below --max-crf {hi:g}")
         if self.encode:
@@ -237,7 +244,7 @@ class Search:
         eo = EncodeOptions(input=str(s.path), width=self.width, height=self.height, output=str(out), fps=self.fps,
                            codec=o.codec, crf=crf, preset=o.preset, roi=strength > 0,
                            roi_strength=strength if strength > 0 else None, overwrite=True, no_audio=True,
-                           threads=o.threads, model_path=o.model_path)  # fmt: skip
+                           threads=o.threads, model_path=o.model_path, encoder_args=o.encoder_args)  # fmt: skip
         info = encode(eo)
         return out, int(info["video_bytes"])
 
@@ -326,7 +333,7 @@ def _next_crf(points: list[Attempt], lo: float, hi: float) -> float | None:
 
 def search_one(s: Search, strength: float, lo: float, hi: float) -> dict[str, Any]:
     """One strength's search: the highest CRF meeting every target (or None) and its attempts."""
-    first = float(min(hi, max(lo, FIRST_CRF[s.opts.codec])))
+    first = float(min(hi, max(lo, CODECS[s.opts.codec].first_crf)))
     c: float | None = first
     mine: list[Attempt] = []
     for _ in range(MAX_ATTEMPTS):
@@ -397,7 +404,8 @@ def crf_search(opts: CrfSearchOptions, quiet: bool = False) -> dict[str, Any]:
                            bitdepth=opts.bitdepth, output=opts.encode, fps=opts.fps, codec=opts.codec,
                            crf=doc["crf"], preset=opts.preset, roi=doc["roi_strength"] > 0,
                            roi_strength=doc["roi_strength"] or None, overwrite=opts.overwrite,
-                           threads=opts.threads, frame_cnt=opts.frame_cnt, model_path=opts.model_path)  # fmt: skip
+                           threads=opts.threads, frame_cnt=opts.frame_cnt, model_path=opts.model_path,
+                           encoder_args=opts.encoder_args)  # fmt: skip
         doc["encode"] = {k: v for k, v in encode(eo).items() if k != "notes"}
     from tinysal.features.task import provenance
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tinysal.cli.args import input_arguments, int_at_least, number
+from tinysal.encode.codecs import CODECS
 
 HELP = "find the highest CRF that keeps VMAF (and vmaf_roi) at a target, on samples of the clip; --roi: with ROI"
 #: the arguments it reads, the files it writes, the folders it writes as a whole (common.check_file_roles)
@@ -13,7 +14,8 @@ FILE_ROLES = (("input",), ("out_json", "encode", "events"), ())
 
 def add_arguments(sp: argparse.ArgumentParser) -> None:
     input_arguments(sp)
-    sp.add_argument("--codec", default="libx264", choices=["libx264", "libx265"])
+    sp.add_argument("--codec", default="libx264", choices=list(CODECS),
+                    help="the encoder (the codec table: docs/codecs.md)")
     sp.add_argument("--min-vmaf", type=number, required=True, help="the pooled VMAF to keep (e.g. 93)")
     sp.add_argument("--min-vmaf-roi", type=number,
                     help="also keep the saliency-weighted VMAF (vmaf_roi, from the reference's saliency) at this")
@@ -24,7 +26,10 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--sample-seconds", type=number, default=2.0, help="length of each sample (default 2 s)")
     sp.add_argument("--min-crf", type=number, help="lowest CRF tried (default 10)")
     sp.add_argument("--max-crf", type=number, help="highest CRF tried (default 45)")
-    sp.add_argument("--preset", default="medium")
+    sp.add_argument("--preset", default=None, help="the encoder's preset (default: the codec's, docs/codecs.md)")
+    sp.add_argument("--encoder-args", default="", metavar="K=V[:K=V...]",
+                    help="the encoder's own parameters, passed as -x264-params / -x265-params / -svtav1-params "
+                    "(rate control, threads, keyframes and ROI are tinysal's flags: refused here)")
     sp.add_argument("--fps", type=number, help="frame rate of raw YUV input (default 25)")
     sp.add_argument("--out-json", help="the result: crf, predicted figures and size, every attempt")
     sp.add_argument("--encode", help="then encode the whole clip at the answer into this file")

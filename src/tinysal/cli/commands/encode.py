@@ -6,6 +6,7 @@ import argparse
 
 from tinysal.cli.args import bitrate, input_arguments, int_at_least, number
 from tinysal.cli.common import options_from, run_task
+from tinysal.encode.codecs import CODECS
 
 HELP = "encode with libx264/libx265; --roi puts the bits where the saliency is"
 #: the arguments it reads, the files it writes, the folders it writes as a whole (common.check_file_roles)
@@ -15,10 +16,14 @@ FILE_ROLES = (("input", "model_path", "roi_maps"), ("output",), ())
 def add_arguments(sp: argparse.ArgumentParser) -> None:
     input_arguments(sp)
     sp.add_argument("output")
-    sp.add_argument("--codec", default="libx264", choices=["libx264", "libx265"])
+    sp.add_argument("--codec", default="libx264", choices=list(CODECS),
+                    help="the encoder (the codec table: docs/codecs.md)")
     sp.add_argument("--bitrate", type=bitrate, help="target bitrate, e.g. 800k (default: --crf 23)")
     sp.add_argument("--crf", type=number)
-    sp.add_argument("--preset", default="medium")
+    sp.add_argument("--preset", default=None, help="the encoder's preset (default: the codec's, docs/codecs.md)")
+    sp.add_argument("--encoder-args", default="", metavar="K=V[:K=V...]",
+                    help="the encoder's own parameters, passed as -x264-params / -x265-params / -svtav1-params "
+                    "(rate control, threads, keyframes and ROI are tinysal's flags: refused here)")
     sp.add_argument("--roi", action="store_true", help="regions of interest from the saliency of the frames")
     sp.add_argument("--roi-strength", type=number, default=None,
                     help="QP offset at full/no saliency (default: 3 for libx264, 2 for libx265, chosen by the roi-eval "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tinysal.cli.args import input_arguments, int_at_least, number
+from tinysal.encode.codecs import CODECS
 
 HELP = "encode every rung (height x CRF), score it at the source's size, hull plain vs ROI encodes, BD-rate"
 #: the arguments it reads, the files it writes, the folders it writes as a whole (common.check_file_roles)
@@ -13,12 +14,13 @@ FILE_ROLES = (("input",), ("out_json", "plot"), ())
 
 def add_arguments(sp: argparse.ArgumentParser) -> None:
     input_arguments(sp)
-    sp.add_argument("--codec", default="libx264", choices=["libx264", "libx265"])
+    sp.add_argument("--codec", default="libx264", choices=list(CODECS),
+                    help="the encoder (the codec table: docs/codecs.md)")
     sp.add_argument("--heights", default="1080,720,540,360", help="rung heights, at most the source's (default "
                     "1080,720,540,360)")  # fmt: skip
     sp.add_argument("--crfs", default="18:42:4", help="FIRST:LAST:STEP or a list (default 18:42:4)")
     sp.add_argument("--roi", action="store_true", help="also ROI encodes (the codec's default strength): two hulls")
-    sp.add_argument("--preset", default="medium")
+    sp.add_argument("--preset", default=None, help="the encoder's preset (default: the codec's, docs/codecs.md)")
     sp.add_argument("--scaler", default="bicubic", help="swscale scaler down to each rung and back up for scoring "
                     "(default bicubic)")  # fmt: skip
     sp.add_argument("--fps", type=number, help="frame rate of raw YUV input (default 25)")

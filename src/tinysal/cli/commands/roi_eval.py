@@ -7,6 +7,7 @@ import sys
 
 from tinysal.cli.args import bitrate, int_at_least, number
 from tinysal.cli.common import precheck, report
+from tinysal.encode.codecs import CODECS
 
 HELP = "A/B of plain vs ROI encodes on sequences with ground-truth masks (BD-rate)"
 #: the arguments it reads, the files it writes, the folders it writes as a whole (common.check_file_roles)
@@ -16,7 +17,8 @@ FILE_ROLES = (("root",), ("out_json", "plot"), ())
 def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("root", help="DAVIS-layout folder: images/<seq>/*.jpg and masks/<seq>/*.png")
     sp.add_argument("--sequences", required=True, help="comma-separated sequence names")
-    sp.add_argument("--codec", default="libx264", choices=["libx264", "libx265"])
+    sp.add_argument("--codec", default="libx264", choices=list(CODECS),
+                    help="the encoder (the codec table: docs/codecs.md)")
     sp.add_argument(
         "--bitrates",
         type=lambda t: [bitrate(x) for x in t.split(",")],
@@ -36,7 +38,7 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
         help="saliency model(s) to compare (default: the production model)",
     )
     sp.add_argument("--no-oracle", action="store_true", help="skip the ground-truth-mask oracle")
-    sp.add_argument("--preset", default="medium")
+    sp.add_argument("--preset", default=None, help="the encoder's preset (default: the codec's, docs/codecs.md)")
     sp.add_argument("--frames", type=int_at_least(0), default=0, help="first N frames per sequence (0 = all)")
     sp.add_argument("--out-json")
     sp.add_argument("--plot", help="PNG of the rate-quality curves")

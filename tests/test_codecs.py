@@ -1,0 +1,137 @@
+"""Issue 36 (in part): one codec table read by every command; libsvtav1 beside libx264/libx265; 10-bit and 4:4:4
+sources keep their depth and chroma where codec and profile carry them; --encoder-args passed through, checked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import assert_clean_error, run_cli
+
+FFMPEG = pytest.importorskip("imageio_ffmpeg").get_ffmpeg_exe()
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """8-bit 4:2:0, 10-bit 4:2:0 and 8-bit 4:4:4 clips of the bundled sample, 8 frames at 320x180."""
+    sample = run_cli("tinysal", "sample").stdout.strip()
+    d = tmp_path_factory.mktemp("codec-sources")
+    out = {}
+    for name, pix, codec in (("8", "yuv420p", "libx264"), ("10", "yuv420p10le", "libx264"),
+                             ("444", "yuv444p", "libx264")):  # fmt: skip
+        out[name] = d / f"s{name}.mkv"
+        subprocess.run([FFMPEG, "-v", "error", "-y", "-i", sample, "-frames:v", "8", "-vf", "scale=320:180",
+                        "-pix_fmt", pix, "-c:v", codec, "-crf", "8", str(out[name])], check=True)  # fmt: skip
+    return out
+
+
+def _probe(path: Path) -> tuple[str, int]:
+    import av
+
+    with av.open(str(path)) as c:
+        return c.streams.video[0].codec_context.pix_fmt, sum(1 for _ in c.decode(video=0))
+
+
+@pytest.mark.parametrize("codec", ["libx264", "libx265", "libsvtav1"])
+@pytest.mark.parametrize(("src", "want"), [("8", "yuv420p"), ("10", "yuv420p10le")])
+def test_every_codec_encodes_8_and_10_bit_as_the_source(sources: dict, tmp_path: Path, codec: str, src: str,
+                                                        want: str) -> None:  # fmt: skip
+    out = tmp_path / "o.mkv"
+    p = run_cli("tinysal", "encode", str(sources[src]), str(out), "--codec", codec, "--crf", "30", "-q")
+    assert p.returncode == 0, p.stderr
+    assert _probe(out) == (want, 8)
+
+
+@pytest.mark.parametrize("codec", ["libx264", "libx265"])
+@pytest.mark.parametrize("src", ["8", "10"])
+def test_saliency_changes_the_bitstream_where_a_route_reaches(sources: dict, tmp_path: Path, codec: str,
+                                                              src: str) -> None:  # fmt: skip
+    outs = {}
+    for kind, extra in (("plain", []), ("roi", ["--roi", "--roi-strength", "6"])):
+        outs[kind] = tmp_path / f"{kind}.mkv"
+        p = run_cli("tinysal", "encode", str(sources[src]), str(outs[kind]), "--codec", codec, "--crf", "30",
+                    "--threads", "1", "-q", *extra)  # fmt: skip
+        assert p.returncode == 0, p.stderr
+    assert _probe(outs["roi"]) == _probe(outs["plain"])  # same depth and frame count
+    assert outs["roi"].read_bytes() != outs["plain"].read_bytes()
+
+
+def test_chroma_kept_where_the_codec_carries_it_else_converted_with_a_note(sources: dict, tmp_path: Path) -> None:
+    for codec, want in (("libx264", "yuv444p"), ("libx265", "yuv444p"), ("libsvtav1", "yuv420p")):
+        out = tmp_path / f"{codec}.mkv"
+        p = run_cli("tinysal", "encode", str(sources["444"]), str(out), "--codec", codec, "--crf", "30")
+        assert p.returncode == 0, p.stderr
+        assert _probe(out) == (want, 8)
+        assert ("does not carry yuv444p" in p.stderr) == (want != "yuv444p"), p.stderr
+
+
+def test_bad_codec_options_are_one_line_and_leave_nothing(sources: dict, tmp_path: Path) -> None:
+    src = str(sources["8"])
+    cases = [
+        (["--codec", "libsvtav1", "--roi"], "a.mkv", "no saliency route"),
+        (["--codec", "libsvtav1", "--preset", "medium"], "a.mkv", "--preset for libsvtav1 must be one of -2..13"),
+        (["--codec", "libsvtav1", "--crf", "70"], "a.mkv", "--crf for libsvtav1 must be 0..63"),
+        (["--codec", "libx264", "--crf", "60"], "a.mkv", "--crf for libx264 must be 0..51"),
+        (["--codec", "libsvtav1"], "a.mov", "cannot write libsvtav1 to 'a.mov'"),
+        (["--codec", "libx264"], "a.webm", "cannot write libx264 to 'a.webm'"),
+        (["--encoder-args", "crf=3"], "a.mkv", "crf is set by tinysal"),
+        (["--encoder-args", "threads=4"], "a.mkv", "threads is set by tinysal"),
+        (["--codec", "libsvtav1", "--encoder-args", "lp=4"], "a.mkv", "lp is set by tinysal"),
+        (["--encoder-args", "bframes"], "a.mkv", "expected key=value"),
+    ]
+    for extra, name, needle in cases:
+        assert_clean_error(run_cli("tinysal", "encode", src, str(tmp_path / name), *extra), needle)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_encoder_args_reach_the_encoder_and_are_recorded(sources: dict, tmp_path: Path) -> None:
+    """x264 with bframes=0 writes no B-frames (its default writes some); the batch record says what was passed."""
+    import av
+
+    def b_frames(path: Path) -> int:
+        with av.open(str(path)) as c:
+            return sum(1 for f in c.decode(video=0) if int(f.pict_type) == 3)  # AV_PICTURE_TYPE_B
+
+    for name, extra in (("dflt.mkv", []), ("nob.mkv", ["--encoder-args", "bframes=0:ref=1"])):
+        p = run_cli("tinysal", "encode", str(sources["8"]), str(tmp_path / name), "--crf", "30", "-q", *extra)
+        assert p.returncode == 0, p.stderr
+    assert b_frames(tmp_path / "dflt.mkv") > 0 and b_frames(tmp_path / "nob.mkv") == 0
+    m = tmp_path / "m.jsonl"
+    m.write_text(json.dumps({"id": "a", "task": "encode", "input": str(sources["8"]), "output": "out/a.mkv",
+                             "codec": "libsvtav1", "crf": 40, "encoder_args": "tune=0"}) + "\n")  # fmt: skip
+    p = run_cli("tinysal", "batch", str(m), "--out", str(tmp_path / "b"), "-q")
+    assert p.returncode == 0, p.stderr
+    info = json.loads((tmp_path / "b" / "jobs" / "a.json").read_text())["info"]
+    assert info["codec"] == "libsvtav1" and info["preset"] == "8" and info["encoder_args"] == "tune=0"
+
+
+def test_crf_search_answers_for_libsvtav1(sources: dict, tmp_path: Path) -> None:
+    out = tmp_path / "cs.json"
+    p = run_cli("tinysal", "crf-search", str(sources["8"]), "--codec", "libsvtav1", "--min-vmaf", "80",
+                "--samples", "1", "--sample-seconds", "0.3", "--preset", "12", "--out-json", str(out),
+                "-q")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(out.read_text())
+    assert doc["codec"] == "libsvtav1" and 10 <= doc["crf"] <= 55 and doc["predicted"]["vmaf"] >= 80
+    assert all(10 <= a["crf"] <= 55 for a in doc["attempts"])
+
+
+def test_the_table_is_what_every_command_reads() -> None:
+    """One entry per codec; the commands' --codec choices and defaults come from it."""
+    from tinysal.encode import codecs, encoder, search
+
+    assert encoder.ENCODERS == tuple(codecs.CODECS)
+    for name, c in codecs.CODECS.items():
+        assert c.default_preset in c.presets and c.crf_range[0] <= c.first_crf <= c.crf_range[1]
+        assert c.search_range[0] >= c.crf_range[0] and c.search_range[1] <= c.crf_range[1]
+        opts = search.CrfSearchOptions(input="x.mp4", codec=name, min_vmaf=90)
+        assert opts.preset == c.default_preset
+    from tinysal.cli.main import build_parser
+
+    parser = build_parser()
+    for cmd in ("encode", "crf-search", "ladder", "roi-eval"):
+        sub = parser._subparsers._group_actions[0].choices[cmd]  # type: ignore[union-attr]
+        codec_action = next(a for a in sub._actions if "--codec" in a.option_strings)
+        assert tuple(codec_action.choices) == tuple(codecs.CODECS), cmd

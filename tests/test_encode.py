@@ -170,9 +170,9 @@ def test_encode_with_the_model_runs_and_refuses_bad_input(tmp_path: Path, video_
     assert_clean_error(run_cli("tinysal", "encode", str(src), str(tmp_path / "a.mp4"), "--bitrate", "x"), "bitrate")
     p = run_cli("tinysal", "encode", str(src), str(tmp_path / "a.mp4"), "--codec", "libvpx-vp9")
     assert p.returncode != 0 and "invalid choice" in p.stderr
-    # AV1 encodes, but no saliency route reaches SVT-AV1 yet: --roi is one line, never a silent plain encode
+    # x264-format QP maps cannot reach SVT-AV1 (its route is the pre-filter): one line, never a silent plain encode
     assert_clean_error(run_cli("tinysal", "encode", str(src), str(tmp_path / "a.mkv"), "--codec", "libsvtav1",
-                               "--roi"), "no saliency route")  # fmt: skip
+                               "--roi-maps", str(tmp_path)), "does not take")  # fmt: skip
     assert not (tmp_path / "a.mkv").exists()
     # a map missing halfway: one line, no output and no temp file left
     maps = tmp_path / "maps"
@@ -199,7 +199,8 @@ def test_default_roi_strength_is_per_codec_and_an_explicit_one_wins() -> None:
         check_settings(s)
         assert s.roi_strength == CODECS[codec].roi_strength
     # the sweep in docs/benchmarks.md
-    assert {k: c.roi_strength for k, c in CODECS.items() if c.saliency} == {"libx264": 3.0, "libx265": 2.0}
+    assert {k: c.roi_strength for k, c in CODECS.items() if c.saliency == "qp-offsets"} == {"libx264": 3.0,
+                                                                                         "libx265": 2.0}
     s = EncodeSettings(codec="libx265", roi=True, roi_strength=5.0)
     check_settings(s)
     assert s.roi_strength == 5.0

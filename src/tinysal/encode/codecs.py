@@ -28,8 +28,12 @@ class Codec:
     preset_note: str
     pix_fmts: tuple[str, ...]  # pixel formats the encoder takes (with the profile that carries them)
     containers: tuple[str, ...]  # output extensions that hold the bitstream
-    saliency: str  # how saliency reaches the encoder: "qp-offsets" (addroi side data) or "" (no route yet)
-    roi_strength: float | None  # default --roi-strength (the roi-eval sweep in docs/benchmarks.md)
+    #: how saliency reaches the encoder: "qp-offsets" (addroi side data, per-block QP), "prefilter" (the input is
+    #: blended towards a blurred copy where saliency is low; for encoders that take no QP map) or "" (none)
+    saliency: str
+    #: default --roi-strength: the strongest of the roi-eval sweep (docs/benchmarks.md) within its bar; None when
+    #: no strength is (then --roi needs an explicit --roi-strength)
+    roi_strength: float | None
     params_option: str  # the FFmpeg option that passes the encoder's own parameters (--encoder-args)
     speed: str  # speed class, for users choosing
     #: encoder parameters tinysal sets itself (rate control, threads, ROI, keyframes): --encoder-args may not
@@ -144,7 +148,9 @@ CODECS: dict[str, Codec] = {
             preset_note="ab-av1's default (8): SVT-AV1's own default 10 is meant for automation, and 4-6 cost "
                         "several times the time for a few percent",
             pix_fmts=("yuv420p", "yuv420p10le"),
-            containers=(".mkv", ".mp4", ".webm"), saliency="", roi_strength=None,
+            # the pre-filter route: no strength meets roi-eval's bar (object BD-rate <= -15% at a VMAF cost <= +5%)
+            # on held-out DAVIS, so there is no default; --roi needs --roi-strength (docs/benchmarks.md)
+            containers=(".mkv", ".mp4", ".webm"), saliency="prefilter", roi_strength=None,
             params_option="svtav1-params", speed="medium at presets 8+, slow below 6",
             reserved=("crf", "qp", "rc", "tbr", "mbr", "lp", "pin", "keyint", "irefresh-type", "scd", "passes"),
         ),

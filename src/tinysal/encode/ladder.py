@@ -102,7 +102,8 @@ class LadderOptions(VideoInput):
         """Refuse, before any work, what cannot run (one line each); the heights (tallest first) and CRFs."""
         c = check_codec(self.codec, self.preset)
         if self.roi and c.roi_strength is None:
-            raise TinysalError(f"--roi with {self.codec}: no saliency route reaches this encoder yet")
+            raise TinysalError(f"--roi with {self.codec}: it has no default ROI strength (no strength of its route "
+                               "meets roi-eval's bar; docs/codecs.md)")  # fmt: skip
         for crf in parse_crfs(self.crfs):
             c.check_crf(crf, "--crfs")
         if self.scaler not in SCALERS:

@@ -389,8 +389,8 @@ def roi_eval(opts: RoiEvalOptions, progress: Callable[[str], None] | None = None
     opts.check()
     default = CODECS[opts.codec].roi_strength if opts.codec in CODECS else None
     if not opts.strengths and default is None:
-        raise TinysalError(f"roi-eval compares ROI encodes with plain ones: no saliency route reaches {opts.codec} "
-                           "yet")  # fmt: skip
+        raise TinysalError(f"roi-eval with {opts.codec}: give --strengths (it has no default ROI strength: no "
+                           "strength of its route met the bar; docs/codecs.md)")  # fmt: skip
     strengths = opts.strengths or [default]
     return run_roi_eval(opts.root, opts.sequences, opts.bitrates, opts.codec, strengths, opts.models(),
                         not opts.no_oracle, default_preset(opts.codec, opts.preset) or "medium", opts.frames,

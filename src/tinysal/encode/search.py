@@ -50,7 +50,8 @@ def roi_strengths(codec: str) -> tuple[float, ...]:
     """The ROI strengths a ``--roi`` search tries: plain (0), the codec's default, and a stronger one."""
     d = CODECS[codec].roi_strength
     if d is None:
-        raise TinysalError(f"--roi with {codec}: no saliency route reaches this encoder yet")
+        raise TinysalError(f"--roi with {codec}: it has no default ROI strength (no strength of its route meets "
+                           "roi-eval's bar; docs/codecs.md), so a search cannot choose one")  # fmt: skip
     return (0.0, d, d + 2.0)
 
 

@@ -179,3 +179,23 @@ def test_the_prefilter_route_keeps_the_salient_region_and_spends_less_elsewhere(
     assert outs["roi"]["video_bytes"] < 0.9 * outs["plain"]["video_bytes"]
     assert psnr(tmp_path / "roi.mkv", box) > psnr(tmp_path / "plain.mkv", box) - 0.5  # the box as it was
     assert psnr(tmp_path / "roi.mkv", ~box) < psnr(tmp_path / "plain.mkv", ~box) - 1.0  # the rest smoothed
+
+
+@pytest.mark.parametrize(("src", "codec"), [("10", "libx265"), ("444", "libsvtav1"), ("444", "libx264")])
+def test_crf_search_and_ladder_take_10_bit_and_444(sources: dict, tmp_path: Path, src: str, codec: str) -> None:
+    """They cut their samples and rung sources in the layout the codec encodes the source in (10-bit stays 10-bit;
+    4:4:4 stays 4:4:4 where the codec carries it, else is converted as encode converts it) and answer."""
+    preset = ["--preset", "12"] if codec == "libsvtav1" else ["--preset", "ultrafast"]
+    out = tmp_path / "cs.json"
+    p = run_cli("tinysal", "crf-search", str(sources[src]), "--codec", codec, "--min-vmaf", "80", "--samples", "1",
+                "--sample-seconds", "0.3", "--out-json", str(out), "-q", *preset)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert json.loads(out.read_text())["predicted"]["vmaf"] >= 80
+    lj = tmp_path / "l.json"
+    p = run_cli("tinysal", "ladder", str(sources[src]), "--codec", codec, "--heights", "180,90", "--crfs", "30,40",
+                "--out-json", str(lj), "-q", *preset)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    pts = json.loads(lj.read_text())["points"]
+    assert len(pts) == 4 and all(0 < pt["vmaf"] <= 100 and pt["video_kbps"] > 0 for pt in pts)
+    by = {(pt["height"], pt["crf"]): pt for pt in pts}
+    assert by[(180, 30.0)]["vmaf"] > by[(180, 40.0)]["vmaf"] and by[(180, 30.0)]["vmaf"] > by[(90, 30.0)]["vmaf"]

@@ -70,8 +70,9 @@ def _sources(opts: LadderOptions, reader: Any, total: int, heights: list[int], w
     size, modification time), at these heights, frames and scaler, and every file is there at its size; else made."""
     folder = work / "sources"
     folder.mkdir(exist_ok=True)
+    layout = _layout(opts, reader)
     want = {"input": records.identity([str(Path(opts.input).resolve())]), "frames_wanted": total,
-            "heights": heights, "scaler": opts.scaler}  # fmt: skip
+            "heights": heights, "scaler": opts.scaler, "pix_fmt": layout}  # fmt: skip
     try:
         have = json.loads((folder / SOURCES).read_text(encoding="utf-8"))
         if all(have.get(k) == v for k, v in json.loads(json.dumps(want)).items()):
@@ -81,12 +82,19 @@ def _sources(opts: LadderOptions, reader: Any, total: int, heights: list[int], w
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
     (folder / SOURCES).unlink(missing_ok=True)
-    n, files = write_sources(reader, total, heights, folder, opts.scaler)
+    n, files = write_sources(reader, total, heights, folder, opts.scaler, layout)
     from tinysal.fileio import write_json
 
     write_json(folder / SOURCES, {**want, "frames": n, "files": {str(h): f for h, f in files.items()},
                                   "sizes": {str(h): Path(f).stat().st_size for h, f in files.items()}})  # fmt: skip
     return n, files
+
+
+def _layout(opts: LadderOptions, reader: Any) -> str:
+    """The raw pixel format rungs are cut and scored in: the one the codec encodes this source in."""
+    from tinysal.encode.codecs import CODECS
+
+    return CODECS[opts.codec].pix_fmt_for(reader.pix_fmt, reader.bitdepth)[0]
 
 
 def rung_id(h: int, crf: float, strength: float) -> str:
@@ -116,7 +124,8 @@ def ladder(opts: LadderOptions, quiet: bool = False) -> dict[str, Any]:
                                                rung_width=rung_width(W, H, h), rung_height=h, crf=c,
                                                roi_strength=s, codec=opts.codec, preset=opts.preset,
                                                scaler=opts.scaler, fps=fps, roi=opts.roi,
-                                               model_path=opts.model_path)  # fmt: skip
+                                               model_path=opts.model_path,
+                                               pix_fmt=_layout(opts, reader))  # fmt: skip
                  for h in heights for c in crfs for s in roi_strengths(opts)}  # fmt: skip
         manifest = work / "rungs.jsonl"
         from tinysal.fileio import atomic_open

@@ -156,11 +156,16 @@ class RungOptions:
     roi: bool = False
     model_path: str | None = None
     threads: int = 0
+    pix_fmt: str = "yuv420p"  # the raw layout of source and rung_source (the codec's for the title's source)
 
     def __post_init__(self) -> None:
         self.preset = default_preset(self.codec, self.preset)
 
     def check(self, files: bool = True) -> None:
+        from tinysal.encode.search import LAYOUTS
+
+        if self.pix_fmt not in LAYOUTS:
+            raise TinysalError(f"pix_fmt must be one of {', '.join(LAYOUTS)}, got {self.pix_fmt!r}")
         c = check_codec(self.codec, self.preset)
         if self.scaler not in SCALERS:
             raise TinysalError(f"scaler must be one of {', '.join(SCALERS)}, got {self.scaler!r}")
@@ -185,21 +190,24 @@ def run_rung(opts: RungOptions) -> dict[str, Any]:
     enc, up = folder / "enc.mp4", folder / "up.yuv"
     t0 = time.perf_counter()
     try:
+        from tinysal.encode.search import LAYOUTS
+
+        pix, depth = LAYOUTS[opts.pix_fmt]
         eo = EncodeOptions(input=opts.rung_source, width=opts.rung_width, height=opts.rung_height,
-                           pixel_format="420", bitdepth=8, output=str(enc), fps=opts.fps, codec=opts.codec,
+                           pixel_format=pix, bitdepth=depth, output=str(enc), fps=opts.fps, codec=opts.codec,
                            crf=opts.crf, preset=opts.preset, roi=opts.roi_strength > 0,
                            roi_strength=opts.roi_strength or None, overwrite=True, no_audio=True,
                            threads=opts.threads, model_path=opts.model_path)  # fmt: skip
         info = encode(eo)
         dist = enc
         if (opts.rung_width, opts.rung_height) != (W, H):  # scored at the source's size, scaled with one scaler
-            _ffmpeg(["-i", str(enc), "-vf", f"scale={W}:{H}:flags={opts.scaler}", *_raw(W, H, "yuv420p")[:4],
+            _ffmpeg(["-i", str(enc), "-vf", f"scale={W}:{H}:flags={opts.scaler}", *_raw(W, H, opts.pix_fmt)[:4],
                      str(up)], f"scaling the {opts.rung_height}-line encode up")  # fmt: skip
             dist = up
         feat = ["mobilesal:roi_score=1"] if opts.roi else []
         params = [f"mobilesal:model_path={opts.model_path}"] if feat and opts.model_path else []
-        so = ScoreOptions(reference=opts.source, distorted=str(dist), width=W, height=H, pixel_format="420",
-                          bitdepth=8, feature=feat, feature_params=params, threads=opts.threads)  # fmt: skip
+        so = ScoreOptions(reference=opts.source, distorted=str(dist), width=W, height=H, pixel_format=pix,
+                          bitdepth=depth, feature=feat, feature_params=params, threads=opts.threads)  # fmt: skip
         res = score(so).result
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -296,9 +304,7 @@ def check_source(opts: LadderOptions, reader: Any, heights: list[int]) -> None:
     for h in heights:  # after the source's height: 289 on a 288-line source is first of all too tall
         if h % 2:
             raise TinysalError(f"--heights: {h} is odd; a rung's height is even (its 4:2:0 chroma has half the lines)")
-    if (reader.pix_fmt, reader.bitdepth) != ("420", 8):
-        raise TinysalError(f"{opts.input}: the ladder encodes with the encode task, which takes 8-bit 4:2:0 input; "
-                           f"this is {reader.bitdepth}-bit {reader.pix_fmt}")  # fmt: skip
+
 
 
 def rung_width(width: int, height: int, h: int) -> int:
@@ -306,11 +312,15 @@ def rung_width(width: int, height: int, h: int) -> int:
     return width if h == height else max(2, round(width * h / height / 2) * 2)
 
 
-def write_sources(reader: Any, total: int, heights: list[int], folder: Path, scaler: str) -> tuple[int, dict]:
-    """Decode the source once to raw frames (what every rung is cut from and scored against) and scale it to each
-    rung's height: (frames, {height: raw file})."""
+def write_sources(reader: Any, total: int, heights: list[int], folder: Path, scaler: str,
+                  layout: str = "yuv420p") -> tuple[int, dict]:  # fmt: skip
+    """Decode the source once to raw frames in ``layout`` (the pixel format the codec encodes it in: what every rung
+    is cut from and scored against) and scale it to each rung's height: (frames, {height: raw file})."""
+    from tinysal.encode.search import _converted
     from tinysal.features.mobilesal import frame_bytes_of
+    from tinysal.features.vmaf import RAW_PIX_FMTS
 
+    src_fmt = RAW_PIX_FMTS[(reader.pix_fmt, reader.bitdepth)]
     W, H = reader.width, reader.height
     source = folder / "source.yuv"
     n = 0
@@ -318,7 +328,7 @@ def write_sources(reader: Any, total: int, heights: list[int], folder: Path, sca
         for fr in reader.frames():
             if n >= total:
                 break
-            f.write(frame_bytes_of(fr))
+            f.write(frame_bytes_of(fr) if layout == src_fmt else _converted(fr, src_fmt, layout))
             n += 1
     if n < 2:
         raise TinysalError(f"{reader.path}: a ladder needs at least 2 frames, got {n}")
@@ -327,8 +337,8 @@ def write_sources(reader: Any, total: int, heights: list[int], folder: Path, sca
         if h != H:
             w = rung_width(W, H, h)
             out = folder / f"source-{h}.yuv"
-            _ffmpeg([*_raw(W, H, "yuv420p"), "-i", str(source), "-vf", f"scale={w}:{h}:flags={scaler}",
-                     *_raw(w, h, "yuv420p")[:4], str(out)], f"scaling the source to {h} lines")  # fmt: skip
+            _ffmpeg([*_raw(W, H, layout), "-i", str(source), "-vf", f"scale={w}:{h}:flags={scaler}",
+                     *_raw(w, h, layout)[:4], str(out)], f"scaling the source to {h} lines")  # fmt: skip
             files[h] = str(out)
     return n, files
 

@@ -193,12 +193,39 @@ def plan_samples(total: int, fps: float, n: int, seconds: float) -> list[tuple[i
     return [(min(total - k, max(0, round((i + 0.5) * total / n - k / 2))), k) for i in range(n)]
 
 
-def cut_samples(reader: Any, plan: list[tuple[int, int]], folder: Path, total: int) -> list[Sample]:
-    """One decode of the input; each sample's frames written as raw 8-bit 4:2:0."""
-    if (reader.pix_fmt, reader.bitdepth) != ("420", 8):
-        raise TinysalError(f"crf-search takes 8-bit 4:2:0 input (as encode does); {reader.path} is "
-                           f"{reader.pix_fmt} {reader.bitdepth}-bit")  # fmt: skip
+#: a raw layout (pixel_format, bitdepth) by FFmpeg's pixel-format name
+LAYOUTS = {"yuv420p": ("420", 8), "yuv422p": ("422", 8), "yuv444p": ("444", 8), "yuv420p10le": ("420", 10),
+           "yuv422p10le": ("422", 10), "yuv444p10le": ("444", 10)}  # fmt: skip
+
+
+def _converted(fr: Any, src_fmt: str, dst_fmt: str) -> bytes:
+    """A frame's raw planes in another layout (swscale, through PyAV), as the encode would convert it."""
+    import av
+
+    from tinysal.encode.encoder import _copy_plane
+
+    vf = av.VideoFrame(fr.width, fr.height, src_fmt)
+    for plane, arr in zip(vf.planes, (fr.y, fr.u, fr.v)):
+        _copy_plane(plane, arr)
+    out = vf.reformat(format=dst_fmt)
+    bps = 2 if dst_fmt.endswith("10le") else 1
+    parts = []
+    for plane in out.planes:
+        rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: plane.height, : plane.width * bps]
+        parts.append(rows.tobytes())
+    return b"".join(parts)
+
+
+def cut_samples(reader: Any, plan: list[tuple[int, int]], folder: Path, total: int,
+                layout: str | None = None) -> list[Sample]:  # fmt: skip
+    """One decode of the input; each sample's frames written raw in ``layout`` (an FFmpeg pixel-format name: the one
+    the codec encodes the source in; default the source's own), lossless when it is the source's."""
     from tinysal.features.mobilesal import frame_bytes_of
+    from tinysal.features.vmaf import RAW_PIX_FMTS
+    from tinysal.video.readers import frame_bytes
+
+    src_fmt = RAW_PIX_FMTS[(reader.pix_fmt, reader.bitdepth)]
+    layout = layout or src_fmt
 
     samples = [Sample(folder / f"sample{i}.yuv", s, k, min(k // 2, total - s - k)) for i, (s, k) in enumerate(plan)]
     files = [open(s.path, "wb") for s in samples]  # noqa: SIM115 - closed below
@@ -209,11 +236,11 @@ def cut_samples(reader: Any, plan: list[tuple[int, int]], folder: Path, total: i
                 break
             for s, f in zip(samples, files):
                 if s.start <= i < s.start + s.frames + s.tail:
-                    f.write(frame_bytes_of(fr))
+                    f.write(frame_bytes_of(fr) if layout == src_fmt else _converted(fr, src_fmt, layout))
     finally:
         for f in files:
             f.close()
-    size = reader.width * reader.height * 3 // 2
+    size = frame_bytes(reader.width, reader.height, *LAYOUTS[layout])
     for s in samples:
         got = s.path.stat().st_size // size
         if got < s.frames + s.tail:  # a clip that ends before its announced length
@@ -238,11 +265,14 @@ class Search:
     folder: Path
     events: Events
     attempts: list[Attempt] = field(default_factory=list)
+    layout: str = "yuv420p"  # the samples' raw pixel format
 
     def _encode_sample(self, s: Sample, crf: float, strength: float, k: int) -> tuple[Path, int]:
         out = self.folder / f"enc{k}.mp4"
         o = self.opts
-        eo = EncodeOptions(input=str(s.path), width=self.width, height=self.height, output=str(out), fps=self.fps,
+        pix, depth = LAYOUTS[self.layout]
+        eo = EncodeOptions(input=str(s.path), width=self.width, height=self.height, pixel_format=pix,
+                           bitdepth=depth, output=str(out), fps=self.fps,
                            codec=o.codec, crf=crf, preset=o.preset, roi=strength > 0,
                            roi_strength=strength if strength > 0 else None, overwrite=True, no_audio=True,
                            threads=o.threads, model_path=o.model_path, encoder_args=o.encoder_args)  # fmt: skip
@@ -255,7 +285,9 @@ class Search:
         o = self.opts
         feat = ["mobilesal:roi_score=1"] if o.min_vmaf_roi is not None else []
         params = [f"mobilesal:model_path={o.model_path}"] if feat and o.model_path else []
+        pix, depth = LAYOUTS[self.layout]
         so = ScoreOptions(reference=str(s.path), distorted=str(enc), width=self.width, height=self.height,
+                          pixel_format=pix, bitdepth=depth,
                           feature=feat, feature_params=params, threads=o.threads, frame_cnt=s.frames)  # fmt: skip
         res = score(so).result
         vm = [f["metrics"]["vmaf"] for f in res["frames"]]
@@ -364,9 +396,13 @@ def crf_search(opts: CrfSearchOptions, quiet: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         plan = plan_samples(total, fps, opts.samples, opts.sample_seconds)
-        samples = cut_samples(reader, plan, folder, total)
+        layout, note = CODECS[opts.codec].pix_fmt_for(reader.pix_fmt, reader.bitdepth)
+        if note:
+            ev.say(f"crf-search: {note}")
+        samples = cut_samples(reader, plan, folder, total, layout)
         s = Search(opts, samples, reader.width, reader.height, fps, total,
-                   max(1, getattr(reader, "video_bytes", 0) or os.path.getsize(opts.input)), folder, ev)  # fmt: skip
+                   max(1, getattr(reader, "video_bytes", 0) or os.path.getsize(opts.input)), folder, ev,
+                   layout=layout)  # fmt: skip
         ev.say(f"{len(samples)} sample(s) of {samples[0].frames} frames from {total} "
                f"({reader.width}x{reader.height} at {fps:g} fps)")  # fmt: skip
         runs = [search_one(s, k, lo, hi) for k in (roi_strengths(opts.codec) if opts.roi else (0.0,))]

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     saving = f"; ROI saves {doc['roi_saving_percent']:.1f}% against plain" if "roi_saving_percent" in doc else ""
     roi_v = f", vmaf_roi {p['vmaf_roi']:.2f}" if p["vmaf_roi"] is not None else ""
     print(f"crf {doc['crf']:g}{roi}: predicted vmaf {p['vmaf']:.2f}{roi_v}, {p['video_kbps']:.0f} kbit/s "
-          f"({p['size_percent']:.1f}% of the input){saving}; {len(doc['attempts'])} attempts, "
+          f"({p['size_percent']:.1f}% of the input's video){saving}; {len(doc['attempts'])} attempts, "
           f"{doc['frames_encoded']} frames encoded")  # fmt: skip
     if "encode" in doc:
         e = doc["encode"]

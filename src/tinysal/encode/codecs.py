@@ -8,6 +8,7 @@ yet: adding one needs an encode that pipes frames to that program (docs/codecs.m
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,10 @@ class Codec:
     #: encoder parameters tinysal sets itself (rate control, threads, ROI, keyframes): --encoder-args may not
     reserved: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)  # options every encode sets (see ``options``)
+    preset_option: str = "preset"  # the FFmpeg option the preset goes to (libaom: cpu-used)
+    #: True: the encoder is in the bundled FFmpeg program (imageio-ffmpeg) but not in PyAV's library: frames are
+    #: piped to that program (constant frame rate; audio and subtitles copied by it)
+    program: bool = False
 
     def check_preset(self, preset: str) -> None:
         if str(preset) not in self.presets:
@@ -63,7 +68,7 @@ class Codec:
 
     def options(self, preset: str, crf: float | None, bitrate: int, threads: int, params: str) -> dict[str, str]:
         """The encoder's FFmpeg options for one encode (``params``: the user's --encoder-args, checked)."""
-        opts = {"preset": str(preset), **self.extra}
+        opts = {self.preset_option: str(preset), **self.extra}
         if not bitrate:
             opts["crf"] = f"{crf:g}"
         own = []
@@ -77,6 +82,10 @@ class Codec:
                 own.append(f"lp={threads}")  # SVT-AV1's level of parallelism (~ cores it uses)
         elif threads:
             opts["threads"] = str(threads)
+        if self.name == "libaom-av1":
+            opts["row-mt"] = "1"  # rows in parallel: libaom's own default leaves cores idle
+            if not bitrate:
+                opts["b"] = "0"  # constant quality: libaom's CRF needs the bitrate cap off
         if self.name == "libx264":
             # libx264 applies ROI through adaptive quantisation and skips it when AQ is off (x264's ultrafast preset
             # turns it off): keep AQ on in every encode, plain or ROI, so the two stay comparable
@@ -154,8 +163,34 @@ CODECS: dict[str, Codec] = {
             params_option="svtav1-params", speed="medium at presets 8+, slow below 6",
             reserved=("crf", "qp", "rc", "tbr", "mbr", "lp", "pin", "keyint", "irefresh-type", "scd", "passes"),
         ),
+        Codec(
+            name="libaom-av1", family="av1", crf_range=(0, 63), crf_default=32, search_range=(10, 55), first_crf=32,
+            presets=tuple(str(p) for p in range(0, 9)), default_preset="6",
+            preset_note="cpu-used 6: what ab-av1 and most AV1 pipelines use with libaom; its own default 1 is "
+                        "several times slower for ~2% smaller files",
+            pix_fmts=("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le"),
+            containers=(".mkv", ".mp4", ".webm"), saliency="prefilter", roi_strength=None,
+            params_option="aom-params", speed="slow", preset_option="cpu-used", program=True,
+            reserved=("end-usage", "cq-level", "target-bitrate", "threads", "row-mt", "kf-max-dist", "kf-min-dist",
+                      "passes", "pass"),
+        ),
     )
 }
+
+
+@functools.cache
+def program_encoders() -> frozenset[str]:
+    """The video encoders of the bundled FFmpeg program (imageio-ffmpeg), read once."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    try:
+        out = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-encoders"], capture_output=True,
+                             text=True, timeout=30).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return frozenset()
+    return frozenset(ln.split()[1] for ln in out.splitlines() if ln.startswith(" V") and len(ln.split()) > 1)
 
 
 def codec(name: str) -> Codec:
@@ -165,7 +200,9 @@ def codec(name: str) -> Codec:
     c = CODECS.get(name)
     if c is None:
         raise TinysalError(f"--codec must be one of {', '.join(CODECS)}, got {name!r}")
-    if name not in av.codecs_available:
+    if c.program and name not in program_encoders():
+        raise TinysalError(f"the bundled FFmpeg program has no {name} encoder")
+    if not c.program and name not in av.codecs_available:
         raise TinysalError(f"this FFmpeg build (PyAV) has no {name} encoder")
     return c
 

@@ -194,6 +194,118 @@ def _open_output(path: Path, s: EncodeSettings, width: int, height: int, clock: 
     return container, st
 
 
+class _ProgramStream:
+    """For an encoder that is in the bundled FFmpeg program but not in PyAV (libaom-av1): the same interface as a
+    PyAV stream/container pair for ``encode_video``; frames (after any saliency pre-filter) are piped raw to an
+    FFmpeg child that encodes and muxes them, copying the input's audio and subtitles itself. It starts at the first
+    frame, after the colour tags are set on ``codec_context``."""
+
+    def __init__(self, path: Path, s: EncodeSettings, width: int, height: int, clock: Clock, pix_fmt: str,
+                 source: str | None) -> None:  # fmt: skip
+        from types import SimpleNamespace
+
+        self.path, self.s, self.width, self.height, self.clock, self.pix_fmt = path, s, width, height, clock, pix_fmt
+        self.source = source
+        self.codec_context = SimpleNamespace(color_range=None, sample_aspect_ratio=None)
+        self.proc: Any = None
+
+    def _start(self) -> None:
+        import subprocess
+
+        import imageio_ffmpeg
+
+        entry = CODECS[self.s.codec]
+        rate = self.clock.rate
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+               "-f", "rawvideo", "-pix_fmt", self.pix_fmt, "-s", f"{self.width}x{self.height}",
+               "-framerate", f"{rate.numerator}/{rate.denominator}", "-i", "pipe:0"]  # fmt: skip
+        maps = ["-map", "0:v"]
+        if self.source:
+            cmd += ["-i", self.source]
+            maps += ["-map_metadata", "1", "-map_chapters", "1", "-map", "1:s?", "-c:s", "copy"]
+            if not self.s.no_audio:
+                maps += ["-map", "1:a?", "-c:a", "copy"]
+        opts = entry.options(self.s.preset or "", None if self.s.bitrate else self.s.crf, self.s.bitrate,
+                             self.s.threads, self.s.encoder_args)  # fmt: skip
+        enc = ["-c:v", self.s.codec, "-pix_fmt", self.pix_fmt]
+        for k, v in opts.items():
+            enc += [f"-{k}", v]
+        if self.s.bitrate:
+            enc += ["-b:v", str(self.s.bitrate)]
+        cc = self.codec_context
+        if cc.color_range in (1, 2):
+            enc += ["-color_range", "pc" if cc.color_range == 2 else "tv"]
+        if cc.sample_aspect_ratio:
+            enc += ["-aspect", str(cc.sample_aspect_ratio * self.width / self.height)]
+        self.err = open(self.path.with_suffix(self.path.suffix + ".log"), "w+b")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen([*cmd, *maps, *enc, str(self.path)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, stderr=self.err)  # fmt: skip
+
+    def encode(self, frame: Any = None) -> list[Any]:
+        if frame is None:
+            return []
+        if self.proc is None:
+            self._start()
+        bps = 2 if self.pix_fmt.endswith("10le") else 1
+        try:
+            for plane in frame.planes:
+                rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+                self.proc.stdin.write(rows[: plane.height, : plane.width * bps].tobytes())
+        except BrokenPipeError:
+            self.close()
+        return []
+
+    def mux(self, pkt: Any) -> None:  # the program muxes
+        pass
+
+    def close(self) -> None:
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        with contextlib.suppress(BrokenPipeError, OSError):
+            proc.stdin.close()
+        rc = proc.wait()
+        self.err.seek(0)
+        msg = self.err.read().decode("utf-8", "replace").strip().splitlines()
+        self.err.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.err.name)
+        if rc != 0:
+            raise TinysalError(f"{self.s.codec} (the bundled FFmpeg program) failed: {msg[-1] if msg else rc}")
+
+
+def _formats(codec_name: str, reader: Any) -> tuple[tuple[str, str], str | None]:
+    """((the source's raw pixel format, the one the codec encodes it in), a note when they differ)."""
+    from tinysal.features.vmaf import RAW_PIX_FMTS
+
+    out_fmt, note = CODECS[codec_name].pix_fmt_for(reader.pix_fmt, reader.bitdepth)
+    return (RAW_PIX_FMTS[(reader.pix_fmt, reader.bitdepth)], out_fmt), note
+
+
+def _program_clock(codec_name: str, clock: Clock, rate: Fraction, note: str | None) -> tuple[Clock, str | None]:
+    """The program route pipes raw frames at one rate: a variable-rate input is re-timed at its average, and said."""
+    if not CODECS[codec_name].program or clock.stamps is None:
+        return clock, note
+    said = f"{codec_name} runs in the FFmpeg program: the variable frame timing is re-timed at the average rate"
+    return Clock(rate, 1 / rate), "; ".join(x for x in (note, said) if x)
+
+
+def _outputs(tmp: Path, s: EncodeSettings, reader: Any, clock: Clock, pix_fmt: str, source: str | None) -> Any:
+    """(container, stream): PyAV's, or the FFmpeg program's for an encoder PyAV lacks (both roles in one)."""
+    if CODECS[s.codec].program:
+        ps = _ProgramStream(tmp, s, reader.width, reader.height, clock, pix_fmt, source)
+        return ps, ps
+    return _open_output(tmp, s, reader.width, reader.height, clock, pix_fmt)
+
+
+def _video_bytes_of(path: Path) -> int:
+    """The bytes of a file's video packets (what the program route cannot count as it muxes)."""
+    import av
+
+    with av.open(str(path)) as c:
+        return sum(p.size for p in c.demux(video=0) if p.size)
+
+
 def check_container(output: str | os.PathLike[str], codec_name: str) -> None:
     """An output name whose container can hold the codec (by its extension, the codec table's list), or one line."""
     out = Path(output)
@@ -427,19 +539,17 @@ def encode_video(
     saliency: Callable[[int, YuvFrame], np.ndarray] | None = None,
     fps: float | None = None,
 ) -> dict[str, Any]:
-    """Encode ``reader``'s frames (8-bit 4:2:0) to ``output``; with ``settings.roi``, regions of interest from the
-    saliency of the frames (the model, ``settings.roi_maps``, or ``saliency(i, frame)`` -> a frame-size map in
-    [0, 1], e.g. ground truth for an oracle). Written to a temp file beside ``output``, renamed when complete."""
+    """Encode ``reader``'s frames (in the pixel format the codec takes for them) to ``output``; with
+    ``settings.roi``, regions of interest (or the pre-filter, by the codec's route) from the saliency of the
+    frames (the model, ``settings.roi_maps``, or ``saliency(i, frame)`` -> a frame-size map in [0, 1], e.g. ground
+    truth for an oracle). Written to a temp file beside ``output``, renamed when complete."""
     from tinysal.encode.streams import Passthrough
     from tinysal.video.readers import AvReader
 
     check_settings(settings)
     out = output_path(output, settings.codec, overwrite)
     rate = _frame_rate(reader, fps)
-    from tinysal.features.vmaf import RAW_PIX_FMTS
-
-    src_fmt = RAW_PIX_FMTS[(reader.pix_fmt, reader.bitdepth)]
-    out_fmt, fmt_note = CODECS[settings.codec].pix_fmt_for(reader.pix_fmt, reader.bitdepth)
+    (src_fmt, out_fmt), fmt_note = _formats(settings.codec, reader)
     n = reader.frame_count if not frame_cnt else min(frame_cnt, reader.frame_count)
     every = settings.roi_every or max(1, round(float(rate) / 3))
     if settings.roi and every > float(rate):
@@ -455,9 +565,12 @@ def encode_video(
     # threads busy-wait, taking CPU from the encoder for products too small to gain from a second thread
     blas_limit = threadpool_limits(limits=1, user_api="blas")
     video_bytes = [0]
+    program = CODECS[settings.codec].program
+    clock, fmt_note = _program_clock(settings.codec, clock, rate, fmt_note)
     try:
-        container, st = _open_output(tmp, settings, reader.width, reader.height, clock, out_fmt)
-        keep = Passthrough(reader.path if isinstance(reader, AvReader) else None, keep_audio=not settings.no_audio)
+        source = str(reader.path) if isinstance(reader, AvReader) else None
+        container, st = _outputs(tmp, settings, reader, clock, out_fmt, source)
+        keep = Passthrough(None if program else source, keep_audio=not settings.no_audio)
         try:
             keep.attach(container, st)
             _tag_video(st, reader, keep)
@@ -472,6 +585,8 @@ def encode_video(
             container.close()
         if done == 0:
             raise TinysalError("no frames to encode")
+        if program:
+            video_bytes[0] = _video_bytes_of(tmp)
         _move_into_place(tmp, out, overwrite)
     except BaseException:
         with contextlib.suppress(OSError):

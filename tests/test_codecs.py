@@ -221,3 +221,15 @@ def test_libaom_runs_in_the_ffmpeg_program_and_keeps_the_audio(sources: dict, tm
         vbytes = sum(pk.size for pk in c.demux(video=0) if pk.size)
     assert f"{vbytes * 8 / (8 / 25) / 1000:.1f} kbit/s video" in p.stdout
     assert not [x for x in tmp_path.iterdir() if x.name.startswith(".")]  # no temp file or log left
+
+
+def test_vvc_is_one_table_entry(sources: dict, tmp_path: Path) -> None:
+    """libvvenc (VVC, 10-bit 4:2:0 only, quality as qp) through the program route: 8-bit sources become 10-bit with
+    a note; 10-bit stays; the pre-filter reaches it."""
+    for src, extra in (("8", []), ("10", ["--roi", "--roi-strength", "1"])):
+        out = tmp_path / f"v{src}.mkv"
+        p = run_cli("tinysal", "encode", str(sources[src]), str(out), "--codec", "libvvenc", "--preset", "faster",
+                    "--crf", "36", *extra)  # fmt: skip
+        assert p.returncode == 0, p.stderr
+        assert _probe(out) == ("yuv420p10le", 8)
+        assert ("8 -> 10-bit" in p.stderr) == (src == "8"), p.stderr

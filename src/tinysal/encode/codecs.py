@@ -41,6 +41,7 @@ class Codec:
     reserved: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)  # options every encode sets (see ``options``)
     preset_option: str = "preset"  # the FFmpeg option the preset goes to (libaom: cpu-used)
+    quality_option: str = "crf"  # the FFmpeg option the CRF goes to (libvvenc: qp, its constant-quality scale)
     #: True: the encoder is in the bundled FFmpeg program (imageio-ffmpeg) but not in PyAV's library: frames are
     #: piped to that program (constant frame rate; audio and subtitles copied by it)
     program: bool = False
@@ -62,15 +63,18 @@ class Codec:
                 ("422", 10): "yuv422p10le", ("444", 10): "yuv444p10le"}[(pix_fmt, bitdepth)]  # fmt: skip
         if want in self.pix_fmts:
             return want, None
-        deep = "yuv420p10le" if bitdepth == 10 and "yuv420p10le" in self.pix_fmts else "yuv420p"
-        return deep, (f"{self.name} does not carry {want}: encoded as {deep} (chroma {pix_fmt} -> 420"
-                      f"{', 10-bit kept' if deep.endswith('10le') else ''})")  # fmt: skip
+        same_depth = "yuv420p10le" if bitdepth == 10 else "yuv420p"
+        deep = same_depth if same_depth in self.pix_fmts else self.pix_fmts[0]
+        changes = [f"chroma {pix_fmt} -> 420"] if pix_fmt != "420" else []
+        to_bits = 10 if deep.endswith("10le") else 8
+        changes.append(f"{bitdepth}-bit kept" if to_bits == bitdepth else f"{bitdepth} -> {to_bits}-bit")
+        return deep, f"{self.name} does not carry {want}: encoded as {deep} ({', '.join(changes)})"
 
     def options(self, preset: str, crf: float | None, bitrate: int, threads: int, params: str) -> dict[str, str]:
         """The encoder's FFmpeg options for one encode (``params``: the user's --encoder-args, checked)."""
         opts = {self.preset_option: str(preset), **self.extra}
         if not bitrate:
-            opts["crf"] = f"{crf:g}"
+            opts[self.quality_option] = f"{crf:g}"
         own = []
         if self.name == "libx265":
             # x265's threads are its pools; with one, one frame at a time as well (frame threads share the pool)
@@ -173,6 +177,14 @@ CODECS: dict[str, Codec] = {
             params_option="aom-params", speed="slow", preset_option="cpu-used", program=True,
             reserved=("end-usage", "cq-level", "target-bitrate", "threads", "row-mt", "kf-max-dist", "kf-min-dist",
                       "passes", "pass"),
+        ),
+        Codec(
+            name="libvvenc", family="vvc", crf_range=(0, 63), crf_default=32, search_range=(10, 55), first_crf=32,
+            presets=("slower", "slow", "medium", "fast", "faster"), default_preset="fast",
+            preset_note="VVenC's fast: its medium costs ~3x the time for a few percent",
+            pix_fmts=("yuv420p10le",), containers=(".mkv", ".mp4"), saliency="prefilter", roi_strength=None,
+            params_option="vvenc-params", speed="slow", program=True, quality_option="qp",
+            reserved=("qp", "threads", "period", "rc", "passes", "pass", "targetbitrate"),
         ),
     )
 }

@@ -233,3 +233,16 @@ def test_vvc_is_one_table_entry(sources: dict, tmp_path: Path) -> None:
         assert p.returncode == 0, p.stderr
         assert _probe(out) == ("yuv420p10le", 8)
         assert ("8 -> 10-bit" in p.stderr) == (src == "8"), p.stderr
+
+
+def test_ladder_passes_encoder_args_to_every_rung(sources: dict, tmp_path: Path) -> None:
+    docs = {}
+    for tag, extra in (("dflt", []), ("nob", ["--encoder-args", "bframes=0"])):
+        out = tmp_path / f"{tag}.json"
+        p = run_cli("tinysal", "ladder", str(sources["8"]), "--heights", "180", "--crfs", "30", "--preset",
+                    "medium", "--threads", "1", "--out-json", str(out), "-q", *extra)  # fmt: skip
+        assert p.returncode == 0, p.stderr
+        docs[tag] = json.loads(out.read_text())["points"][0]
+    assert docs["dflt"]["bytes"] != docs["nob"]["bytes"]
+    assert_clean_error(run_cli("tinysal", "ladder", str(sources["8"]), "--encoder-args", "threads=2"),
+                       "threads is set by tinysal")  # fmt: skip

@@ -125,7 +125,8 @@ def ladder(opts: LadderOptions, quiet: bool = False) -> dict[str, Any]:
                                                roi_strength=s, codec=opts.codec, preset=opts.preset,
                                                scaler=opts.scaler, fps=fps, roi=opts.roi,
                                                model_path=opts.model_path,
-                                               pix_fmt=_layout(opts, reader))  # fmt: skip
+                                               pix_fmt=_layout(opts, reader),
+                                               encoder_args=opts.encoder_args)  # fmt: skip
                  for h in heights for c in crfs for s in roi_strengths(opts)}  # fmt: skip
         manifest = work / "rungs.jsonl"
         from tinysal.fileio import atomic_open

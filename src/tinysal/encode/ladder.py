@@ -94,6 +94,7 @@ class LadderOptions(VideoInput):
     engine: str = "local"  # where the rungs run, as batch jobs: local processes or Ray
     address: str | None = None
     work_dir: str | None = None  # keeps the rung sources, the manifest and the records: a rerun resumes
+    encoder_args: str = ""  # the encoder's own parameters for every rung (k=v:k2=v2)
 
     def __post_init__(self) -> None:
         self.preset = default_preset(self.codec, self.preset)
@@ -106,6 +107,7 @@ class LadderOptions(VideoInput):
                                "meets roi-eval's bar; docs/codecs.md)")  # fmt: skip
         for crf in parse_crfs(self.crfs):
             c.check_crf(crf, "--crfs")
+        c.check_params(self.encoder_args)
         if self.scaler not in SCALERS:
             raise TinysalError(f"--scaler must be one of {', '.join(SCALERS)}")
         if not 1 <= self.jobs <= 256:
@@ -157,6 +159,7 @@ class RungOptions:
     model_path: str | None = None
     threads: int = 0
     pix_fmt: str = "yuv420p"  # the raw layout of source and rung_source (the codec's for the title's source)
+    encoder_args: str = ""
 
     def __post_init__(self) -> None:
         self.preset = default_preset(self.codec, self.preset)
@@ -169,6 +172,7 @@ class RungOptions:
         c = check_codec(self.codec, self.preset)
         if self.scaler not in SCALERS:
             raise TinysalError(f"scaler must be one of {', '.join(SCALERS)}, got {self.scaler!r}")
+        c.check_params(self.encoder_args)
         lo, hi = c.crf_range
         if not (math.isfinite(self.crf) and lo <= self.crf <= hi):
             raise TinysalError(f"crf {self.crf:g} is outside {lo}..{hi}")
@@ -197,7 +201,8 @@ def run_rung(opts: RungOptions) -> dict[str, Any]:
                            pixel_format=pix, bitdepth=depth, output=str(enc), fps=opts.fps, codec=opts.codec,
                            crf=opts.crf, preset=opts.preset, roi=opts.roi_strength > 0,
                            roi_strength=opts.roi_strength or None, overwrite=True, no_audio=True,
-                           threads=opts.threads, model_path=opts.model_path)  # fmt: skip
+                           threads=opts.threads, model_path=opts.model_path,
+                           encoder_args=opts.encoder_args)  # fmt: skip
         info = encode(eo)
         dist = enc
         if (opts.rung_width, opts.rung_height) != (W, H):  # scored at the source's size, scaled with one scaler

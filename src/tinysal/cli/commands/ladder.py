@@ -21,6 +21,8 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--crfs", default="18:42:4", help="FIRST:LAST:STEP or a list (default 18:42:4)")
     sp.add_argument("--roi", action="store_true", help="also ROI encodes (the codec's default strength): two hulls")
     sp.add_argument("--preset", default=None, help="the encoder's preset (default: the codec's, docs/codecs.md)")
+    sp.add_argument("--encoder-args", default="", metavar="K=V[:K=V...]",
+                    help="the encoder's own parameters for every rung (rate control, threads, keyframes: refused)")
     sp.add_argument("--scaler", default="bicubic", help="swscale scaler down to each rung and back up for scoring "
                     "(default bicubic)")  # fmt: skip
     sp.add_argument("--fps", type=number, help="frame rate of raw YUV input (default 25)")

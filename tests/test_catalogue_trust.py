@@ -341,3 +341,35 @@ def test_folder_arguments_that_are_dangling_symlinks_say_so(tmp_path: Path, blob
         p = run_cli(*args)
         assert_clean_error(p, "is a symlink to", "which does not exist")
     assert sorted(x.name for x in tmp_path.iterdir()) == ["blobs", "link"]  # nothing written, no temp left
+
+
+def test_percentile_pooling_in_every_layout_and_the_summary(tmp_path: Path, clip: Path) -> None:
+    """--pool-percentiles 1,5 adds p1 and p5 (the '1% lows') after libvmaf's four pooled keys, equal to numpy's
+    percentile of the per-frame scores, in JSON and XML; a batch's summary.csv gets vmaf_p1/vmaf_p5 columns; and
+    crf-search's --pool pN is the same function."""
+    import xml.etree.ElementTree as ET
+
+    from tinysal.encode.search import pooled
+    from tinysal.features.output import pool
+
+    sample = run_cli("tinysal", "sample").stdout.strip()
+    out = tmp_path / "s.json"
+    p = run_cli("vmaf", "-r", sample, "-d", sample, "--frame_cnt", "12", "--subsample", "1", "-q",
+                "--pool-percentiles", "5,1", "--feature", "psnr", "-o", str(out))  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(out.read_text())
+    vm = [f["metrics"]["vmaf"] for f in doc["frames"]]
+    assert list(doc["pooled_metrics"]["vmaf"]) == ["min", "max", "mean", "harmonic_mean", "p1", "p5"]
+    for q in (1, 5):
+        assert doc["pooled_metrics"]["vmaf"][f"p{q}"] == pytest.approx(float(np.percentile(vm, q)), abs=1e-6)
+    assert pooled(vm, "p5") == pool(vm, "p5")
+    xml = tmp_path / "s.xml"
+    assert run_cli("vmaf", "-r", sample, "-d", sample, "--frame_cnt", "4", "-q", "--pool-percentiles", "1",
+                   "--xml", "-o", str(xml)).returncode == 0  # fmt: skip
+    metric = next(m for m in ET.parse(xml).getroot().iter("metric") if m.get("name") == "vmaf")
+    assert "p1" in metric.attrib and "harmonic_mean" in metric.attrib
+    m = _jsonl(tmp_path / "m.jsonl", [_score("a", feature=["psnr"], no_prediction=False, pool_percentiles=[1, 5])])
+    assert run_cli("tinysal", "batch", str(m), "--out", str(tmp_path / "b"), "-q").returncode == 0
+    row = next(csv.DictReader((tmp_path / "b" / "summary.csv").open()))
+    assert float(row["vmaf_p1"]) <= float(row["vmaf_p5"]) <= float(row["vmaf_mean"])
+    assert_clean_error(run_cli("vmaf", "-r", sample, "-d", sample, "--pool-percentiles", "100"), "between 0 and 100")

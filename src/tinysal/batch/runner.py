@@ -58,6 +58,9 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
         for k in ("mean", "min", "harmonic_mean"):
             if f"{m}_{k}" in COLUMNS and k in pooled.get(m, {}):
                 row[f"{m}_{k}"] = pooled[m][k]
+        for k, v in pooled.get(m, {}).items():  # --pool-percentiles: vmaf_p1, vmaf_p5, ... (columns added)
+            if k.startswith("p") and k[1:].replace(".", "", 1).isdigit():
+                row[f"{m}_{k}"] = v
     if rec.get("task") == "rung" and isinstance(res, dict):  # a ladder's rung: its mean scores
         row["vmaf_mean"], row["vmaf_roi_mean"] = res.get("vmaf"), res.get("vmaf_roi")
     if rec.get("task") == "crf-search" and isinstance(res, dict):  # the answer and its predicted scores
@@ -73,8 +76,11 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
 def _write_table(out_dir: Path, rows: list[dict[str, Any]]) -> None:
     from tinysal.fileio import atomic_open, csv_safe
 
+    extra = sorted({k for r in rows for k in r if k not in COLUMNS},
+                   key=lambda k: (k.rsplit("_p", 1)[0], float(k.rsplit("_p", 1)[1])))  # fmt: skip
+    columns = (*COLUMNS, *extra)
     with atomic_open(out_dir / "summary.csv", "w") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
         w.writerows({k: csv_safe(v) for k, v in r.items()} for r in rows)
     try:
@@ -82,7 +88,7 @@ def _write_table(out_dir: Path, rows: list[dict[str, Any]]) -> None:
         import pyarrow.parquet as pq
     except ImportError:
         return
-    table = pa.Table.from_pylist([{k: r.get(k) for k in COLUMNS} for r in rows])
+    table = pa.Table.from_pylist([{k: r.get(k) for k in columns} for r in rows])
     tmp = out_dir / ".summary.parquet.tmp"
     pq.write_table(table, tmp)
     os.replace(tmp, out_dir / "summary.parquet")

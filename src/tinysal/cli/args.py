@@ -46,6 +46,17 @@ def number(text: str) -> float:
     return v
 
 
+def percentiles(text: str) -> list[float]:
+    """``1,5`` -> [1.0, 5.0]: percentiles strictly between 0 and 100."""
+    try:
+        qs = [float(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected percentiles like 1,5, got {text!r}") from None
+    if not qs or any(not 0 < q < 100 for q in qs):
+        raise argparse.ArgumentTypeError(f"percentiles must be between 0 and 100 (e.g. 1,5), got {text!r}")
+    return qs
+
+
 def positive_float(text: str) -> float:
     v = number(text)
     if v <= 0:

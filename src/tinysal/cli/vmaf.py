@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from tinysal import __version__
-from tinysal.cli.args import int_at_least, int_in
+from tinysal.cli.args import int_at_least, int_in, percentiles
 from tinysal.errors import OneLineParser
 from tinysal.features.task import MAX_THREADS, SCALERS
 
@@ -78,6 +78,9 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
                    "FFmpeg's swscale)")  # fmt: skip
     p.add_argument("--no-scale", action="store_true", help="refuse a distorted of another size instead of scaling it")
     p.add_argument("--subsample", type=int_at_least(1), default=1, help="score every Nth frame")
+    p.add_argument("--pool-percentiles", type=percentiles, default=[], metavar="P[,P...]",
+                   help="add these percentiles of the frames to every pooled metric (1,5: p1 and p5, the '1%% and "
+                   "5%% lows'); libvmaf's own keys stay as they are")  # fmt: skip
     p.add_argument(
         "--threads",
         type=int_in(0, MAX_THREADS),

@@ -70,13 +70,11 @@ def parse_pool(pool: str) -> tuple[str, float | None]:
 
 
 def pooled(values: list[float], pool: str) -> float:
-    kind, q = parse_pool(pool)
-    a = np.asarray(values, dtype=np.float64)
-    if kind == "mean":
-        return float(a.mean())
-    if kind == "harmonic_mean":  # libvmaf's: 1 / mean(1 / (x + 1)) - 1
-        return float(1.0 / np.mean(1.0 / (a + 1.0)) - 1.0)
-    return float(np.percentile(a, q))
+    """``--pool`` over the frames: the writers' one pooling function (features.output.pool)."""
+    from tinysal.features.output import pool as pool_frames
+
+    parse_pool(pool)
+    return pool_frames(values, pool)
 
 
 @dataclass(kw_only=True)

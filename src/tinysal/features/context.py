@@ -19,7 +19,7 @@ import numpy as np
 
 from tinysal.errors import TinysalError
 from tinysal.features.mobilesal import MobileSal, feature_from_params
-from tinysal.features.output import POOL_METHODS, pool, write_result
+from tinysal.features.output import POOL_METHODS, percentile_key, pool, write_result
 from tinysal.features.vmaf import DEFAULT_MODEL, VmafFeature, VmafModel, model_names
 from tinysal.video.readers import YuvFrame
 
@@ -78,6 +78,8 @@ class VmafContext:
         #: N single-threaded runs side by side beat one run on N threads (see docs/benchmarks.md)
         self.threads = threads or (os.cpu_count() or 1)
         self.subsample = subsample
+        #: percentiles added to every pooled metric (``p1``, ``p5``: the "1% lows"), after libvmaf's four keys
+        self.pool_percentiles: list[float] = []
         self.colorspace = colorspace
         self.color_range = color_range
         self.features: list[MobileSal] = []
@@ -195,7 +197,9 @@ class VmafContext:
             {"frameNum": i, "metrics": {m: self.scores[m][i] for m in names if i in self.scores[m]}} for i in frames_idx
         ]
         pooled = {
-            m: self.vmaf_pooled.get(m) or {p: pool(list(self.scores[m].values()), p) for p in POOL_METHODS}
+            m: {**(self.vmaf_pooled.get(m) or {p: pool(list(self.scores[m].values()), p) for p in POOL_METHODS}),
+                **{percentile_key(q): pool(list(self.scores[m].values()), percentile_key(q))
+                   for q in self.pool_percentiles}}  # fmt: skip
             for m in names
             if self.scores[m]
         }

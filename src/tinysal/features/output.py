@@ -19,10 +19,33 @@ from tinysal.fileio import atomic_open
 POOL_METHODS = ("min", "max", "mean", "harmonic_mean")
 
 
+def percentile_key(q: float) -> str:
+    """The pooled key of a percentile: ``p1``, ``p5``, ``p0.5``."""
+    return f"p{q:g}"
+
+
+def pooled_keys(d: dict[str, float]) -> list[str]:
+    """A pooled block's keys in order: libvmaf's four, then the percentiles (``p1``, ``p5`` ... ascending)."""
+    extra = sorted((k for k in d if k not in POOL_METHODS and k.startswith("p")), key=lambda k: float(k[1:]))
+    return [m for m in POOL_METHODS if m in d] + extra
+
+
 def pool(values: Sequence[float], method: str) -> float:
-    """libvmaf pooling; the harmonic mean is ``n / sum(1 / (x + 1)) - 1`` as in libvmaf."""
+    """The one pooling function (the writers, crf-search's --pool): libvmaf's ``min``, ``max``, ``mean``,
+    ``harmonic_mean`` (``n / sum(1 / (x + 1)) - 1`` as in libvmaf), or a percentile ``pN`` (linear interpolation
+    between frames, numpy's default: ``p5`` is the "5% low")."""
     if not values:
         raise ValueError("no values to pool")
+    if method.startswith("p") and method not in POOL_METHODS:
+        import numpy as np
+
+        try:
+            q = float(method[1:])
+        except ValueError:
+            q = math.nan
+        if not 0 < q < 100:
+            raise ValueError(f"unknown pool method {method!r}: a percentile is p0 < N < p100")
+        return float(np.percentile(np.asarray(values, dtype=np.float64), q))
     if method == "min":
         return float(min(values))
     if method == "max":
@@ -80,7 +103,7 @@ def render_json(result: dict[str, Any]) -> str:
     lines.append('  "frames": [' + ("\n" + ",\n".join(fr) + "\n" if fr else "") + "  ],")
     pooled = []
     for name, d in result["pooled_metrics"].items():
-        body = ",\n".join(f'      "{m}": {_num(d[m])}' for m in POOL_METHODS if m in d)
+        body = ",\n".join(f'      "{m}": {_num(d[m])}' for m in pooled_keys(d))
         pooled.append(f"    {json.dumps(name)}: {{\n{body}\n    }}")
     lines.append('  "pooled_metrics": {' + ("\n" + ",\n".join(pooled) + "\n" if pooled else "") + "  },")
     agg = ",\n".join(f"    {json.dumps(k)}: {_num(v)}" for k, v in result.get("aggregate_metrics", {}).items())
@@ -115,7 +138,7 @@ def render_xml(result: dict[str, Any]) -> str:
         out.append(f'    <frame frameNum="{f["frameNum"]}" {attrs} />')
     out += ["  </frames>", "  <pooled_metrics>"]
     for name, d in result["pooled_metrics"].items():
-        attrs = " ".join(f'{m}="{d[m]:.6f}"' for m in POOL_METHODS if m in d)
+        attrs = " ".join(f'{m}="{d[m]:.6f}"' for m in pooled_keys(d))
         out.append(f"    <metric name={quoteattr(name)} {attrs} />")
     out += [
         "  </pooled_metrics>",

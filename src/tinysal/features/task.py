@@ -29,6 +29,12 @@ def _feature_name(spec: str) -> tuple[str, str]:
     return name.removeprefix("name="), rest
 
 
+def _check_percentiles(qs: list[float]) -> None:
+    for q in qs:
+        if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 < q < 100:
+            raise TinysalError(f"--pool-percentiles: {q!r} is not a percentile between 0 and 100")
+
+
 @dataclass
 class ScoreOptions:
     """What to score and where to write it; the names are the ``vmaf`` command's flags (``--frame_cnt`` is
@@ -61,6 +67,7 @@ class ScoreOptions:
     contact_sheet: str | None = None
     plot: str | None = None
     no_prediction: bool = False
+    pool_percentiles: list[float] = field(default_factory=list)  # adds pN to every pooled metric (p1, p5: lows)
 
     def check(self, files: bool = True) -> None:
         """Refuse, before any work, options that cannot run: one ``TinysalError`` line each. ``files=False``: the
@@ -76,6 +83,7 @@ class ScoreOptions:
             if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
                 span = f"{lo} to {hi}" if hi is not None else f">= {lo}"
                 raise TinysalError(f"{name} must be a whole number {span}, got {v!r}")
+        _check_percentiles(self.pool_percentiles)
         for name, allowed in (("fmt", FORMATS), ("colorspace", ("bt709", "bt601", "bt2020")), ("scaler", SCALERS),
                               ("color_range", ("limited", "full")), ("saliency_format", ("png", "npy"))):  # fmt: skip
             if getattr(self, name) not in allowed:
@@ -156,6 +164,7 @@ def _context(opts: ScoreOptions) -> Any:
     ctx = VmafContext(threads=opts.threads, subsample=opts.subsample, colorspace=opts.colorspace,
                       color_range=opts.color_range)  # fmt: skip
     ctx.use_vmaf(opts.model or ["version=vmaf_v0.6.1"], vmaf_feats, opts.no_prediction)
+    ctx.pool_percentiles = sorted({float(q) for q in opts.pool_percentiles})
     for name, params in sal.items():
         ctx.use_feature(name, params)
     if not ctx.features and not ctx.wants_vmaf:

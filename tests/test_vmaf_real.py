@@ -267,8 +267,8 @@ def test_roi_scores_masked_child_failing_is_one_line(pair: tuple[Path, Path], tm
 def test_sigint_mid_run_stops_ffmpeg_and_writes_nothing(pair: tuple[Path, Path], tmp_path: Path) -> None:
     ref, dist = pair
     long_ref, long_dist = tmp_path / "lr.yuv", tmp_path / "ld.yuv"
-    long_ref.write_bytes(ref.read_bytes() * 20)
-    long_dist.write_bytes(dist.read_bytes() * 20)
+    long_ref.write_bytes(ref.read_bytes() * 60)  # 720 frames: still running when the signal comes
+    long_dist.write_bytes(dist.read_bytes() * 60)
     out = tmp_path / "s.json"
     env = dict(os.environ, TMPDIR=str(tmp_path))
     proc = subprocess.Popen(

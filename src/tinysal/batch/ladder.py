@@ -65,9 +65,10 @@ def _work_dir(opts: LadderOptions) -> tuple[Path, bool]:
     return work, True
 
 
-def _sources(opts: LadderOptions, reader: Any, total: int, heights: list[int], work: Path) -> tuple[int, dict]:
+def _sources(opts: LadderOptions, reader: Any, total: int, heights: list[int], work: Path) -> tuple[int, dict, str]:
     """The rung sources in ``work/sources``: reused when ``sources.json`` says they were cut from this input (path,
-    size, modification time), at these heights, frames and scaler, and every file is there at its size; else made."""
+    size, modification time), at these heights, frames, scaler and pixel format, and every file is there at its
+    size; else made. (frames, {height: file}, the pixel format: the one the codec encodes this source in)"""
     folder = work / "sources"
     folder.mkdir(exist_ok=True)
     layout = _layout(opts, reader)
@@ -78,7 +79,7 @@ def _sources(opts: LadderOptions, reader: Any, total: int, heights: list[int], w
         if all(have.get(k) == v for k, v in json.loads(json.dumps(want)).items()):
             files = {int(h): f for h, f in have["files"].items()}
             if all(Path(f).is_file() and Path(f).stat().st_size == have["sizes"][str(h)] for h, f in files.items()):
-                return int(have["frames"]), files
+                return int(have["frames"]), files, layout
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
     (folder / SOURCES).unlink(missing_ok=True)
@@ -87,7 +88,7 @@ def _sources(opts: LadderOptions, reader: Any, total: int, heights: list[int], w
 
     write_json(folder / SOURCES, {**want, "frames": n, "files": {str(h): f for h, f in files.items()},
                                   "sizes": {str(h): Path(f).stat().st_size for h, f in files.items()}})  # fmt: skip
-    return n, files
+    return n, files, layout
 
 
 def _layout(opts: LadderOptions, reader: Any) -> str:
@@ -119,13 +120,13 @@ def ladder(opts: LadderOptions, quiet: bool = False) -> dict[str, Any]:
     lock = Lock(work, "ladder") if keep else None  # its sources are rewritten before the batch's own lock is taken
     t0 = time.perf_counter()
     try:
-        n, files = _sources(opts, reader, total, heights, work)
+        n, files, layout = _sources(opts, reader, total, heights, work)
         rungs = {rung_id(h, c, s): RungOptions(source=files[H], rung_source=files[h], width=W, height=H,
                                                rung_width=rung_width(W, H, h), rung_height=h, crf=c,
                                                roi_strength=s, codec=opts.codec, preset=opts.preset,
                                                scaler=opts.scaler, fps=fps, roi=opts.roi,
                                                model_path=opts.model_path,
-                                               pix_fmt=_layout(opts, reader),
+                                               pix_fmt=layout,
                                                encoder_args=opts.encoder_args)  # fmt: skip
                  for h in heights for c in crfs for s in roi_strengths(opts)}  # fmt: skip
         manifest = work / "rungs.jsonl"

@@ -234,11 +234,17 @@ class PathIndex:
     """Each distinct path resolved once: its real path (folders' real paths cached, so a catalogue's 100,000 files
     in a few folders cost one ``realpath`` per folder) and its (device, inode) when it exists (one ``lstat``; a
     symlink is followed). Two names are one file when either matches (symlinks resolve to one real path; hard links
-    share an inode), as :func:`tinysal.fileio.refuse_overlaps` decides for one command."""
+    share an inode), as :func:`tinysal.fileio.refuse_overlaps` decides for one command. The same ``stat`` says which
+    paths are character devices, FIFOs or sockets (``/dev/stdout``, a named pipe): writing there replaces nothing."""
 
     def __init__(self) -> None:
         self.paths: dict[str, Ident] = {}
         self.dirs: dict[str, str] = {}
+        self.special: set[str] = set()
+
+    def is_special(self, path: str) -> bool:
+        self(path)
+        return path in self.special
 
     def __call__(self, path: str) -> Ident:
         hit = self.paths.get(path)
@@ -254,10 +260,12 @@ class PathIndex:
             real = os.path.join(rp, name)
         try:
             st = os.lstat(real)
-            if stat.S_ISLNK(st.st_mode):
-                real = os.path.realpath(real)
+            if stat.S_ISLNK(st.st_mode):  # the kernel follows the link (/dev/stdout -> /proc/self/fd/1 -> a pipe)
                 st = os.stat(real)
+                real = os.path.realpath(real)
             ident: Ident = (real, (st.st_dev, st.st_ino))
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode):
+                self.special.add(path)
         except OSError:
             ident = (real, None)
         self.paths[path] = ident
@@ -276,8 +284,10 @@ def _ancestors(real: str) -> Any:
 Entry = tuple["Job | None", str, str, str]  # (job or None for the batch's own, field, path, kind)
 
 
-def _entries(manifest: str, jobs: list[Job], batch_files: dict[str, str], batch_dirs: dict[str, str]) -> list[Entry]:
-    """Every path of the batch: the manifest and the jobs' inputs first, then every output (files and folders)."""
+def _entries(manifest: str, jobs: list[Job], batch_files: dict[str, str], batch_dirs: dict[str, str],
+             index: PathIndex) -> list[Entry]:  # fmt: skip
+    """Every path of the batch: the manifest and the jobs' inputs first, then every output (files and folders);
+    not ``-`` (standard output) nor a device, FIFO or socket."""
     ins: list[Entry] = [(None, "manifest", manifest, "input")]
     outs: list[Entry] = [(None, k, p, "output") for k, p in batch_files.items()]
     outs += [(None, k, p, "folder") for k, p in batch_dirs.items()]
@@ -286,7 +296,7 @@ def _entries(manifest: str, jobs: list[Job], batch_files: dict[str, str], batch_
         ins += [(job, f, p, "input") for f in reads if (p := getattr(job.options, f, None))]
         outs += [(job, f, p, "folder" if f in DIR_FIELDS else "output") for f in writes
                  if (p := getattr(job.options, f, None))]  # fmt: skip
-    return [e for e in ins + outs if e[2] != "-" and not _special(e[2])]
+    return [e for e in ins + outs if e[2] != "-" and not index.is_special(e[2])]
 
 
 def _overlaps(manifest: str, jobs: list[Job], index: PathIndex, batch_files: dict[str, str],
@@ -299,7 +309,7 @@ def _overlaps(manifest: str, jobs: list[Job], index: PathIndex, batch_files: dic
     by_ino: dict[tuple[int, int], tuple[str, str]] = {}
     folders: dict[str, str] = {}
     problems: list[str] = []
-    entries = _entries(manifest, jobs, batch_files, batch_dirs)
+    entries = _entries(manifest, jobs, batch_files, batch_dirs, index)
 
     def where(job: Job | None, label: str) -> str:
         return f"{name}:{job.row}: {job.id}: {label}" if job else f"batch {label}"
@@ -327,10 +337,6 @@ def _overlaps(manifest: str, jobs: list[Job], index: PathIndex, batch_files: dic
             problems.append(f"{where(job, label)} {p} lies inside {folders[up]}, a folder the batch writes as a "
                             "whole: give it a path outside that folder")  # fmt: skip
     return problems
-
-
-def _special(p: str) -> bool:
-    return p.startswith("/dev/") or p.startswith("/proc/")
 
 
 def _check_options(job: Job) -> None:

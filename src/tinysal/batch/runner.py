@@ -24,6 +24,7 @@ from typing import Any
 from tinysal.batch import engines, records
 from tinysal.batch.manifest import OUTPUT_FIELD, Job, load
 from tinysal.errors import TinysalError
+from tinysal.features.output import percentile_keys
 from tinysal.fileio import EventLog, refuse_dangling
 
 #: the table's columns: the job, then the pooled figures of score jobs, then the encode summary
@@ -58,9 +59,8 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
         for k in ("mean", "min", "harmonic_mean"):
             if f"{m}_{k}" in COLUMNS and k in pooled.get(m, {}):
                 row[f"{m}_{k}"] = pooled[m][k]
-        for k, v in pooled.get(m, {}).items():  # --pool-percentiles: vmaf_p1, vmaf_p5, ... (columns added)
-            if k.startswith("p") and k[1:].replace(".", "", 1).isdigit():
-                row[f"{m}_{k}"] = v
+        for k in percentile_keys(pooled.get(m, {})):  # --pool-percentiles: vmaf_p1, vmaf_p5, ... (columns added)
+            row[f"{m}_{k}"] = pooled[m][k]
     if rec.get("task") == "rung" and isinstance(res, dict):  # a ladder's rung: its mean scores
         row["vmaf_mean"], row["vmaf_roi_mean"] = res.get("vmaf"), res.get("vmaf_roi")
     if rec.get("task") == "crf-search" and isinstance(res, dict):  # the answer and its predicted scores

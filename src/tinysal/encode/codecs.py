@@ -59,8 +59,9 @@ class Codec:
 
     def pix_fmt_for(self, pix_fmt: str, bitdepth: int) -> tuple[str, str | None]:
         """(the pixel format to encode a ``pix_fmt``/``bitdepth`` source in, a note when it had to change)."""
-        want = {("420", 8): "yuv420p", ("422", 8): "yuv422p", ("444", 8): "yuv444p", ("420", 10): "yuv420p10le",
-                ("422", 10): "yuv422p10le", ("444", 10): "yuv444p10le"}[(pix_fmt, bitdepth)]  # fmt: skip
+        from tinysal.features.vmaf import RAW_PIX_FMTS
+
+        want = RAW_PIX_FMTS[(pix_fmt, bitdepth)]
         if want in self.pix_fmts:
             return want, None
         same_depth = "yuv420p10le" if bitdepth == 10 else "yuv420p"
@@ -132,6 +133,9 @@ def _why(key: str) -> str:
 
 _X264_PRESETS = ("veryslow", "slower", "slow", "medium", "fast", "faster", "veryfast", "superfast", "ultrafast")
 _RATE = ("crf", "qp", "bitrate", "vbv-maxrate", "vbv-bufsize", "pass", "stats")
+#: 4:2:0, 4:2:2 and 4:4:4 at 8 and 10 bits (x264's high profiles, x265's main/main10/422/444, libaom)
+_ALL_YUV = ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le")
+_H26X_CONTAINERS = (".mp4", ".mkv", ".mov", ".m4v", ".ts")
 
 CODECS: dict[str, Codec] = {
     c.name: c
@@ -140,8 +144,8 @@ CODECS: dict[str, Codec] = {
             name="libx264", family="h264", crf_range=(0, 51), crf_default=23, search_range=(10, 45), first_crf=26,
             presets=_X264_PRESETS, default_preset="medium",
             preset_note="x264's own default; ab-av1 and most pipelines keep it",
-            pix_fmts=("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le"),
-            containers=(".mp4", ".mkv", ".mov", ".m4v", ".ts"), saliency="qp-offsets", roi_strength=3.0,
+            pix_fmts=_ALL_YUV,
+            containers=_H26X_CONTAINERS, saliency="qp-offsets", roi_strength=3.0,
             params_option="x264-params", speed="fast",
             reserved=(*_RATE, "threads", "aq-mode", "keyint", "min-keyint", "scenecut"),
         ),
@@ -149,8 +153,8 @@ CODECS: dict[str, Codec] = {
             name="libx265", family="hevc", crf_range=(0, 51), crf_default=23, search_range=(10, 45), first_crf=28,
             presets=_X264_PRESETS, default_preset="medium",
             preset_note="x265's own default",
-            pix_fmts=("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le"),
-            containers=(".mp4", ".mkv", ".mov", ".m4v", ".ts"), saliency="qp-offsets", roi_strength=2.0,
+            pix_fmts=_ALL_YUV,
+            containers=_H26X_CONTAINERS, saliency="qp-offsets", roi_strength=2.0,
             params_option="x265-params", speed="slow",
             reserved=(*_RATE, "pools", "frame-threads", "numa-pools", "keyint", "min-keyint", "scenecut",
                       "log-level"),
@@ -172,7 +176,7 @@ CODECS: dict[str, Codec] = {
             presets=tuple(str(p) for p in range(0, 9)), default_preset="6",
             preset_note="cpu-used 6: what ab-av1 and most AV1 pipelines use with libaom; its own default 1 is "
                         "several times slower for ~2% smaller files",
-            pix_fmts=("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le"),
+            pix_fmts=_ALL_YUV,
             containers=(".mkv", ".mp4", ".webm"), saliency="prefilter", roi_strength=None,
             params_option="aom-params", speed="slow", preset_option="cpu-used", program=True,
             reserved=("end-usage", "cq-level", "target-bitrate", "threads", "row-mt", "kf-max-dist", "kf-min-dist",

@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -36,7 +36,11 @@ from tinysal.encode.roi import (
     read_map,
 )
 from tinysal.errors import TinysalError
+from tinysal.features.vmaf import RAW_PIX_FMTS
 from tinysal.video.readers import VideoInput, YuvFrame
+
+#: a raw layout (pixel_format, bitdepth) by FFmpeg's pixel-format name (RAW_PIX_FMTS the other way round)
+LAYOUTS = {name: layout for layout, name in RAW_PIX_FMTS.items()}
 
 #: the encoders (the codec table's entries)
 ENCODERS = tuple(CODECS)
@@ -246,11 +250,9 @@ class _ProgramStream:
             return []
         if self.proc is None:
             self._start()
-        bps = 2 if self.pix_fmt.endswith("10le") else 1
         try:
-            for plane in frame.planes:
-                rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
-                self.proc.stdin.write(rows[: plane.height, : plane.width * bps].tobytes())
+            for data in packed_planes(frame):
+                self.proc.stdin.write(data)
         except BrokenPipeError:
             self.close()
         return []
@@ -276,8 +278,6 @@ class _ProgramStream:
 
 def _formats(codec_name: str, reader: Any) -> tuple[tuple[str, str], str | None]:
     """((the source's raw pixel format, the one the codec encodes it in), a note when they differ)."""
-    from tinysal.features.vmaf import RAW_PIX_FMTS
-
     out_fmt, note = CODECS[codec_name].pix_fmt_for(reader.pix_fmt, reader.bitdepth)
     return (RAW_PIX_FMTS[(reader.pix_fmt, reader.bitdepth)], out_fmt), note
 
@@ -472,7 +472,6 @@ def _encode_frames(
 ) -> int:  # fmt: skip
     """Feed the frames to the encoder (through their segment's addroi graph with ROI); returns frames encoded and
     adds the video packets' bytes to ``video_bytes[0]``."""
-    import av
 
     done = 0
     roi, every, applier = segments.settings.roi, segments.every, segments.applier
@@ -498,9 +497,7 @@ def _encode_frames(
         for i, fr in enumerate(reader.frames()):
             if i >= n:
                 break
-            vf = av.VideoFrame(reader.width, reader.height, formats[0])
-            for plane, arr in zip(vf.planes, (fr.y, fr.u, fr.v)):
-                _copy_plane(plane, arr)
+            vf = video_frame(fr, formats[0])
             if formats[1] != formats[0]:  # a layout the codec cannot carry: swscale converts it (said in the notes)
                 vf = vf.reformat(format=formats[1])
             vf.pts, vf.time_base = clock.pts(i), clock.time_base
@@ -635,6 +632,35 @@ def _tag_video(st: Any, reader: Any, keep: Any) -> None:
         cc.sample_aspect_ratio = Fraction(*sar)
 
 
+def video_frame(fr: YuvFrame, pix_fmt: str) -> Any:
+    """A PyAV frame holding a YuvFrame's planes (``pix_fmt``: its raw layout, RAW_PIX_FMTS' name for it)."""
+    import av
+
+    vf = av.VideoFrame(fr.width, fr.height, pix_fmt)
+    for plane, arr in zip(vf.planes, (fr.y, fr.u, fr.v)):
+        _copy_plane(plane, arr)
+    return vf
+
+
+def packed_planes(vf: Any) -> Iterator[bytes]:
+    """A PyAV frame's planes as raw bytes, each without the row padding of its line size."""
+    bps = 2 if vf.format.name.endswith("10le") else 1
+    for plane in vf.planes:
+        rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+        yield rows[: plane.height, : plane.width * bps].tobytes()
+
+
+def raw_in(fr: YuvFrame, layout: str) -> bytes:
+    """A frame's raw planes in ``layout`` (an FFmpeg pixel-format name): as decoded when it is the frame's own,
+    else converted by swscale as an encode to that layout converts it."""
+    from tinysal.features.mobilesal import frame_bytes_of
+
+    own = RAW_PIX_FMTS[(fr.pix_fmt, fr.bitdepth)]
+    if layout == own:
+        return frame_bytes_of(fr)
+    return b"".join(packed_planes(video_frame(fr, own).reformat(format=layout)))
+
+
 def _copy_plane(plane: Any, arr: np.ndarray) -> None:
     """Copy a numpy plane (8-bit, or 10-bit in little-endian 16-bit words) into a PyAV plane (whose rows may be
     padded to a larger line size)."""
@@ -699,9 +725,10 @@ class EncodeOptions(VideoInput):
             raise TinysalError(f"--range must be limited or full, got {self.color_range!r}")
         check_count("--frame-cnt", self.frame_cnt)
         check_fps(self.fps)
-        check_container(self.output, self.codec)
         if files:
-            output_path(self.output, self.codec, self.overwrite)
+            output_path(self.output, self.codec, self.overwrite)  # the container too
+        else:
+            check_container(self.output, self.codec)
         return s
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from tinysal.encode.codecs import CODECS
-from tinysal.encode.encoder import EncodeOptions, check_codec, default_preset, encode
+from tinysal.encode.encoder import LAYOUTS, EncodeOptions, check_codec, default_preset, encode
 from tinysal.errors import TinysalError
 from tinysal.video.readers import VideoInput
 
@@ -165,8 +165,6 @@ class RungOptions:
         self.preset = default_preset(self.codec, self.preset)
 
     def check(self, files: bool = True) -> None:
-        from tinysal.encode.search import LAYOUTS
-
         if self.pix_fmt not in LAYOUTS:
             raise TinysalError(f"pix_fmt must be one of {', '.join(LAYOUTS)}, got {self.pix_fmt!r}")
         c = check_codec(self.codec, self.preset)
@@ -194,8 +192,6 @@ def run_rung(opts: RungOptions) -> dict[str, Any]:
     enc, up = folder / "enc.mp4", folder / "up.yuv"
     t0 = time.perf_counter()
     try:
-        from tinysal.encode.search import LAYOUTS
-
         pix, depth = LAYOUTS[opts.pix_fmt]
         eo = EncodeOptions(input=opts.rung_source, width=opts.rung_width, height=opts.rung_height,
                            pixel_format=pix, bitdepth=depth, output=str(enc), fps=opts.fps, codec=opts.codec,
@@ -321,11 +317,8 @@ def write_sources(reader: Any, total: int, heights: list[int], folder: Path, sca
                   layout: str = "yuv420p") -> tuple[int, dict]:  # fmt: skip
     """Decode the source once to raw frames in ``layout`` (the pixel format the codec encodes it in: what every rung
     is cut from and scored against) and scale it to each rung's height: (frames, {height: raw file})."""
-    from tinysal.encode.search import _converted
-    from tinysal.features.mobilesal import frame_bytes_of
-    from tinysal.features.vmaf import RAW_PIX_FMTS
+    from tinysal.encode.encoder import raw_in
 
-    src_fmt = RAW_PIX_FMTS[(reader.pix_fmt, reader.bitdepth)]
     W, H = reader.width, reader.height
     source = folder / "source.yuv"
     n = 0
@@ -333,7 +326,7 @@ def write_sources(reader: Any, total: int, heights: list[int], folder: Path, sca
         for fr in reader.frames():
             if n >= total:
                 break
-            f.write(frame_bytes_of(fr) if layout == src_fmt else _converted(fr, src_fmt, layout))
+            f.write(raw_in(fr, layout))
             n += 1
     if n < 2:
         raise TinysalError(f"{reader.path}: a ladder needs at least 2 frames, got {n}")

@@ -29,10 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tinysal.encode.codecs import CODECS
-from tinysal.encode.encoder import EncodeOptions, check_codec, check_count, check_fps, default_preset, encode
+from tinysal.encode.encoder import (
+    LAYOUTS,
+    EncodeOptions,
+    check_codec,
+    check_count,
+    check_fps,
+    default_preset,
+    encode,
+)
 from tinysal.errors import CheckFailed, TinysalError
 from tinysal.fileio import EventLog
 from tinysal.video.readers import VideoInput
@@ -132,9 +138,10 @@ class CrfSearchOptions(VideoInput):
         if self.encode:
             from tinysal.encode.encoder import check_container, output_path
 
-            check_container(self.encode, self.codec)
             if files:
-                output_path(self.encode, self.codec, self.overwrite)
+                output_path(self.encode, self.codec, self.overwrite)  # the container too
+            else:
+                check_container(self.encode, self.codec)
         return lo, hi
 
 
@@ -191,39 +198,15 @@ def plan_samples(total: int, fps: float, n: int, seconds: float) -> list[tuple[i
     return [(min(total - k, max(0, round((i + 0.5) * total / n - k / 2))), k) for i in range(n)]
 
 
-#: a raw layout (pixel_format, bitdepth) by FFmpeg's pixel-format name
-LAYOUTS = {"yuv420p": ("420", 8), "yuv422p": ("422", 8), "yuv444p": ("444", 8), "yuv420p10le": ("420", 10),
-           "yuv422p10le": ("422", 10), "yuv444p10le": ("444", 10)}  # fmt: skip
-
-
-def _converted(fr: Any, src_fmt: str, dst_fmt: str) -> bytes:
-    """A frame's raw planes in another layout (swscale, through PyAV), as the encode would convert it."""
-    import av
-
-    from tinysal.encode.encoder import _copy_plane
-
-    vf = av.VideoFrame(fr.width, fr.height, src_fmt)
-    for plane, arr in zip(vf.planes, (fr.y, fr.u, fr.v)):
-        _copy_plane(plane, arr)
-    out = vf.reformat(format=dst_fmt)
-    bps = 2 if dst_fmt.endswith("10le") else 1
-    parts = []
-    for plane in out.planes:
-        rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: plane.height, : plane.width * bps]
-        parts.append(rows.tobytes())
-    return b"".join(parts)
-
-
 def cut_samples(reader: Any, plan: list[tuple[int, int]], folder: Path, total: int,
                 layout: str | None = None) -> list[Sample]:  # fmt: skip
     """One decode of the input; each sample's frames written raw in ``layout`` (an FFmpeg pixel-format name: the one
     the codec encodes the source in; default the source's own), lossless when it is the source's."""
-    from tinysal.features.mobilesal import frame_bytes_of
+    from tinysal.encode.encoder import raw_in
     from tinysal.features.vmaf import RAW_PIX_FMTS
     from tinysal.video.readers import frame_bytes
 
-    src_fmt = RAW_PIX_FMTS[(reader.pix_fmt, reader.bitdepth)]
-    layout = layout or src_fmt
+    layout = layout or RAW_PIX_FMTS[(reader.pix_fmt, reader.bitdepth)]
 
     samples = [Sample(folder / f"sample{i}.yuv", s, k, min(k // 2, total - s - k)) for i, (s, k) in enumerate(plan)]
     files = [open(s.path, "wb") for s in samples]  # noqa: SIM115 - closed below
@@ -234,7 +217,7 @@ def cut_samples(reader: Any, plan: list[tuple[int, int]], folder: Path, total: i
                 break
             for s, f in zip(samples, files):
                 if s.start <= i < s.start + s.frames + s.tail:
-                    f.write(frame_bytes_of(fr) if layout == src_fmt else _converted(fr, src_fmt, layout))
+                    f.write(raw_in(fr, layout))
     finally:
         for f in files:
             f.close()

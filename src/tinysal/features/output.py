@@ -24,10 +24,14 @@ def percentile_key(q: float) -> str:
     return f"p{q:g}"
 
 
+def percentile_keys(d: dict[str, Any]) -> list[str]:
+    """A pooled block's percentile keys (``p1``, ``p5`` ... ascending): what --pool-percentiles added."""
+    return sorted((k for k in d if k not in POOL_METHODS and k.startswith("p")), key=lambda k: float(k[1:]))
+
+
 def pooled_keys(d: dict[str, float]) -> list[str]:
-    """A pooled block's keys in order: libvmaf's four, then the percentiles (``p1``, ``p5`` ... ascending)."""
-    extra = sorted((k for k in d if k not in POOL_METHODS and k.startswith("p")), key=lambda k: float(k[1:]))
-    return [m for m in POOL_METHODS if m in d] + extra
+    """A pooled block's keys in order: libvmaf's four, then the percentiles."""
+    return [m for m in POOL_METHODS if m in d] + percentile_keys(d)
 
 
 def pool(values: Sequence[float], method: str) -> float:

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from tinysal.batch import records
-from tinysal.batch.manifest import RESERVED
 from tinysal.batch.runner import Lock
 from tinysal.batch.runner import run as run_batch
+from tinysal.batch.tasks import TASKS
 from tinysal.encode.ladder import (
     DEFAULT_FPS,
     LadderOptions,
@@ -134,7 +134,7 @@ def ladder(opts: LadderOptions, quiet: bool = False) -> dict[str, Any]:
 
         with atomic_open(manifest, "w") as f:
             for rid, ro in rungs.items():
-                row = {k: v for k, v in vars(ro).items() if k not in RESERVED["rung"]}
+                row = {k: v for k, v in vars(ro).items() if k not in TASKS["rung"].reserved}
                 f.write(json.dumps({"id": rid, "task": "rung", **row}) + "\n")
         say(f"ladder: {len(rungs)} rungs ({len(heights)} heights x {len(crfs)} CRFs x "
             f"{'plain + ROI' if opts.roi else 'plain'}) of {n} frames at {W}x{H}, {opts.jobs} at a time "

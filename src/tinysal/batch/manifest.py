@@ -1,8 +1,8 @@
 """A batch manifest: CSV or JSONL, one job per row, checked whole before any work.
 
-Each row has a unique ``id``, a ``task`` (``score``, ``encode``, ``crf-search``, ``rung``) and the task's options
-under the names of the matching command's flags (the fields of ``ScoreOptions`` / ``EncodeOptions`` /
-``CrfSearchOptions``; ``rung``, one rung of a ladder that ``tinysal ladder`` writes: the fields of ``RungOptions``).
+Each row has a unique ``id``, a ``task`` (``score``, ``encode``, ``crf-search``, ``auto-encode``; ``rung`` and
+``shot``, one rung of a ladder or one shot of a title, which ``tinysal ladder`` and ``auto-encode`` write) and the
+task's options under the names of the matching command's flags (the fields of its options class: batch.tasks).
 CSV cells are text and are read by the field's type (numbers, ``true``/``false``, lists as ``;``-separated items or
 a JSON list); JSONL values are taken as they are. Relative paths are relative to the manifest's folder.
 """
@@ -22,24 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tinysal.encode.encoder import EncodeOptions
-from tinysal.encode.ladder import RungOptions
-from tinysal.encode.search import CrfSearchOptions
+from tinysal.batch.tasks import TASKS
 from tinysal.errors import TinysalError
-from tinysal.features.task import ScoreOptions
 
-#: task -> (options dataclass, the fields that name files read, the fields that name files or folders written)
-TASKS: dict[str, tuple[type, tuple[str, ...], tuple[str, ...]]] = {
-    "score": (ScoreOptions, ("reference", "distorted"), ("plot", "contact_sheet", "saliency_out")),
-    "encode": (EncodeOptions, ("input", "roi_maps", "model_path"), ("output",)),
-    "rung": (RungOptions, ("source", "rung_source", "model_path"), ()),
-    "crf-search": (CrfSearchOptions, ("input", "model_path"), ("encode",)),
-}
-#: the field that names a task's encoded output, for a redo that may replace the batch's own earlier file
-OUTPUT_FIELD = {"encode": "output", "crf-search": "encode"}
-#: fields a batch sets itself: the score record holds the result (no --output), the pool sets the threads
-RESERVED = {"score": ("output", "fmt", "threads"), "encode": ("threads",), "rung": ("threads",),
-            "crf-search": ("threads", "out_json", "events")}  # the record holds the search's document
 MAX_ROWS = 1_000_000
 
 
@@ -51,10 +36,10 @@ class Job:
     row: int  # line or row number in the manifest, for messages
 
     def inputs(self) -> list[str]:
-        return [p for f in TASKS[self.task][1] if (p := getattr(self.options, f, None))]
+        return [p for f in TASKS[self.task].reads if (p := getattr(self.options, f, None))]
 
     def outputs(self) -> list[str]:
-        return [p for f in TASKS[self.task][2] if (p := getattr(self.options, f, None))]
+        return [p for f in TASKS[self.task].writes if (p := getattr(self.options, f, None))]
 
 
 def _scalar(value: Any, hint: Any, from_text: bool) -> Any:
@@ -193,15 +178,15 @@ def check_id(jid: Any) -> str:
 @functools.cache
 def _fields(task: str) -> tuple[dict[str, Any], frozenset[str]]:
     """(type hints, the columns a row may set) of a task's options: worked out once, not once per row."""
-    cls = TASKS[task][0]
-    return typing.get_type_hints(cls), frozenset(f.name for f in dataclasses.fields(cls)) - set(RESERVED[task])
+    t = TASKS[task]
+    return typing.get_type_hints(t.options), frozenset(f.name for f in dataclasses.fields(t.options)) - set(t.reserved)
 
 
 def _job(base: Path, n: int, row: dict[str, Any], from_text: bool) -> Job:
     jid, task = check_id(row.get("id")), row.get("task")
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
-    cls, reads, writes = TASKS[task]
+    cls, reads, writes = TASKS[task].options, TASKS[task].reads, TASKS[task].writes
     hints, names = _fields(task)
     kw: dict[str, Any] = {}
     for k, v in row.items():
@@ -223,9 +208,6 @@ def _job(base: Path, n: int, row: dict[str, Any], from_text: bool) -> Job:
         raise ValueError(f"missing {', '.join(missing)}") from None
     return Job(jid, task, opts, n)
 
-
-#: output fields that name a folder the task replaces as a whole
-DIR_FIELDS = ("saliency_out",)
 
 Ident = tuple[str, "tuple[int, int] | None"]
 
@@ -292,9 +274,9 @@ def _entries(manifest: str, jobs: list[Job], batch_files: dict[str, str], batch_
     outs: list[Entry] = [(None, k, p, "output") for k, p in batch_files.items()]
     outs += [(None, k, p, "folder") for k, p in batch_dirs.items()]
     for job in jobs:
-        _, reads, writes = TASKS[job.task]
-        ins += [(job, f, p, "input") for f in reads if (p := getattr(job.options, f, None))]
-        outs += [(job, f, p, "folder" if f in DIR_FIELDS else "output") for f in writes
+        t = TASKS[job.task]
+        ins += [(job, f, p, "input") for f in t.reads if (p := getattr(job.options, f, None))]
+        outs += [(job, f, p, "folder" if f in t.dir_fields else "output") for f in t.writes
                  if (p := getattr(job.options, f, None))]  # fmt: skip
     return [e for e in ins + outs if e[2] != "-" and not index.is_special(e[2])]
 

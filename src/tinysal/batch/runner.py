@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from tinysal.batch import engines, records
-from tinysal.batch.manifest import OUTPUT_FIELD, Job, load
+from tinysal.batch.manifest import Job, load
+from tinysal.batch.tasks import TASKS
 from tinysal.errors import TinysalError
-from tinysal.features.output import percentile_keys
 from tinysal.fileio import EventLog, refuse_dangling
 
 #: the table's columns: the job, then the pooled figures of score jobs, then the encode summary
@@ -54,19 +54,9 @@ class Lock:
 def _row(rec: dict[str, Any]) -> dict[str, Any]:
     row = {k: rec.get(k) for k in ("id", "task", "status", "error", "seconds", "attempts")}
     res, info = rec.get("result") or {}, rec.get("info") or {}
-    pooled = res.get("pooled_metrics", {}) if isinstance(res, dict) else {}
-    for m in ("vmaf", "vmaf_roi", "saliency_mean"):
-        for k in ("mean", "min", "harmonic_mean"):
-            if f"{m}_{k}" in COLUMNS and k in pooled.get(m, {}):
-                row[f"{m}_{k}"] = pooled[m][k]
-        for k in percentile_keys(pooled.get(m, {})):  # --pool-percentiles: vmaf_p1, vmaf_p5, ... (columns added)
-            row[f"{m}_{k}"] = pooled[m][k]
-    if rec.get("task") == "rung" and isinstance(res, dict):  # a ladder's rung: its mean scores
-        row["vmaf_mean"], row["vmaf_roi_mean"] = res.get("vmaf"), res.get("vmaf_roi")
-    if rec.get("task") == "crf-search" and isinstance(res, dict):  # the answer and its predicted scores
-        pred = res.get("predicted") or {}
-        row["crf"], row["roi_strength"] = res.get("crf"), res.get("roi_strength")
-        row["vmaf_mean"], row["vmaf_roi_mean"] = pred.get("vmaf"), pred.get("vmaf_roi")
+    task = TASKS.get(rec.get("task") or "")
+    if task is not None and task.row is not None:
+        row.update(task.row(res, info))
     row["frames"] = info.get("frames_scored", info.get("frames"))
     for k in ("output", "video_kbps", "total_kbps", "bytes"):
         row[k] = info.get(k)
@@ -209,7 +199,8 @@ def _wrote_before(out: Path, job: Job) -> bool:
     rec = records.read(records.path_of(out, job.id))
     if rec is None or rec.get("status") != "done" or not isinstance(rec.get("info"), dict):
         return False
-    mine, target = rec["info"].get("output"), getattr(job.options, OUTPUT_FIELD[job.task])
+    field = TASKS[job.task].output_field
+    mine, target = rec["info"].get("output"), getattr(job.options, field) if field else None
     try:
         same = bool(mine and target) and os.path.samefile(mine, target)
         return same and os.path.getsize(mine) == rec["info"].get("bytes")
@@ -229,7 +220,7 @@ class _Runner:
 
         self.ev.emit("job-start", id=job.id, task=job.task)
         opts = dataclasses.asdict(job.options)
-        if job.task in OUTPUT_FIELD and _wrote_before(self.out, job):
+        if TASKS[job.task].output_field and _wrote_before(self.out, job):
             opts["overwrite"] = True  # its own earlier output (options or inputs changed since, or --force)
         payload = json.dumps({"task": job.task, "options": opts})
         t = time.perf_counter()

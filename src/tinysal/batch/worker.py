@@ -11,35 +11,9 @@ from typing import Any
 
 
 def run_job(task: str, options: dict[str, Any]) -> dict[str, Any]:
-    from tinysal.batch.manifest import TASKS
+    from tinysal.batch.tasks import run
 
-    cls = TASKS[task][0]
-    opts = cls(**options)
-    if task == "score":
-        from tinysal.features.task import score
-
-        res = score(opts)
-        return {"result": res.result, "info": {k: v for k, v in res.info.items() if k != "notes"},
-                "notes": res.info.get("notes", [])}  # fmt: skip
-    if task == "crf-search":
-        from tinysal.encode.search import crf_search
-
-        doc = crf_search(opts, quiet=True)
-        enc = doc.get("encode") or {}
-        info = {"crf": doc["crf"], "roi_strength": doc["roi_strength"], "output": enc.get("output"),
-                "bytes": enc.get("bytes"), "video_kbps": enc.get("video_kbps"), "total_kbps": enc.get("total_kbps"),
-                "frames": enc.get("frames")}  # fmt: skip
-        return {"result": doc, "info": info, "notes": []}
-    if task == "rung":
-        from tinysal.encode.ladder import run_rung
-
-        point = run_rung(opts)
-        info = {k: point[k] for k in ("frames", "video_kbps", "total_kbps", "bytes")}
-        return {"result": point, "info": info, "notes": []}
-    from tinysal.encode.encoder import encode
-
-    info = encode(opts)
-    return {"result": None, "info": info, "notes": info.pop("notes", [])}
+    return run(task, options)
 
 
 def main() -> int:

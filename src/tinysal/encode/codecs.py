@@ -42,6 +42,9 @@ class Codec:
     extra: dict[str, str] = field(default_factory=dict)  # options every encode sets (see ``options``)
     preset_option: str = "preset"  # the FFmpeg option the preset goes to (libaom: cpu-used)
     quality_option: str = "crf"  # the FFmpeg option the CRF goes to (libvvenc: qp, its constant-quality scale)
+    #: parameters that make every encode's stream headers the same whatever its CRF, so encodes of a title's shots
+    #: join into one stream without re-encoding (x264's PPS holds the initial QP; x265's info SEI, the CRF)
+    join_params: str = ""
     #: True: the encoder is in the bundled FFmpeg program (imageio-ffmpeg) but not in PyAV's library: frames are
     #: piped to that program (constant frame rate; audio and subtitles copied by it)
     program: bool = False
@@ -146,7 +149,7 @@ CODECS: dict[str, Codec] = {
             preset_note="x264's own default; ab-av1 and most pipelines keep it",
             pix_fmts=_ALL_YUV,
             containers=_H26X_CONTAINERS, saliency="qp-offsets", roi_strength=3.0,
-            params_option="x264-params", speed="fast",
+            params_option="x264-params", speed="fast", join_params="stitchable=1",
             reserved=(*_RATE, "threads", "aq-mode", "keyint", "min-keyint", "scenecut"),
         ),
         Codec(
@@ -155,7 +158,7 @@ CODECS: dict[str, Codec] = {
             preset_note="x265's own default",
             pix_fmts=_ALL_YUV,
             containers=_H26X_CONTAINERS, saliency="qp-offsets", roi_strength=2.0,
-            params_option="x265-params", speed="slow",
+            params_option="x265-params", speed="slow", join_params="info=0",
             reserved=(*_RATE, "pools", "frame-threads", "numa-pools", "keyint", "min-keyint", "scenecut",
                       "log-level"),
         ),

@@ -630,6 +630,9 @@ def _tag_video(st: Any, reader: Any, keep: Any) -> None:
     sar = getattr(reader, "sar", None)
     if sar and "sample_aspect_ratio" not in have:
         cc.sample_aspect_ratio = Fraction(*sar)
+    for k, v in (getattr(reader, "colour", None) or {}).items():  # a shot of a title: the title's colour tags
+        if v and k not in have:
+            setattr(cc, k, v)
 
 
 def video_frame(fr: YuvFrame, pix_fmt: str) -> Any:

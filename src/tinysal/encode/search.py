@@ -26,12 +26,10 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tinysal.encode.codecs import CODECS
 from tinysal.encode.encoder import (
-    LAYOUTS,
     EncodeOptions,
     check_codec,
     check_count,
@@ -39,6 +37,7 @@ from tinysal.encode.encoder import (
     default_preset,
     encode,
 )
+from tinysal.encode.sampling import SampleSet, cut_samples, plan_samples
 from tinysal.errors import CheckFailed, TinysalError
 from tinysal.fileio import EventLog
 from tinysal.video.readers import VideoInput
@@ -146,14 +145,6 @@ class CrfSearchOptions(VideoInput):
 
 
 @dataclass
-class Sample:
-    path: Path
-    start: int  # first frame in the clip
-    frames: int  # frames scored
-    tail: int = 0  # frames encoded after them and not scored (the clip goes on there)
-
-
-@dataclass
 class Attempt:
     crf: float
     roi_strength: float
@@ -186,94 +177,20 @@ class Events(EventLog):
             print(line, file=sys.stderr, flush=True)
 
 
-def plan_samples(total: int, fps: float, n: int, seconds: float) -> list[tuple[int, int]]:
-    """(start, frames) of each sample: ``n`` of ``seconds`` spread evenly (centred in equal parts of the clip), or
-    the whole clip when it is not longer than the samples together."""
-    k = max(1, round(seconds * fps))
-    if total < k:
-        raise TinysalError(f"the clip is {total / fps:.2f} s ({total} frames), shorter than one sample "
-                           f"({seconds:g} s): pass a smaller --sample-seconds")  # fmt: skip
-    if total <= n * k:
-        return [(0, total)]
-    return [(min(total - k, max(0, round((i + 0.5) * total / n - k / 2))), k) for i in range(n)]
-
-
-def cut_samples(reader: Any, plan: list[tuple[int, int]], folder: Path, total: int,
-                layout: str | None = None) -> list[Sample]:  # fmt: skip
-    """One decode of the input; each sample's frames written raw in ``layout`` (an FFmpeg pixel-format name: the one
-    the codec encodes the source in; default the source's own), lossless when it is the source's."""
-    from tinysal.encode.encoder import raw_in
-    from tinysal.features.vmaf import RAW_PIX_FMTS
-    from tinysal.video.readers import frame_bytes
-
-    layout = layout or RAW_PIX_FMTS[(reader.pix_fmt, reader.bitdepth)]
-
-    samples = [Sample(folder / f"sample{i}.yuv", s, k, min(k // 2, total - s - k)) for i, (s, k) in enumerate(plan)]
-    files = [open(s.path, "wb") for s in samples]  # noqa: SIM115 - closed below
-    end = max(s.start + s.frames + s.tail for s in samples)
-    try:
-        for i, fr in enumerate(reader.frames()):
-            if i >= end:
-                break
-            for s, f in zip(samples, files):
-                if s.start <= i < s.start + s.frames + s.tail:
-                    f.write(raw_in(fr, layout))
-    finally:
-        for f in files:
-            f.close()
-    size = frame_bytes(reader.width, reader.height, *LAYOUTS[layout])
-    for s in samples:
-        got = s.path.stat().st_size // size
-        if got < s.frames + s.tail:  # a clip that ends before its announced length
-            s.frames, s.tail = min(s.frames, got), max(0, got - s.frames)
-    samples = [s for s in samples if s.frames > 0]
-    if not samples:
-        raise TinysalError(f"{reader.path}: no frames could be read for the samples")
-    return samples
-
-
 @dataclass
 class Search:
     """The search's state: the samples, the targets and every attempt made (cached by CRF and strength)."""
 
     opts: CrfSearchOptions
-    samples: list[Sample]
-    width: int
-    height: int
-    fps: float
+    sampleset: SampleSet
     total_frames: int
     input_bytes: int
-    folder: Path
     events: Events
     attempts: list[Attempt] = field(default_factory=list)
-    layout: str = "yuv420p"  # the samples' raw pixel format
 
-    def _encode_sample(self, s: Sample, crf: float, strength: float, k: int) -> tuple[Path, int]:
-        out = self.folder / f"enc{k}.mp4"
-        o = self.opts
-        pix, depth = LAYOUTS[self.layout]
-        eo = EncodeOptions(input=str(s.path), width=self.width, height=self.height, pixel_format=pix,
-                           bitdepth=depth, output=str(out), fps=self.fps,
-                           codec=o.codec, crf=crf, preset=o.preset, roi=strength > 0,
-                           roi_strength=strength if strength > 0 else None, overwrite=True, no_audio=True,
-                           threads=o.threads, model_path=o.model_path, encoder_args=o.encoder_args)  # fmt: skip
-        info = encode(eo)
-        return out, int(info["video_bytes"])
-
-    def _score_sample(self, s: Sample, enc: Path) -> tuple[list[float], list[float]]:
-        from tinysal.features.task import ScoreOptions, score
-
-        o = self.opts
-        feat = ["mobilesal:roi_score=1"] if o.min_vmaf_roi is not None else []
-        params = [f"mobilesal:model_path={o.model_path}"] if feat and o.model_path else []
-        pix, depth = LAYOUTS[self.layout]
-        so = ScoreOptions(reference=str(s.path), distorted=str(enc), width=self.width, height=self.height,
-                          pixel_format=pix, bitdepth=depth,
-                          feature=feat, feature_params=params, threads=o.threads, frame_cnt=s.frames)  # fmt: skip
-        res = score(so).result
-        vm = [f["metrics"]["vmaf"] for f in res["frames"]]
-        roi = [f["metrics"]["vmaf_roi"] for f in res["frames"] if "vmaf_roi" in f["metrics"]]
-        return vm, roi
+    @property
+    def fps(self) -> float:
+        return self.sampleset.fps
 
     def attempt(self, crf: float, strength: float) -> Attempt:
         for a in self.attempts:
@@ -281,18 +198,13 @@ class Search:
                 return a
         o = self.opts
         t = time.perf_counter()
-        vm: list[float] = []
-        roi: list[float] = []
-        nbytes = frames = 0
-        for k, s in enumerate(self.samples):
-            enc, b = self._encode_sample(s, crf, strength, k)
-            v, r = self._score_sample(s, enc)
-            vm += v
-            roi += r
-            nbytes += b
-            frames += s.frames + s.tail
-            self.events.emit("sample-encode-done", sample=k, crf=crf, roi_strength=strength, frames=s.frames + s.tail,
-                             bytes=b, vmaf=pooled(v, o.pool))  # fmt: skip
+
+        def said(k: int, frames: int, b: int, v: list[float]) -> None:
+            self.events.emit("sample-encode-done", sample=k, crf=crf, roi_strength=strength, frames=frames, bytes=b,
+                             vmaf=pooled(v, o.pool))  # fmt: skip
+
+        p = self.sampleset.probe(crf, strength, said)
+        vm, roi, nbytes, frames = p.vmaf, p.vmaf_roi, p.bytes, p.frames_encoded
         predicted = round(nbytes / frames * self.total_frames)
         seconds = self.total_frames / self.fps
         a = Attempt(crf, strength, pooled(vm, o.pool), pooled(roi, o.pool) if roi else None, predicted,
@@ -363,9 +275,11 @@ def search_one(s: Search, strength: float, lo: float, hi: float) -> dict[str, An
             "attempts": [a.doc() for a in sorted(mine, key=lambda a: a.crf)]}  # fmt: skip
 
 
-def crf_search(opts: CrfSearchOptions, quiet: bool = False) -> dict[str, Any]:
-    """Run the search; the result (``crf``, ``predicted``, ``attempts``, per ROI strength with ``roi``), also
-    written to ``out_json``. A target no CRF in range reaches raises :class:`TinysalError` naming the best."""
+def search(opts: CrfSearchOptions, quiet: bool = False, whole_if_short: bool = False) -> dict[str, Any]:
+    """The search alone: its document (``crf``, ``predicted``, ``attempts``, per ROI strength with ``roi``). A
+    target that no CRF in range reaches gives ``crf`` None, ``unreachable`` (the one line saying so) and
+    ``best_reachable`` (the attempt closest to the targets). ``whole_if_short``: a clip shorter than one sample is
+    searched whole (a shot of a title) instead of refused."""
     lo, hi = opts.check()
     reader = opts.open_input()
     fps = float(opts.fps or getattr(reader, "fps", None) or DEFAULT_FPS)
@@ -376,47 +290,72 @@ def crf_search(opts: CrfSearchOptions, quiet: bool = False) -> dict[str, Any]:
     folder = work_dir("crf-search")
     t0 = time.perf_counter()
     try:
-        plan = plan_samples(total, fps, opts.samples, opts.sample_seconds)
+        plan = plan_samples(total, fps, opts.samples, opts.sample_seconds, whole_if_short)
         layout, note = CODECS[opts.codec].pix_fmt_for(reader.pix_fmt, reader.bitdepth)
         if note:
             ev.say(f"crf-search: {note}")
         samples = cut_samples(reader, plan, folder, total, layout)
-        s = Search(opts, samples, reader.width, reader.height, fps, total,
-                   max(1, getattr(reader, "video_bytes", 0) or os.path.getsize(opts.input)), folder, ev,
-                   layout=layout)  # fmt: skip
+        ss = SampleSet(samples=samples, width=reader.width, height=reader.height, fps=fps, layout=layout,
+                       folder=folder, codec=opts.codec, preset=opts.preset, threads=opts.threads,
+                       model_path=opts.model_path, encoder_args=opts.encoder_args,
+                       score_roi=opts.min_vmaf_roi is not None)  # fmt: skip
+        s = Search(opts, ss, total, max(1, getattr(reader, "video_bytes", 0) or os.path.getsize(opts.input)), ev)
         ev.say(f"{len(samples)} sample(s) of {samples[0].frames} frames from {total} "
                f"({reader.width}x{reader.height} at {fps:g} fps)")  # fmt: skip
         runs = [search_one(s, k, lo, hi) for k in (roi_strengths(opts.codec) if opts.roi else (0.0,))]
-        ok = [r for r in runs if r["crf"] is not None]
-        targets = f"vmaf >= {opts.min_vmaf:g}" + (f", vmaf_roi >= {opts.min_vmaf_roi:g}" if opts.min_vmaf_roi
-                                                  is not None else "")  # fmt: skip
-        if not ok:
-            best = max((r["best_reachable"] for r in runs), key=lambda a: (a["vmaf"], -a["crf"]))
-            roi_txt = f", vmaf_roi {best['vmaf_roi']:.2f}" if best["vmaf_roi"] is not None else ""
-            msg = (f"no CRF in {lo:g}..{hi:g} reaches {targets} (pooled by {opts.pool}); the best reachable: crf "
-                   f"{best['crf']:g} gives vmaf {best['vmaf']:.2f}{roi_txt}")  # fmt: skip
-            ev.emit("crf-search-error", error=msg, best=best)
-            raise CheckFailed(msg)  # the search ran to the end: its answer is "none" (exit 1, as the README says)
-        win = min(ok, key=lambda r: r["predicted"]["bytes"])
-        plain = next((r for r in runs if r["roi_strength"] == 0), None)
-        doc: dict[str, Any] = {
-            "input": opts.input, "codec": opts.codec, "preset": opts.preset, "targets": {
-                "min_vmaf": opts.min_vmaf, "min_vmaf_roi": opts.min_vmaf_roi, "pool": opts.pool},
-            "samples": [{"start": x.start, "frames": x.frames, "tail": x.tail} for x in samples],
-            "crf": win["crf"], "roi_strength": win["roi_strength"], "predicted": win["predicted"],
-            "attempts": [a.doc() for a in s.attempts],
-            "frames_encoded": sum(a.frames_encoded for a in s.attempts),
-            "seconds": round(time.perf_counter() - t0, 2),
-        }  # fmt: skip
-        if opts.roi:
-            doc["per_strength"] = runs
-            if plain and plain["crf"] is not None:
-                ratio = win["predicted"]["bytes"] / plain["predicted"]["bytes"]
-                doc["roi_saving_percent"] = round(100 * (1 - ratio), 2)
-        ev.emit("crf-search-done", crf=doc["crf"], roi_strength=doc["roi_strength"], predicted=doc["predicted"])
+        doc = _answer(opts, s, runs, (lo, hi))
+        doc["samples"] = [{"start": x.start, "frames": x.frames, "tail": x.tail} for x in samples]
+        doc["seconds"] = round(time.perf_counter() - t0, 2)
+        if doc["crf"] is None:
+            ev.emit("crf-search-error", error=doc["unreachable"], best=doc["best_reachable"])
+        else:
+            ev.emit("crf-search-done", crf=doc["crf"], roi_strength=doc["roi_strength"], predicted=doc["predicted"])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         ev.close()
+    return doc
+
+
+def _answer(opts: CrfSearchOptions, s: Search, runs: list[dict[str, Any]],
+            crf_range: tuple[float, float]) -> dict[str, Any]:  # fmt: skip
+    """The search's document from its runs (one per ROI strength)."""
+    ok = [r for r in runs if r["crf"] is not None]
+    doc: dict[str, Any] = {
+        "input": opts.input, "codec": opts.codec, "preset": opts.preset, "targets": {
+            "min_vmaf": opts.min_vmaf, "min_vmaf_roi": opts.min_vmaf_roi, "pool": opts.pool},
+        "crf": None, "roi_strength": None, "predicted": None,
+        "attempts": [a.doc() for a in s.attempts],
+        "frames_encoded": sum(a.frames_encoded for a in s.attempts),
+    }  # fmt: skip
+    if not ok:
+        targets = f"vmaf >= {opts.min_vmaf:g}" + (f", vmaf_roi >= {opts.min_vmaf_roi:g}" if opts.min_vmaf_roi
+                                                  is not None else "")  # fmt: skip
+        best = max((r["best_reachable"] for r in runs), key=lambda a: (a["vmaf"], -a["crf"]))
+        roi_txt = f", vmaf_roi {best['vmaf_roi']:.2f}" if best["vmaf_roi"] is not None else ""
+        lo, hi = crf_range
+        doc["unreachable"] = (f"no CRF in {lo:g}..{hi:g} reaches {targets} (pooled by {opts.pool}); the best "
+                              f"reachable: crf {best['crf']:g} gives vmaf {best['vmaf']:.2f}{roi_txt}")  # fmt: skip
+        doc["best_reachable"] = best
+        return doc
+    win = min(ok, key=lambda r: r["predicted"]["bytes"])
+    doc.update(crf=win["crf"], roi_strength=win["roi_strength"], predicted=win["predicted"])
+    if opts.roi:
+        doc["per_strength"] = runs
+        plain = next((r for r in runs if r["roi_strength"] == 0), None)
+        if plain and plain["crf"] is not None:
+            ratio = win["predicted"]["bytes"] / plain["predicted"]["bytes"]
+            doc["roi_saving_percent"] = round(100 * (1 - ratio), 2)
+    return doc
+
+
+def crf_search(opts: CrfSearchOptions, quiet: bool = False) -> dict[str, Any]:
+    """Run the search; the result (``crf``, ``predicted``, ``attempts``, per ROI strength with ``roi``), also
+    written to ``out_json``. A target no CRF in range reaches raises :class:`CheckFailed` naming the best."""
+    doc = search(opts, quiet)
+    if doc["crf"] is None:
+        raise CheckFailed(doc["unreachable"])  # the search ran to the end: its answer is "none" (exit 1)
+    doc.pop("best_reachable", None)
+    doc.pop("unreachable", None)
     if opts.encode:
         eo = EncodeOptions(input=opts.input, width=opts.width, height=opts.height, pixel_format=opts.pixel_format,
                            bitdepth=opts.bitdepth, output=opts.encode, fps=opts.fps, codec=opts.codec,

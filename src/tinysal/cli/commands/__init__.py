@@ -15,6 +15,7 @@ COMMANDS = (
     "encode",
     "roi-eval",
     "crf-search",
+    "auto-encode",
     "ladder",
     "validate-registry",
     "validate-model",

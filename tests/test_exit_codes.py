@@ -28,6 +28,7 @@ BAD_INPUT = {
     "encode": [MISSING, "x.mp4"],
     "roi-eval": [MISSING, "--sequences", "a"],
     "crf-search": [MISSING, "--min-vmaf", "90"],
+    "auto-encode": [MISSING, "o.mp4", "--min-vmaf", "90", "--per-shot"],
     "ladder": [MISSING],
     "validate-registry": ["--registry", MISSING],
     "validate-model": [MISSING],

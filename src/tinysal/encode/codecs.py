@@ -45,6 +45,8 @@ class Codec:
     #: parameters that make every encode's stream headers the same whatever its CRF, so encodes of a title's shots
     #: join into one stream without re-encoding (x264's PPS holds the initial QP; x265's info SEI, the CRF)
     join_params: str = ""
+    #: the finest CRF step the encoder takes (x264 and x265 take fractional CRFs; the others whole numbers)
+    crf_step: float = 1.0
     #: True: the encoder is in the bundled FFmpeg program (imageio-ffmpeg) but not in PyAV's library: frames are
     #: piped to that program (constant frame rate; audio and subtitles copied by it)
     program: bool = False
@@ -149,7 +151,7 @@ CODECS: dict[str, Codec] = {
             preset_note="x264's own default; ab-av1 and most pipelines keep it",
             pix_fmts=_ALL_YUV,
             containers=_H26X_CONTAINERS, saliency="qp-offsets", roi_strength=3.0,
-            params_option="x264-params", speed="fast", join_params="stitchable=1",
+            params_option="x264-params", speed="fast", join_params="stitchable=1", crf_step=0.25,
             reserved=(*_RATE, "threads", "aq-mode", "keyint", "min-keyint", "scenecut"),
         ),
         Codec(
@@ -158,7 +160,7 @@ CODECS: dict[str, Codec] = {
             preset_note="x265's own default",
             pix_fmts=_ALL_YUV,
             containers=_H26X_CONTAINERS, saliency="qp-offsets", roi_strength=2.0,
-            params_option="x265-params", speed="slow", join_params="info=0",
+            params_option="x265-params", speed="slow", join_params="info=0", crf_step=0.25,
             reserved=(*_RATE, "pools", "frame-threads", "numa-pools", "keyint", "min-keyint", "scenecut",
                       "log-level"),
         ),

@@ -257,8 +257,25 @@ def _next_crf(points: list[Attempt], lo: float, hi: float) -> float | None:
     return float(min(hi, max(lo, ref.crf + step)))
 
 
-def search_one(s: Search, strength: float, lo: float, hi: float) -> dict[str, Any]:
-    """One strength's search: the highest CRF meeting every target (or None) and its attempts."""
+def _refine(s: Search, mine: list[Attempt], strength: float) -> None:
+    """Between the highest passing whole CRF and the failing one above it, one attempt at the CRF interpolated to
+    the target (in the codec's ``crf_step``): a 1-CRF step is 1-2 VMAF at the usual targets."""
+    step = CODECS[s.opts.codec].crf_step
+    passed = [a for a in mine if a.passed]
+    if step >= 1 or not passed:
+        return
+    p = max(passed, key=lambda a: a.crf)
+    f = next((a for a in mine if not a.passed and a.crf == p.crf + 1), None)
+    if f is None or p.margin == f.margin:
+        return
+    c = p.crf + round(p.margin / (p.margin - f.margin) / step) * step
+    if p.crf < c < f.crf:
+        mine.append(s.attempt(float(c), strength))
+
+
+def search_one(s: Search, strength: float, lo: float, hi: float, refine: bool = False) -> dict[str, Any]:
+    """One strength's search: the highest CRF meeting every target (or None) and its attempts; ``refine``: then
+    one attempt between that CRF and the next (codecs with fractional CRFs)."""
     first = float(min(hi, max(lo, CODECS[s.opts.codec].first_crf)))
     c: float | None = first
     mine: list[Attempt] = []
@@ -268,6 +285,8 @@ def search_one(s: Search, strength: float, lo: float, hi: float) -> dict[str, An
         c = _next_crf(mine, lo, hi)
         if c is None:
             break
+    if refine:
+        _refine(s, mine, strength)
     passed = [a for a in mine if a.passed]
     best = max(passed, key=lambda a: a.crf) if passed else None
     return {"roi_strength": strength, "crf": best.crf if best else None, "predicted": best.doc() if best else None,
@@ -275,11 +294,13 @@ def search_one(s: Search, strength: float, lo: float, hi: float) -> dict[str, An
             "attempts": [a.doc() for a in sorted(mine, key=lambda a: a.crf)]}  # fmt: skip
 
 
-def search(opts: CrfSearchOptions, quiet: bool = False, whole_if_short: bool = False) -> dict[str, Any]:
+def search(opts: CrfSearchOptions, quiet: bool = False, whole_if_short: bool = False,
+           refine: bool = False) -> dict[str, Any]:  # fmt: skip
     """The search alone: its document (``crf``, ``predicted``, ``attempts``, per ROI strength with ``roi``). A
     target that no CRF in range reaches gives ``crf`` None, ``unreachable`` (the one line saying so) and
     ``best_reachable`` (the attempt closest to the targets). ``whole_if_short``: a clip shorter than one sample is
-    searched whole (a shot of a title) instead of refused."""
+    searched whole (a shot of a title) instead of refused. ``refine``: a fractional CRF between the answer and the
+    next whole one, where the codec takes one (auto-encode's shots: each as close to the target as it can be)."""
     lo, hi = opts.check()
     reader = opts.open_input()
     fps = float(opts.fps or getattr(reader, "fps", None) or DEFAULT_FPS)
@@ -302,7 +323,7 @@ def search(opts: CrfSearchOptions, quiet: bool = False, whole_if_short: bool = F
         s = Search(opts, ss, total, max(1, getattr(reader, "video_bytes", 0) or os.path.getsize(opts.input)), ev)
         ev.say(f"{len(samples)} sample(s) of {samples[0].frames} frames from {total} "
                f"({reader.width}x{reader.height} at {fps:g} fps)")  # fmt: skip
-        runs = [search_one(s, k, lo, hi) for k in (roi_strengths(opts.codec) if opts.roi else (0.0,))]
+        runs = [search_one(s, k, lo, hi, refine) for k in (roi_strengths(opts.codec) if opts.roi else (0.0,))]
         doc = _answer(opts, s, runs, (lo, hi))
         doc["samples"] = [{"start": x.start, "frames": x.frames, "tail": x.tail} for x in samples]
         doc["seconds"] = round(time.perf_counter() - t0, 2)

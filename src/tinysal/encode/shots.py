@@ -181,7 +181,7 @@ def run_shot(opts: ShotOptions) -> dict[str, Any]:
     opts.check()
     so = opts.search_options()
     if opts.crf is None:
-        found = search(so, quiet=True, whole_if_short=True)
+        found = search(so, quiet=True, whole_if_short=True, refine=True)
         reached = found["crf"] is not None
         pick = found["predicted"] if reached else found["best_reachable"]
         crf, strength = pick["crf"], pick["roi_strength"]

@@ -141,6 +141,22 @@ def work_dir(kind: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"tinysal-{kind}{owner_tag()}", dir=base))
 
 
+def kept_work_dir(path: str, flag: str = "--work-dir") -> Path:
+    """A work folder the user names (kept after the run, so that a rerun resumes): made if absent, its absolute
+    path (manifests written in it name their files from there), or one line for what cannot be used."""
+    refuse_dangling(path, flag)
+    work = Path(os.path.abspath(path))
+    if work.exists() and not work.is_dir():
+        raise TinysalError(f"{flag} {work}: exists and is not a folder")
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TinysalError(f"{flag} {work}: cannot create it: {e.strerror or e}") from None
+    if not os.access(work, os.W_OK | os.X_OK):
+        raise TinysalError(f"{flag} {work}: not writable")
+    return work
+
+
 def temp_beside(path: Path, suffix: str = ".tmp") -> str:
     """The prefix of a temp name beside ``path`` (``.NAME.~PID-START~``), after reaping dead owners' ones."""
     parent = path.parent if str(path.parent) else Path(".")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tinysal.encode.encoder import check_count, check_fps, default_preset
-from tinysal.encode.search import CrfSearchOptions
+from tinysal.encode.search import CrfSearchOptions, SearchTargets
 from tinysal.errors import TinysalError
 from tinysal.video.readers import VideoInput
 
@@ -15,24 +15,14 @@ DEFAULT_FPS = 25.0
 
 
 @dataclass(kw_only=True)
-class AutoEncodeOptions(VideoInput):
+class AutoEncodeOptions(SearchTargets, VideoInput):
     """The ``auto-encode`` command's (and batch task's) options; the names are the command's flags."""
 
     output: str
-    codec: str = "libx264"
-    min_vmaf: float
-    min_vmaf_roi: float | None = None
-    roi: bool = False
     per_shot: bool = False
     min_shot_seconds: float = 1.0  # shots shorter than this are merged into a neighbour
     scene_threshold: float = 27.0  # ContentDetector's threshold
     max_kbps: float | None = None  # budget mode: the title's video bitrate (per_shot)
-    pool: str = "mean"
-    samples: int = 3
-    sample_seconds: float = 2.0
-    min_crf: float | None = None
-    max_crf: float | None = None
-    preset: str | None = None
     fps: float | None = None
     encoder_args: str = ""
     model_path: str | None = None

@@ -11,7 +11,6 @@ on storage every node sees). Without it everything lives in a temporary folder, 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
@@ -43,18 +42,9 @@ def _work_dir(opts: LadderOptions) -> tuple[Path, bool]:
         from tinysal.fileio import work_dir
 
         return work_dir("ladder"), False
-    from tinysal.fileio import refuse_dangling
+    from tinysal.fileio import kept_work_dir
 
-    refuse_dangling(opts.work_dir, "--work-dir")
-    work = Path(os.path.abspath(opts.work_dir))  # the manifest names its files from here: relative to its own folder
-    if work.exists() and not work.is_dir():
-        raise TinysalError(f"--work-dir {work}: exists and is not a folder")
-    try:
-        work.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise TinysalError(f"--work-dir {work}: cannot create it: {e.strerror or e}") from None
-    if not os.access(work, os.W_OK | os.X_OK):
-        raise TinysalError(f"--work-dir {work}: not writable")
+    work = kept_work_dir(opts.work_dir)
     from tinysal.fileio import refuse_overlaps
 
     refuse_overlaps(

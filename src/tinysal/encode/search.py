@@ -83,8 +83,9 @@ def pooled(values: list[float], pool: str) -> float:
 
 
 @dataclass(kw_only=True)
-class CrfSearchOptions(VideoInput):
-    """The ``crf-search`` task's options; the names are the command's flags."""
+class SearchTargets:
+    """What a search is for and how it samples: the fields crf-search, a shot of auto-encode and auto-encode share
+    (the names are the commands' flags)."""
 
     codec: str = "libx264"
     min_vmaf: float
@@ -96,6 +97,12 @@ class CrfSearchOptions(VideoInput):
     min_crf: float | None = None
     max_crf: float | None = None
     preset: str | None = None  # None: the codec's default preset
+
+
+@dataclass(kw_only=True)
+class CrfSearchOptions(SearchTargets, VideoInput):
+    """The ``crf-search`` task's options; the names are the command's flags."""
+
     fps: float | None = None  # raw YUV only
     out_json: str | None = None
     encode: str | None = None  # encode the whole clip at the answer into this file

@@ -31,6 +31,7 @@ import numpy as np
 
 from tinysal.encode.codecs import CODECS
 from tinysal.encode.encoder import LAYOUTS, EncodeOptions, check_codec, default_preset
+from tinysal.encode.search import SearchTargets
 from tinysal.errors import TinysalError
 
 #: ContentDetector's own default threshold
@@ -102,7 +103,7 @@ def join_args(codec: str, encoder_args: str) -> str:
 
 
 @dataclass(kw_only=True)
-class ShotOptions:
+class ShotOptions(SearchTargets):
     """One shot of a title, the batch task ``shot`` that ``auto-encode --per-shot`` writes: search ``source`` (the
     shot's frames, raw, in ``pix_fmt``) for the highest CRF meeting the targets, encode it to ``output`` at that
     CRF and measure the encode."""
@@ -114,16 +115,6 @@ class ShotOptions:
     fps: float
     output: str
     start_frame: int = 0  # where the shot starts in the title (for the documents)
-    codec: str = "libx264"
-    preset: str | None = None
-    min_vmaf: float
-    min_vmaf_roi: float | None = None
-    roi: bool = False
-    pool: str = "mean"
-    samples: int = 3
-    sample_seconds: float = 2.0
-    min_crf: float | None = None
-    max_crf: float | None = None
     crf: float | None = None  # a set CRF: no search (the bitrate-budget mode encodes each shot at its CRF)
     roi_strength: float = 0.0  # with ``crf``: the ROI strength to encode at
     model_path: str | None = None

@@ -143,7 +143,8 @@ def test_rungs_are_batch_jobs_and_a_work_dir_resumes(video_dir: Path, tmp_path: 
     table = {r["id"]: r for r in csv.DictReader((tmp_path / "b" / "summary.csv").open())}
     for pt in first:
         row = table[f"144p-crf{pt['crf']:g}"]
-        assert row["status"] == "done" and float(row["vmaf_mean"]) == pt["vmaf"] and int(row["bytes"]) == pt["bytes"]
+        assert row["status"] == "done" and int(row["bytes"]) == pt["bytes"]
+        assert float(row["vmaf_mean"]) == pytest.approx(pt["vmaf"], rel=1e-5)  # 6 significant digits in the CSV
     # a rung a user wrote wrong is refused with its reason before any job runs (issue 35: values are checked with
     # the manifest, not one by one after other jobs ran)
     bad = dict(rows[0], id="bad", crf=70)

@@ -34,6 +34,7 @@ class Job:
     task: str
     options: Any  # the task's options dataclass
     row: int  # line or row number in the manifest, for messages
+    after: list[str] = dataclasses.field(default_factory=list)  # ids of the jobs whose outputs this one reads
 
     def inputs(self) -> list[str]:
         return [p for f in TASKS[self.task].reads if (p := getattr(self.options, f, None))]
@@ -283,12 +284,14 @@ def _entries(manifest: str, jobs: list[Job], batch_files: dict[str, str], batch_
 
 def _overlaps(manifest: str, jobs: list[Job], index: PathIndex, batch_files: dict[str, str],
               batch_dirs: dict[str, str]) -> list[str]:  # fmt: skip
-    """One line per job whose output is an input of any job, lies in a folder written whole, or is another job's
-    output (or one of the batch's own files: its records folder, summary, events). Linear: one index of every
-    input and output by real path and by inode, each path's folders looked up in a set."""
+    """One line per job whose output is an input of the same job or of the batch, lies in a folder written whole,
+    or is another job's output (or one of the batch's own files: its records folder, summary, events). An output
+    that other jobs read makes them wait for it (``Job.after``): encode -> score in one manifest. Linear: one
+    index of every input and output by real path and by inode, each path's folders looked up in a set."""
     name = os.path.basename(manifest)
-    by_real: dict[str, tuple[str, str]] = {}  # real path -> (who, "input" | "output")
-    by_ino: dict[tuple[int, int], tuple[str, str]] = {}
+    by_real: dict[str, tuple[str, str, str]] = {}  # real path -> (who, "input" | "output", the file's key)
+    by_ino: dict[tuple[int, int], tuple[str, str, str]] = {}
+    readers: dict[str, list[Job | None]] = {}  # a file's key -> the jobs (None: the batch) that read it
     folders: dict[str, str] = {}
     problems: list[str] = []
     entries = _entries(manifest, jobs, batch_files, batch_dirs, index)
@@ -300,25 +303,69 @@ def _overlaps(manifest: str, jobs: list[Job], index: PathIndex, batch_files: dic
         real, ino = index(p)
         prev = by_real.get(real) or (by_ino.get(ino) if ino is not None else None)
         role = "input" if kind == "input" else "output"
+        if kind == "folder":
+            folders[real] = where(job, label)
         if prev is None or (role == "input" and prev[1] == "input"):  # inputs may be shared
-            by_real.setdefault(real, (f"{job.id if job else 'batch'} {label} {p}", role))
+            entry = prev or (f"{job.id if job else 'batch'} {label} {p}", role, real)
+            by_real.setdefault(real, entry)
             if ino is not None:
-                by_ino.setdefault(ino, by_real[real])
+                by_ino.setdefault(ino, entry)
+            if role == "input":
+                readers.setdefault(entry[2], []).append(job)
+            continue
+        feeds = readers.get(prev[2], []) if prev[1] == "input" and kind == "output" else []
+        if job is not None and _feed(job, feeds):  # read by other jobs only: theirs to wait for
+            by_real[real] = (f"{job.id} {label} {p}", "output", prev[2])
+            if ino is not None:
+                by_ino[ino] = by_real[real]
         elif prev[1] == "input":
             problems.append(f"{where(job, label)} {p} is the same file as {prev[0]}, an input: refusing to overwrite "
                             "it")  # fmt: skip
         else:
             problems.append(f"{where(job, label)} writes {p}, as {prev[0]} does: give each output its own path")
-        if kind == "folder":
-            folders[real] = where(job, label)
-    if not folders:
-        return problems
-    for job, label, p, _ in entries:
+    return problems + _inside_folders(entries, folders, index, where)
+
+
+def _inside_folders(entries: list[Entry], folders: dict[str, str], index: PathIndex, where: Any) -> list[str]:
+    problems = []
+    for job, label, p, _ in entries if folders else []:
         up = next((u for u in _ancestors(index(p)[0]) if u in folders), None)
         if up is not None:
             problems.append(f"{where(job, label)} {p} lies inside {folders[up]}, a folder the batch writes as a "
                             "whole: give it a path outside that folder")  # fmt: skip
     return problems
+
+
+def _feed(job: Job, readers: list[Job | None]) -> bool:
+    """``job``'s output is read by ``readers``: when they are other jobs (not the batch, not itself), each runs
+    after it (encode -> score in one manifest); True. Else False: an input would be overwritten."""
+    if not readers or any(r is None or r is job for r in readers):
+        return False
+    for r in readers:
+        if r is not None and job.id not in r.after:
+            r.after.append(job.id)
+    return True
+
+
+def _cycles(name: str, jobs: list[Job]) -> list[str]:
+    """One line naming jobs that wait on each other round a circle (each reads another's output): none of them
+    could ever start. Kahn's order: what is left once every startable job is taken is in or behind a circle."""
+    left = {j.id: len(j.after) for j in jobs}
+    users: dict[str, list[str]] = {}
+    for j in jobs:
+        for a in j.after:
+            users.setdefault(a, []).append(j.id)
+    ready = [i for i, n in left.items() if n == 0]
+    while ready:
+        for u in users.get(ready.pop(), []):
+            left[u] -= 1
+            if left[u] == 0:
+                ready.append(u)
+    stuck = [j for j in jobs if left[j.id] > 0]
+    if not stuck:
+        return []
+    return [f"{name}: jobs read each other's outputs round a circle, none could start: "
+            + ", ".join(f"{j.id} (row {j.row}, after {', '.join(j.after)})" for j in stuck[:5])]  # fmt: skip
 
 
 def _check_options(job: Job) -> None:
@@ -357,11 +404,14 @@ def load(path: str | Path, batch_files: dict[str, str] | None = None,
             problems.append(f"{path.name}:{n}: duplicate id {job.id!r} (also row {seen[job.id]})")
             continue
         seen[job.id] = n
-        for p in job.inputs():
-            if index(p)[1] is None:
-                problems.append(f"{path.name}:{n}: {job.id}: input not found: {p}")
         jobs.append(job)
     problems += _overlaps(str(path), jobs, index, batch_files or {}, batch_dirs or {})
+    made = {index(p)[0] for job in jobs for p in job.outputs()}
+    for job in jobs:
+        for p in job.inputs():
+            if index(p)[1] is None and index(p)[0] not in made:
+                problems.append(f"{path.name}:{job.row}: {job.id}: input not found: {p}")
+    problems += _cycles(path.name, jobs)
     if not jobs and not problems:
         problems.append(f"{path.name}: no jobs")
     if problems:

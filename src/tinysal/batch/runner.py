@@ -30,7 +30,7 @@ from tinysal.fileio import EventLog, refuse_dangling
 #: the table's columns: the job, then the pooled figures of score jobs, then the encode summary
 COLUMNS = ("id", "task", "status", "error", "seconds", "attempts", "frames", "vmaf_mean", "vmaf_min",
            "vmaf_harmonic_mean", "vmaf_roi_mean", "saliency_mean_mean", "output", "video_kbps",
-           "total_kbps", "bytes", "crf",
+           "total_kbps", "bytes", "crf", "bitrate",
            "roi_strength")  # fmt: skip
 
 
@@ -56,11 +56,16 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
     res, info = rec.get("result") or {}, rec.get("info") or {}
     task = TASKS.get(rec.get("task") or "")
     if task is not None and task.row is not None:
-        row.update(task.row(res, info))
+        row.update(task.row(res, info, rec.get("options") or {}))
     row["frames"] = info.get("frames_scored", info.get("frames"))
     for k in ("output", "video_kbps", "total_kbps", "bytes"):
         row[k] = info.get(k)
     return row
+
+
+def _digits(v: Any) -> Any:
+    """A float as 6 significant digits in the CSV (the records and summary.parquet keep every digit)."""
+    return float(f"{v:.6g}") if isinstance(v, float) else v
 
 
 def _write_table(out_dir: Path, rows: list[dict[str, Any]]) -> None:
@@ -72,7 +77,7 @@ def _write_table(out_dir: Path, rows: list[dict[str, Any]]) -> None:
     with atomic_open(out_dir / "summary.csv", "w") as f:
         w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
-        w.writerows({k: csv_safe(v) for k, v in r.items()} for r in rows)
+        w.writerows({k: csv_safe(_digits(v)) for k, v in r.items()} for r in rows)
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -242,7 +247,8 @@ class _Runner:
 
 
 def _split(jobs: list[Job], out: Path, vers: dict[str, Any], force: bool) -> tuple[dict[str, Any], list[Job]]:
-    """(records of the jobs already done, the jobs to run)."""
+    """(records of the jobs already done, the jobs to run). A job that reads the output of a job to run is run
+    again too: its input is about to change."""
     done, todo = {}, []
     for job in jobs:
         rec = None if force else records.is_done(out, job, vers)
@@ -250,7 +256,56 @@ def _split(jobs: list[Job], out: Path, vers: dict[str, Any], force: bool) -> tup
             done[job.id] = rec
         else:
             todo.append(job)
-    return done, todo
+    redo = {j.id for j in todo}
+    changed = bool(redo)
+    while changed:
+        changed = False
+        for job in jobs:
+            if job.id in done and any(a in redo for a in job.after):
+                del done[job.id]
+                todo.append(job)
+                redo.add(job.id)
+                changed = True
+    order = {j.id: k for k, j in enumerate(jobs)}
+    return done, sorted(todo, key=lambda j: order[j.id])
+
+
+class _Order:
+    """Which jobs may start: those whose producers (``Job.after``) are done. A producer that fails fails its
+    readers, and theirs, with one line naming it, without running them."""
+
+    def __init__(self, todo: list[Job], done: dict[str, Any]) -> None:
+        self.ok = {i for i, r in done.items() if r.get("status") == "done"}
+        self.waiting = {j.id: j for j in todo}
+        self.users: dict[str, list[str]] = {}
+        for j in todo:
+            for a in j.after:
+                self.users.setdefault(a, []).append(j.id)
+
+    def ready(self) -> list[Job]:
+        out = [j for j in self.waiting.values() if all(a in self.ok for a in j.after)]
+        for j in out:
+            del self.waiting[j.id]
+        return out
+
+    def finished(self, rec: dict[str, Any]) -> list[tuple[Job, str]]:
+        """After ``rec``: the readers that can never run, each with its line."""
+        if rec.get("status") == "done":
+            self.ok.add(rec["id"])
+            return []
+        if rec.get("status") == "interrupted":  # the batch is stopping: its readers stay unrun, with no record
+            return []
+        out, stack = [], [(rec["id"], rec["id"])]
+        while stack:
+            failed, root = stack.pop()
+            for u in self.users.get(failed, []):
+                if u in self.waiting:
+                    job = self.waiting.pop(u)
+                    why = f"not run: it reads the output of {failed}, which failed" if failed == root else (
+                        f"not run: it reads the output of {failed}, which was not run ({root} failed)")  # fmt: skip
+                    out.append((job, why))
+                    stack.append((u, root))
+        return out
 
 
 def _run_locked(jobs: list[Job], runner: _Runner, workers: int, force: bool, progress: bool,
@@ -267,23 +322,33 @@ def _run_locked(jobs: list[Job], runner: _Runner, workers: int, force: bool, pro
     t0 = time.time()
     ev.emit("batch-start", jobs=len(jobs), to_run=len(todo), engine=engine.name, slots=n_slots, threads=threads)
     ex = ThreadPoolExecutor(max_workers=n_slots, thread_name_prefix="tinysal-batch")
+    order = _Order(todo, done)
+
+    def record(rec: dict[str, Any]) -> list[dict[str, Any]]:
+        """``rec`` taken in; the records of the readers it leaves unable to run."""
+        done[rec["id"]] = rec
+        bar.update(1)
+        if on_job:
+            on_job(rec)
+        return [records.write(out, job, runner.vers, "failed", None, why, 0.0, 0)
+                for job, why in order.finished(rec)]  # fmt: skip
+
     try:
-        futs: set[Future[Any]] = {ex.submit(runner, j) for j in todo}
+        futs: set[Future[Any]] = {ex.submit(runner, j) for j in order.ready()}
         while futs:
             fin, futs = wait(futs, return_when=FIRST_COMPLETED)
             for f in fin:
-                rec = f.result()
-                done[rec["id"]] = rec
-                bar.update(1)
-                if on_job:
-                    on_job(rec)
+                blocked = record(f.result())
+                while blocked:
+                    blocked = [b for rec in blocked for b in record(rec)]
+            futs |= {ex.submit(runner, j) for j in order.ready()}
     except BaseException:
         engine.stop()  # first: the pool's threads return as soon as their workers are gone
         raise
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
         bar.close()
-    rows = [_row(done[j.id]) for j in jobs]
+    rows = [_row(done.get(j.id) or {"id": j.id, "task": j.task, "status": "interrupted"}) for j in jobs]
     _write_table(out, rows)
     failed = sum(r["status"] != "done" for r in rows)
     ev.emit("batch-done", jobs=len(rows), failed=failed, skipped=len(jobs) - len(todo), seconds=time.time() - t0)

@@ -29,7 +29,7 @@ class Task:
     reads: tuple[str, ...]  # fields naming files read (checked to exist; never written by any job)
     writes: tuple[str, ...]  # fields naming files or folders written
     run: str  # "module:function" the worker calls with the options (by name: a task may run a batch itself)
-    row: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None  # (result, info) -> summary columns
+    row: Callable[[Any, dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None  # (result, info, options)
     output_field: str | None = None  # the encoded output a redo may replace when the batch wrote it
     reserved: tuple[str, ...] = ("threads",)  # set by the batch (the pool sets the threads)
     dir_fields: tuple[str, ...] = ()  # written fields that name a folder replaced as a whole
@@ -78,7 +78,7 @@ def _run_shot(opts: ShotOptions) -> Answer:
     return {"result": doc, "info": _encode_info(doc, doc["encode"]), "notes": []}
 
 
-def _score_row(res: Any, info: dict[str, Any]) -> dict[str, Any]:
+def _score_row(res: Any, info: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
     from tinysal.features.output import percentile_keys
 
     row: dict[str, Any] = {}
@@ -92,11 +92,16 @@ def _score_row(res: Any, info: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _rung_row(res: Any, info: dict[str, Any]) -> dict[str, Any]:  # a ladder's rung: its mean scores
+def _encode_row(res: Any, info: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:  # the rate asked for
+    return {"crf": info.get("crf"), "bitrate": opts.get("bitrate") or None,
+            "roi_strength": opts.get("roi_strength") if opts.get("roi") else None}  # fmt: skip
+
+
+def _rung_row(res: Any, info: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:  # a rung: its mean scores
     return {"vmaf_mean": res.get("vmaf"), "vmaf_roi_mean": res.get("vmaf_roi")} if isinstance(res, dict) else {}
 
 
-def _search_row(res: Any, info: dict[str, Any]) -> dict[str, Any]:  # the answer and its predicted scores
+def _search_row(res: Any, info: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:  # the answer, as predicted
     if not isinstance(res, dict):
         return {}
     pred = res.get("predicted") or {}
@@ -104,7 +109,7 @@ def _search_row(res: Any, info: dict[str, Any]) -> dict[str, Any]:  # the answer
             "vmaf_roi_mean": pred.get("vmaf_roi")}  # fmt: skip
 
 
-def _measured_row(res: Any, info: dict[str, Any]) -> dict[str, Any]:
+def _measured_row(res: Any, info: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
     """A shot or a title encoded to its targets: the CRF and the scores measured on the encode itself."""
     if not isinstance(res, dict):
         return {}
@@ -122,7 +127,7 @@ TASKS: dict[str, Task] = {
              reserved=("output", "fmt", "threads"),  # the record holds the result (no --output)
              dir_fields=("saliency_out",)),  # fmt: skip
         Task("encode", EncodeOptions, ("input", "roi_maps", "model_path"), ("output",), f"{_HERE}:_run_encode",
-             output_field="output"),  # fmt: skip
+             _encode_row, output_field="output"),  # fmt: skip
         Task("rung", RungOptions, ("source", "rung_source", "model_path"), (), f"{_HERE}:_run_rung", _rung_row),
         Task("crf-search", CrfSearchOptions, ("input", "model_path"), ("encode",), f"{_HERE}:_run_crf_search",
              _search_row, output_field="encode",

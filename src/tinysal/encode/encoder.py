@@ -598,6 +598,7 @@ def encode_video(
         "bytes": size,
         "video_bytes": video_bytes[0],
         "codec": settings.codec,
+        "crf": None if settings.bitrate else settings.crf,  # the CRF used (the codec's default when not given)
         "preset": settings.preset,
         "pix_fmt": out_fmt,
         "pix_fmt_note": fmt_note,

@@ -194,7 +194,8 @@ def _shot_rows(opts: AutoEncodeOptions, title: dict[str, Any], reader: Any, fps:
         rows[jid] = ShotOptions(source=s["source"], width=reader.width, height=reader.height, pix_fmt=layout,
                                 fps=fps, output=str(work / "encodes" / f"{jid}.mp4"), start_frame=s["start_frame"],
                                 codec=opts.codec, preset=opts.preset, min_vmaf=opts.min_vmaf,
-                                min_vmaf_roi=opts.min_vmaf_roi, roi=opts.roi, pool=opts.pool, samples=opts.samples,
+                                min_vmaf_roi=opts.min_vmaf_roi, min_xpsnr=opts.min_xpsnr, roi=opts.roi,
+                                pool=opts.pool, samples=opts.samples,
                                 sample_seconds=opts.sample_seconds, min_crf=opts.min_crf, max_crf=opts.max_crf,
                                 crf=crfs[k][0] if crfs else None, roi_strength=crfs[k][1] if crfs else 0.0,
                                 model_path=opts.model_path, encoder_args=opts.encoder_args, **tags)  # fmt: skip
@@ -321,7 +322,8 @@ def _document(opts: AutoEncodeOptions, title: dict[str, Any], docs: list[dict[st
               "shots_below_target": sum(not s["reached"] for s in shots)}  # fmt: skip
     doc = {"mode": "per-shot", "input": opts.input, "output": joined["output"], "codec": opts.codec,
            "preset": opts.preset, "targets": {"min_vmaf": opts.min_vmaf, "min_vmaf_roi": opts.min_vmaf_roi,
-                                              "pool": opts.pool, "max_kbps": opts.max_kbps},
+                                              "min_xpsnr": opts.min_xpsnr, "pool": opts.pool,
+                                              "max_kbps": opts.max_kbps},
            "detector": {"name": "PySceneDetect ContentDetector", "threshold": opts.scene_threshold,
                         "min_shot_frames": title["min_shot_frames"], "cuts": title["cuts"]},
            "shots": shots, "totals": totals, "kept": joined["kept"], "seconds": round(seconds, 2),

@@ -42,7 +42,8 @@ class AutoEncodeOptions(SearchTargets, VideoInput):
         self.preset = default_preset(self.codec, self.preset)
 
     def search_options(self, **kw: Any) -> CrfSearchOptions:
-        fields = ("input", "width", "height", "pixel_format", "bitdepth", "codec", "min_vmaf", "min_vmaf_roi", "roi",
+        fields = ("input", "width", "height", "pixel_format", "bitdepth", "codec", "min_vmaf", "min_vmaf_roi",
+                  "min_xpsnr", "roi",
                   "pool", "samples", "sample_seconds", "min_crf", "max_crf", "preset", "fps", "encoder_args",
                   "model_path", "overwrite", "threads", "frame_cnt")  # fmt: skip
         return CrfSearchOptions(**{f: getattr(self, f) for f in fields}, **kw)

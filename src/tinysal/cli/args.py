@@ -131,6 +131,6 @@ def input_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--height", "-H", type=int)
     sp.add_argument("--pixel_format", "-p", default="420")
     sp.add_argument("--bitdepth", "-b", type=int)
-    sp.add_argument("--frame_cnt", type=int_at_least(0), default=0, help="at most this many frames")
+    sp.add_argument("--frame_cnt", "--frame-cnt", type=int_at_least(0), default=0, help="at most this many frames")
     sp.add_argument("--model-path", help="saliency model (default: the registry's production model)")
     sp.add_argument("--quiet", "-q", action="store_true")

@@ -80,6 +80,7 @@ class Probe:
 
     vmaf: list[float] = field(default_factory=list)
     vmaf_roi: list[float] = field(default_factory=list)
+    xpsnr: dict[str, list[float]] = field(default_factory=dict)  # xpsnr_y/_u/_v per scored frame
     bytes: int = 0
     frames_encoded: int = 0
     per_sample: list[dict[str, Any]] = field(default_factory=list)
@@ -101,6 +102,7 @@ class SampleSet:
     model_path: str | None = None
     encoder_args: str = ""
     score_roi: bool = False  # score vmaf_roi too (a ROI target)
+    score_xpsnr: bool = False  # score XPSNR too (an XPSNR target)
 
     def encode_sample(self, s: Sample, crf: float, strength: float, k: int) -> tuple[Path, int]:
         out = self.folder / f"enc{k}.mp4"
@@ -114,9 +116,10 @@ class SampleSet:
         info = encode(eo)
         return out, int(info["video_bytes"])
 
-    def score_sample(self, s: Sample, enc: Path) -> tuple[list[float], list[float]]:
+    def score_sample(self, s: Sample, enc: Path) -> dict[str, list[float]]:
         return score_frames(str(s.path), str(enc), self.width, self.height, self.layout, self.threads,
-                            self.model_path if self.score_roi else None, s.frames, self.score_roi)  # fmt: skip
+                            self.model_path if self.score_roi else None, s.frames, self.score_roi,
+                            self.score_xpsnr)  # fmt: skip
 
     def probe(self, crf: float, strength: float, on_sample: Any = None) -> Probe:
         """Every sample at ``crf`` (``strength`` > 0: a ROI encode at that strength); ``on_sample(k, frames,
@@ -124,31 +127,42 @@ class SampleSet:
         p = Probe()
         for k, s in enumerate(self.samples):
             enc, b = self.encode_sample(s, crf, strength, k)
-            v, r = self.score_sample(s, enc)
-            p.vmaf += v
-            p.vmaf_roi += r
+            sc = self.score_sample(s, enc)
+            p.vmaf += sc["vmaf"]
+            p.vmaf_roi += sc["vmaf_roi"]
+            for key in ("xpsnr_y", "xpsnr_u", "xpsnr_v"):
+                if sc[key]:
+                    p.xpsnr.setdefault(key, []).extend(sc[key])
             p.bytes += b
             p.frames_encoded += s.frames + s.tail
             p.per_sample.append({"frames": s.frames + s.tail, "bytes": b})
             if on_sample:
-                on_sample(k, s.frames + s.tail, b, v)
+                on_sample(k, s.frames + s.tail, b, sc["vmaf"])
         return p
 
 
 def score_frames(reference: str, distorted: str, width: int, height: int, layout: str, threads: int,
-                 model_path: str | None, frames: int = 0,
-                 roi: bool = False) -> tuple[list[float], list[float]]:  # fmt: skip
-    """Per-frame VMAF (and vmaf_roi with ``roi``) of ``distorted`` against a raw ``reference`` in ``layout``, as
-    ``vmaf`` scores them."""
+                 model_path: str | None, frames: int = 0, roi: bool = False,
+                 xpsnr: bool = False) -> dict[str, list[float]]:  # fmt: skip
+    """Per-frame ``vmaf`` (with ``roi``, ``vmaf_roi``; with ``xpsnr``, ``xpsnr_y``/``_u``/``_v``) of ``distorted``
+    against a raw ``reference`` in ``layout``, as ``vmaf`` scores them."""
     from tinysal.features.task import ScoreOptions, score
 
-    feat = ["mobilesal:roi_score=1"] if roi else []
+    feat = (["mobilesal:roi_score=1"] if roi else []) + (["xpsnr"] if xpsnr else [])
     params = [f"mobilesal:model_path={model_path}"] if roi and model_path else []
     pix, depth = LAYOUTS[layout]
     so = ScoreOptions(reference=reference, distorted=distorted, width=width, height=height, pixel_format=pix,
                       bitdepth=depth, feature=feat, feature_params=params, threads=threads,
                       frame_cnt=frames)  # fmt: skip
     res = score(so).result
-    vm = [f["metrics"]["vmaf"] for f in res["frames"]]
-    rv = [f["metrics"]["vmaf_roi"] for f in res["frames"] if "vmaf_roi" in f["metrics"]]
-    return vm, rv
+    keys = ("vmaf", "vmaf_roi", "xpsnr_y", "xpsnr_u", "xpsnr_v")
+    return {k: [f["metrics"][k] for f in res["frames"] if k in f["metrics"]] for k in keys}
+
+
+def pooled_xpsnr(scores: dict[str, list[float]], pool: str) -> float | None:
+    """The XPSNR a target reads: the lowest of the pooled components (FFmpeg's "minimum"; Fraunhofer found the
+    cross-component minimum closer to what viewers see than an average), or None when not scored."""
+    from tinysal.features.output import pool as pool_frames
+
+    comps = [pool_frames(v, pool) for k in ("xpsnr_y", "xpsnr_u", "xpsnr_v") if (v := scores.get(k))]
+    return min(comps) if comps else None

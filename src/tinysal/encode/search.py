@@ -90,6 +90,7 @@ class SearchTargets:
     codec: str = "libx264"
     min_vmaf: float
     min_vmaf_roi: float | None = None
+    min_xpsnr: float | None = None  # also keep XPSNR (the lowest of its pooled components, dB) at this
     roi: bool = False
     pool: str = "mean"
     samples: int = 3
@@ -124,7 +125,8 @@ class CrfSearchOptions(SearchTargets, VideoInput):
             roi_strengths(self.codec)
         check_count("--frame-cnt", self.frame_cnt)
         check_fps(self.fps)
-        for flag, v in (("--min-vmaf", self.min_vmaf), ("--min-vmaf-roi", self.min_vmaf_roi)):
+        for flag, v in (("--min-vmaf", self.min_vmaf), ("--min-vmaf-roi", self.min_vmaf_roi),
+                        ("--min-xpsnr", self.min_xpsnr)):  # fmt: skip
             if v is not None and not (math.isfinite(v) and 0 <= v <= 100):
                 raise TinysalError(f"{flag} must be 0..100, got {v:g}")
         c.check_params(self.encoder_args)
@@ -157,6 +159,7 @@ class Attempt:
     roi_strength: float
     vmaf: float
     vmaf_roi: float | None
+    xpsnr: float | None
     bytes: int  # predicted for the whole clip
     video_kbps: float
     size_percent: float  # of the input's video stream
@@ -166,7 +169,7 @@ class Attempt:
     margin: float = 0.0
 
     def doc(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in ("crf", "roi_strength", "vmaf", "vmaf_roi", "bytes", "video_kbps",
+        d = {k: getattr(self, k) for k in ("crf", "roi_strength", "vmaf", "vmaf_roi", "xpsnr", "bytes", "video_kbps",
                                           "size_percent",
                                           "frames_encoded", "seconds", "passed")}  # fmt: skip
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}
@@ -214,22 +217,38 @@ class Search:
         vm, roi, nbytes, frames = p.vmaf, p.vmaf_roi, p.bytes, p.frames_encoded
         predicted = round(nbytes / frames * self.total_frames)
         seconds = self.total_frames / self.fps
-        a = Attempt(crf, strength, pooled(vm, o.pool), pooled(roi, o.pool) if roi else None, predicted,
-                    predicted * 8 / seconds / 1000, 100 * predicted / self.input_bytes, frames,
-                    time.perf_counter() - t)  # fmt: skip
-        margins = [a.vmaf - o.min_vmaf]
-        if o.min_vmaf_roi is not None and a.vmaf_roi is not None:
-            margins.append(a.vmaf_roi - o.min_vmaf_roi)
-        a.margin = min(margins)
+        from tinysal.encode.sampling import pooled_xpsnr
+
+        a = Attempt(crf, strength, pooled(vm, o.pool), pooled(roi, o.pool) if roi else None,
+                    pooled_xpsnr(p.xpsnr, o.pool), predicted, predicted * 8 / seconds / 1000,
+                    100 * predicted / self.input_bytes, frames, time.perf_counter() - t)  # fmt: skip
+        a.margin = margin(o, a.vmaf, a.vmaf_roi, a.xpsnr)
         a.passed = a.margin >= 0
         self.attempts.append(a)
         roi_txt = f" vmaf_roi {a.vmaf_roi:.2f}" if a.vmaf_roi is not None else ""
+        roi_txt += f" xpsnr {a.xpsnr:.2f}" if a.xpsnr is not None else ""
         tag = f" roi {strength:g}" if o.roi else ""
         self.events.say(f"crf {crf:g}{tag}: vmaf {a.vmaf:.2f}{roi_txt} predicted {a.video_kbps:.0f} kbit/s "
                         f"({a.size_percent:.1f}% of the input's video)"
                         f"{'' if a.passed else ' (below target)'}")  # fmt: skip
         self.events.emit("crf-search-attempt", **a.doc())
         return a
+
+
+def margin(o: SearchTargets, vmaf: float, vmaf_roi: float | None, xpsnr: float | None) -> float:
+    """How far the scores are above the targets (the smallest of the margins; below 0: a target missed)."""
+    margins = [vmaf - o.min_vmaf]
+    if o.min_vmaf_roi is not None and vmaf_roi is not None:
+        margins.append(vmaf_roi - o.min_vmaf_roi)
+    if o.min_xpsnr is not None and xpsnr is not None:
+        margins.append(xpsnr - o.min_xpsnr)
+    return min(margins)
+
+
+def target_text(o: SearchTargets) -> str:
+    """The targets as a user reads them: ``vmaf >= 93, vmaf_roi >= 95, xpsnr >= 40``."""
+    return ", ".join(f"{k} >= {v:g}" for k, v in (("vmaf", o.min_vmaf), ("vmaf_roi", o.min_vmaf_roi),
+                                                  ("xpsnr", o.min_xpsnr)) if v is not None)  # fmt: skip
 
 
 def _next_crf(points: list[Attempt], lo: float, hi: float) -> float | None:
@@ -326,7 +345,8 @@ def search(opts: CrfSearchOptions, quiet: bool = False, whole_if_short: bool = F
         ss = SampleSet(samples=samples, width=reader.width, height=reader.height, fps=fps, layout=layout,
                        folder=folder, codec=opts.codec, preset=opts.preset, threads=opts.threads,
                        model_path=opts.model_path, encoder_args=opts.encoder_args,
-                       score_roi=opts.min_vmaf_roi is not None)  # fmt: skip
+                       score_roi=opts.min_vmaf_roi is not None,
+                       score_xpsnr=opts.min_xpsnr is not None)  # fmt: skip
         s = Search(opts, ss, total, max(1, getattr(reader, "video_bytes", 0) or os.path.getsize(opts.input)), ev)
         ev.say(f"{len(samples)} sample(s) of {samples[0].frames} frames from {total} "
                f"({reader.width}x{reader.height} at {fps:g} fps)")  # fmt: skip
@@ -350,16 +370,17 @@ def _answer(opts: CrfSearchOptions, s: Search, runs: list[dict[str, Any]],
     ok = [r for r in runs if r["crf"] is not None]
     doc: dict[str, Any] = {
         "input": opts.input, "codec": opts.codec, "preset": opts.preset, "targets": {
-            "min_vmaf": opts.min_vmaf, "min_vmaf_roi": opts.min_vmaf_roi, "pool": opts.pool},
+            "min_vmaf": opts.min_vmaf, "min_vmaf_roi": opts.min_vmaf_roi, "min_xpsnr": opts.min_xpsnr,
+            "pool": opts.pool},
         "crf": None, "roi_strength": None, "predicted": None,
         "attempts": [a.doc() for a in s.attempts],
         "frames_encoded": sum(a.frames_encoded for a in s.attempts),
     }  # fmt: skip
     if not ok:
-        targets = f"vmaf >= {opts.min_vmaf:g}" + (f", vmaf_roi >= {opts.min_vmaf_roi:g}" if opts.min_vmaf_roi
-                                                  is not None else "")  # fmt: skip
+        targets = target_text(opts)
         best = max((r["best_reachable"] for r in runs), key=lambda a: (a["vmaf"], -a["crf"]))
         roi_txt = f", vmaf_roi {best['vmaf_roi']:.2f}" if best["vmaf_roi"] is not None else ""
+        roi_txt += f", xpsnr {best['xpsnr']:.2f}" if best.get("xpsnr") is not None else ""
         lo, hi = crf_range
         doc["unreachable"] = (f"no CRF in {lo:g}..{hi:g} reaches {targets} (pooled by {opts.pool}); the best "
                               f"reachable: crf {best['crf']:g} gives vmaf {best['vmaf']:.2f}{roi_txt}")  # fmt: skip

@@ -137,7 +137,8 @@ class ShotOptions(SearchTargets):
         pix, depth = LAYOUTS[self.pix_fmt]
         return CrfSearchOptions(input=self.source, width=self.width, height=self.height, pixel_format=pix,
                                 bitdepth=depth, fps=self.fps, codec=self.codec, preset=self.preset,
-                                min_vmaf=self.min_vmaf, min_vmaf_roi=self.min_vmaf_roi, roi=self.roi, pool=self.pool,
+                                min_vmaf=self.min_vmaf, min_vmaf_roi=self.min_vmaf_roi, min_xpsnr=self.min_xpsnr,
+                                roi=self.roi, pool=self.pool,
                                 samples=self.samples, sample_seconds=self.sample_seconds, min_crf=self.min_crf,
                                 max_crf=self.max_crf, threads=self.threads, model_path=self.model_path,
                                 encoder_args=join_args(self.codec, self.encoder_args))  # fmt: skip
@@ -166,8 +167,8 @@ def _is_ratio(text: str) -> bool:
 
 def run_shot(opts: ShotOptions) -> dict[str, Any]:
     """Search, encode and measure one shot; its document."""
-    from tinysal.encode.sampling import score_frames
-    from tinysal.encode.search import pooled, search
+    from tinysal.encode.sampling import pooled_xpsnr, score_frames
+    from tinysal.encode.search import margin, pooled, search
 
     opts.check()
     so = opts.search_options()
@@ -176,17 +177,20 @@ def run_shot(opts: ShotOptions) -> dict[str, Any]:
         reached = found["crf"] is not None
         pick = found["predicted"] if reached else found["best_reachable"]
         crf, strength = pick["crf"], pick["roi_strength"]
-        predicted = {k: pick.get(k) for k in ("vmaf", "vmaf_roi", "video_kbps")}
+        predicted = {k: pick.get(k) for k in ("vmaf", "vmaf_roi", "xpsnr", "video_kbps")}
         attempts = found["attempts"]
     else:
         found, reached, crf, strength = {}, True, opts.crf, opts.roi_strength
         predicted, attempts = None, []
     enc = _encode_shot(opts, crf, strength, so.encoder_args)
     roi = opts.min_vmaf_roi is not None or opts.roi
-    vm, rv = score_frames(opts.source, opts.output, opts.width, opts.height, opts.pix_fmt, opts.threads,
-                          opts.model_path, 0, roi)  # fmt: skip
+    sc = score_frames(opts.source, opts.output, opts.width, opts.height, opts.pix_fmt, opts.threads,
+                      opts.model_path, 0, roi, opts.min_xpsnr is not None)  # fmt: skip
+    vm, rv = sc["vmaf"], sc["vmaf_roi"]
     measured = {"vmaf": pooled(vm, opts.pool), "vmaf_min": min(vm), "vmaf_roi": pooled(rv, opts.pool) if rv else None,
-                "frames": vm}  # fmt: skip
+                "xpsnr": pooled_xpsnr(sc, opts.pool), "frames": vm}  # fmt: skip
+    if opts.crf is not None:  # a set CRF (budget mode): reached is what the encode measures
+        reached = margin(opts, measured["vmaf"], measured["vmaf_roi"], measured["xpsnr"]) >= 0
     doc: dict[str, Any] = {
         "start_frame": opts.start_frame, "frames": enc["frames"], "crf": crf, "roi_strength": strength,
         "reached": reached, "predicted": predicted, "measured": measured,
@@ -194,7 +198,7 @@ def run_shot(opts: ShotOptions) -> dict[str, Any]:
         "attempts": attempts, "samples": found.get("samples"),
     }  # fmt: skip
     if not reached:
-        doc["unreachable"] = found["unreachable"]
+        doc["unreachable"] = found.get("unreachable") or f"below the targets at crf {crf:g}"
     return doc
 
 

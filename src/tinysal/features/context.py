@@ -90,6 +90,7 @@ class VmafContext:
         #: libvmaf (through FFmpeg) for score_files: models, extra libvmaf features, no_prediction
         self.vmaf_models: list[VmafModel] = []
         self.vmaf_features: list[VmafFeature] = []
+        self.xpsnr = False
         self.no_prediction = False
         #: libvmaf's own pooled values for its metrics (computed at full precision, as libvmaf reports them)
         self.vmaf_pooled: dict[str, dict[str, float]] = {}
@@ -119,7 +120,11 @@ class VmafContext:
         (name, params), ``no_prediction`` to report features only."""
         self.vmaf_models = [VmafModel.parse(m) for m in models] or [VmafModel.parse(DEFAULT_MODEL)]
         model_names(self.vmaf_models)  # refuse clashing score names now
-        self.vmaf_features = [VmafFeature.parse(n, dict(p)) for n, p in features]
+        from tinysal.features.vmaf import FILTER_FEATURES
+
+        self.vmaf_features = [VmafFeature.parse(n, dict(p)) for n, p in features if n not in FILTER_FEATURES]
+        #: XPSNR by FFmpeg's xpsnr filter in libvmaf's child (per-frame xpsnr_y/u/v, pooled like the others)
+        self.xpsnr = any(n == "xpsnr" for n, _ in features)
         self.no_prediction = no_prediction
 
     def add_vmaf_metric(self, name: str) -> None:
@@ -129,7 +134,7 @@ class VmafContext:
 
     @property
     def wants_vmaf(self) -> bool:
-        return bool(self.vmaf_models) and (not self.no_prediction or bool(self.vmaf_features))
+        return bool(self.vmaf_models) and (not self.no_prediction or bool(self.vmaf_features) or self.xpsnr)
 
     # -- frames ---------------------------------------------------------------------------------------
     def read_pictures(self, ref: Any, dist: Any, index: int) -> None:

@@ -245,6 +245,7 @@ def start_libvmaf(
         plain = VmafJob(
             source_of(dist, distorted), source_of(ref, reference), n, pair.frame_skip_dist, pair.frame_skip_ref,
             ctx.vmaf_models, ctx.vmaf_features, lv_threads, ctx.subsample, scale=pair.scale, tap=tap,
+            xpsnr=ctx.xpsnr,
         )  # fmt: skip
         jobs.append(plain.start())
     elif tap is not None:

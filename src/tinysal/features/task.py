@@ -133,13 +133,14 @@ class ScoreOptions:
     def features(self) -> tuple[dict[str, dict[str, str]], list[tuple[str, dict[str, str]]]]:
         """(mobilesal params by name, libvmaf features as (name, params)) from ``feature`` / ``feature_params``."""
         from tinysal.features.mobilesal import parse_feature_params
-        from tinysal.features.vmaf import LIBVMAF_FEATURES
+        from tinysal.features.vmaf import FILTER_FEATURES, LIBVMAF_FEATURES
 
         feats: dict[str, dict[str, str]] = {}
         for spec in self.feature:
             name, rest = _feature_name(spec)
-            if name != "mobilesal" and name not in LIBVMAF_FEATURES:
-                raise TinysalError(f"unknown feature {name!r}; available: mobilesal, {', '.join(LIBVMAF_FEATURES)}")
+            if name != "mobilesal" and name not in LIBVMAF_FEATURES + FILTER_FEATURES:
+                raise TinysalError(f"unknown feature {name!r}; available: mobilesal, xpsnr, "
+                                   f"{', '.join(LIBVMAF_FEATURES)}")  # fmt: skip
             feats.setdefault(name, {})
             if rest:
                 feats[name].update(parse_feature_params([f"{name}:{rest}"])[name])
@@ -147,6 +148,8 @@ class ScoreOptions:
             if name not in feats:
                 raise TinysalError(f"--feature_params for {name!r}, which is not among the --feature options")
             feats[name].update(params)
+        if feats.get("xpsnr"):
+            raise TinysalError("xpsnr takes no parameters (FFmpeg's xpsnr filter, as it is)")
         sal = {k: v for k, v in feats.items() if k == "mobilesal"}
         return sal, [(k, v) for k, v in feats.items() if k != "mobilesal"]
 

@@ -73,6 +73,12 @@ UNTAG = "setparams=range=unspecified:colorspace=unknown:color_primaries=unknown:
 AS_DECODED = "scale=in_range=pc:out_range=pc"
 #: the weighted-PSNR stats file a :class:`RoiMerge` pass writes in its temp folder
 PSNR_LOG = "psnr.txt"
+#: FFmpeg's xpsnr filter's per-frame stats, read into the libvmaf log's frames as xpsnr_y/u/v (one decode)
+XPSNR_LOG = "xpsnr.txt"
+#: the value written for an infinite XPSNR (identical planes): JSON holds no infinity; far above any lossy score
+XPSNR_CAP = 100.0
+#: the features computed by FFmpeg filters in libvmaf's child, beside libvmaf's own
+FILTER_FEATURES = ("xpsnr",)
 #: small frames the one-decode route buffers between FFmpeg and the model (455x256 4:4:4: ~350 KB each)
 TAP_QUEUE = 48
 TAP_QUEUE_BYTES = 32 << 20  # and never more than this (a large short_side makes large frames)
@@ -341,6 +347,22 @@ class RoiMerge:
         return mse16 / (unit * unit) / (self.LUT_MAX / 65535.0) ** 2
 
 
+def read_xpsnr_log(path: str) -> dict[int, dict[str, float]]:
+    """{frame index from 0: {"xpsnr_y": dB, "xpsnr_u": ..., "xpsnr_v": ...}} from FFmpeg's xpsnr stats file
+    (``n:    1  XPSNR y: 36.3701  XPSNR u: 44.0359  XPSNR v: 42.8551``; ``inf`` for identical planes, written as
+    :data:`XPSNR_CAP`)."""
+    out: dict[int, dict[str, float]] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            m = re.match(r"\s*n:\s*(\d+)\s+(.*)", line)
+            if not m:
+                continue
+            vals = {f"xpsnr_{c.lower()}": (XPSNR_CAP if v == "inf" else min(XPSNR_CAP, float(v)))
+                    for c, v in re.findall(r"XPSNR\s+(\w):\s*(inf|[-0-9.]+)", m.group(2))}  # fmt: skip
+            out[int(m.group(1)) - 1] = vals
+    return out
+
+
 def read_psnr_log(path: str) -> dict[int, float]:
     """{frame index: MSE} from the ``psnr`` filter's stats file (``n:1 mse_avg:...``, n counted from 1)."""
     out: dict[int, float] = {}
@@ -375,8 +397,11 @@ class VmafJob:
         scale: tuple[int, int, str] | None = None,
         tap: Tap | None = None,
         merge: RoiMerge | None = None,
+        xpsnr: bool = False,
     ) -> None:
         self.distorted, self.reference = distorted, reference
+        #: FFmpeg's xpsnr on the same frames as libvmaf (the same decode), merged into its log's frames
+        self.xpsnr = xpsnr and reference is not None and merge is None
         #: libvmaf scores the saliency-masked copy built here from the two files and maps on stdin (one decode)
         self.merge = merge
         #: {frame: mean(w e^2)} of the weighted luma PSNR, read when the child is done (``merge`` only)
@@ -459,6 +484,11 @@ class VmafJob:
             chains = [f"{trim(0, self.skip_dist)},split=2[d][t0]", f"[t0]{self.tap.chain()}[td]",
                       f"{trim(1, self.skip_ref)},split=2[r][t1]", f"[t1]{self.tap.chain()}[tr]",
                       "[td][tr]vstack=inputs=2[tap]"]  # fmt: skip
+        if self.xpsnr:  # the same frames libvmaf gets, to FFmpeg's xpsnr (distorted first, as libvmaf takes them)
+            chains += ["[d]split=2[dv][dx]", "[r]split=2[rv][rx]",
+                       f"[dx][rx]xpsnr=stats_file={_esc(os.path.join(model_dir, XPSNR_LOG))}[xp]",
+                       f"[dv][rv]{self._libvmaf_options(log_path, model_dir)}[vmaf]"]  # fmt: skip
+            return ";".join(chains)
         chains.append(f"[d][r]{self._libvmaf_options(log_path, model_dir)}[vmaf]")
         return ";".join(chains)
 
@@ -470,6 +500,8 @@ class VmafJob:
         progress = ["-progress", os.path.join(model_dir, "progress.txt"), "-stats_period", "0.5"]
         inputs = self.distorted.args() + (self.reference.args() if self.reference else [])
         outputs = ["-map", "[vmaf]", "-f", "null", "-"] if self.reference is not None else []
+        if self.xpsnr:
+            outputs += ["-map", "[xp]", "-f", "null", "-"]
         if self.merge is not None:
             inputs += self.merge.input_args()
             outputs += ["-map", "[pn]", "-f", "null", "-"]
@@ -635,6 +667,8 @@ class VmafJob:
             raise TinysalError(f"{self.label}: FFmpeg libvmaf wrote no readable log ({self._stderr_tail()})") from None
         if not frames:
             raise TinysalError(f"{self.label}: libvmaf scored no frames")
+        if self.xpsnr:
+            self._merge_xpsnr(frames)
         if self.merge is not None:
             try:
                 mse = read_psnr_log(os.path.join(self.tmp or "", PSNR_LOG))
@@ -642,6 +676,16 @@ class VmafJob:
                 raise TinysalError(f"{self.label}: FFmpeg wrote no weighted-PSNR log ({self._stderr_tail()})") from None
             self.weighted_mse = {i: self.merge.weighted_mse(v) for i, v in mse.items()}
         return log
+
+    def _merge_xpsnr(self, frames: list[dict[str, Any]]) -> None:
+        """The xpsnr filter's per-frame values into libvmaf's frames (its ``n`` counts from 1; libvmaf's
+        ``frameNum`` from 0, every ``subsample``-th frame)."""
+        try:
+            stats = read_xpsnr_log(os.path.join(self.tmp or "", XPSNR_LOG))
+        except OSError:
+            raise TinysalError(f"{self.label}: FFmpeg wrote no XPSNR log ({self._stderr_tail()})") from None
+        for fr in frames:
+            fr["metrics"].update(stats.get(int(fr["frameNum"]), {}))
 
     def _watch(self) -> None:
         """Stop the child if its frame count has stood still for ``stall_seconds()``: a wedged FFmpeg would

@@ -22,6 +22,8 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
                     "with --per-shot")
     sp.add_argument("--min-vmaf-roi", type=number,
                     help="also keep the saliency-weighted VMAF (vmaf_roi) at this (per shot with --per-shot)")
+    sp.add_argument("--min-xpsnr", type=number, help="also keep XPSNR (FFmpeg's xpsnr: the lowest of its pooled "
+                    "Y/U/V values, dB) at this")
     sp.add_argument("--roi", action="store_true", help="search ROI encodes too (x264/x265): the smallest wins")
     sp.add_argument("--per-shot", action="store_true",
                     help="detect the shots (PySceneDetect) and give each its own CRF; shots run as batch jobs")
@@ -56,7 +58,6 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--no-audio", action="store_true", help="drop the input's audio")
     sp.add_argument("--threads", type=int_at_least(0), default=0, help="encoder and libvmaf threads per job "
                     "(0: the cores shared among the jobs)")
-    sp.add_argument("--frame-cnt", type=int_at_least(0), default=0, help="encode at most this many frames")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,6 +19,8 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--min-vmaf", type=number, required=True, help="the pooled VMAF to keep (e.g. 93)")
     sp.add_argument("--min-vmaf-roi", type=number,
                     help="also keep the saliency-weighted VMAF (vmaf_roi, from the reference's saliency) at this")
+    sp.add_argument("--min-xpsnr", type=number, help="also keep XPSNR (FFmpeg's xpsnr: the lowest of its pooled "
+                    "Y/U/V values, dB) at this")
     sp.add_argument("--roi", action="store_true",
                     help="search ROI encodes too (strengths 0 = plain, the default, a stronger one): the smallest wins")
     sp.add_argument("--pool", default="mean", help="mean, harmonic_mean or pN (N-th percentile of frames, e.g. p5)")

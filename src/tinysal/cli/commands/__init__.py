@@ -22,4 +22,5 @@ COMMANDS = (
     "eval",
     "score",
     "batch",
+    "report",
 )

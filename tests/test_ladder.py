@@ -133,9 +133,13 @@ def test_rungs_are_batch_jobs_and_a_work_dir_resumes(video_dir: Path, tmp_path: 
     assert [r.stat().st_mtime_ns for r in recs] == stamps
     assert json.loads(out.read_text())["points"] == first
     # one more CRF: only that rung runs
-    p = run_cli(*[a if a != "26,40" else "26,33,40" for a in base])
+    # the finished ladders removed their raw sources (sources.json kept): the rerun cut them again, byte for byte
+    assert not list((work / "sources").glob("*.yuv")) and (work / "sources" / "sources.json").is_file()
+    # one more CRF: only that rung runs; --keep-sources keeps the sources
+    p = run_cli(*[a if a != "26,40" else "26,33,40" for a in base], "--keep-sources")
     assert p.returncode == 0, p.stderr
     assert "[1/3]" in p.stderr and "[2/3]" not in p.stderr and "2 rungs already done" in p.stderr
+    assert sorted(f.name for f in (work / "sources").glob("*.yuv")) == ["source-144.yuv", "source.yuv"]
     # the manifest is a batch manifest: tinysal batch runs the same jobs to the same scores
     p = run_cli("tinysal", "batch", str(work / "rungs.jsonl"), "--out", str(tmp_path / "b"), "--threads", "1",
                 "--workers", "1", "-q")  # fmt: skip
@@ -145,6 +149,14 @@ def test_rungs_are_batch_jobs_and_a_work_dir_resumes(video_dir: Path, tmp_path: 
         row = table[f"144p-crf{pt['crf']:g}"]
         assert row["status"] == "done" and int(row["bytes"]) == pt["bytes"]
         assert float(row["vmaf_mean"]) == pytest.approx(pt["vmaf"], rel=1e-5)  # 6 significant digits in the CSV
+    # --keep-encodes: every rung's encode kept (in another work dir: rungs done without it have none to keep)
+    p = run_cli(*[a if a != "work" else "work2" for a in base], "--keep-encodes", "kept")
+    assert p.returncode == 0, p.stderr
+    assert sorted(f.name for f in (tmp_path / "kept").iterdir()) == ["144p-crf26.mp4", "144p-crf40.mp4"]
+    import av
+
+    with av.open(str(tmp_path / "kept" / "144p-crf26.mp4")) as c:
+        assert c.streams.video[0].height == 144
     # a rung a user wrote wrong is refused with its reason before any job runs (issue 35: values are checked with
     # the manifest, not one by one after other jobs ran)
     bad = dict(rows[0], id="bad", crf=70)

@@ -11,6 +11,7 @@ on storage every node sees). Without it everything lives in a temporary folder, 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -26,6 +27,7 @@ from tinysal.encode.ladder import (
     LadderOptions,
     RungOptions,
     check_source,
+    default_heights,
     roi_strengths,
     rung_width,
     summarise,
@@ -58,27 +60,55 @@ def _work_dir(opts: LadderOptions) -> tuple[Path, bool]:
 def _sources(opts: LadderOptions, reader: Any, total: int, heights: list[int], work: Path) -> tuple[int, dict, str]:
     """The rung sources in ``work/sources``: reused when ``sources.json`` says they were cut from this input (path,
     size, modification time), at these heights, frames, scaler and pixel format, and every file is there at its
-    size; else made. (frames, {height: file}, the pixel format: the one the codec encodes this source in)"""
+    size; else made. Sources a finished ladder removed are cut again; when a file comes out byte for byte as it was
+    (its sha256 in ``sources.json``), it gets its old modification time back, so the rungs' records (which name
+    their inputs by size and modification time) stand. (frames, {height: file}, the pixel format)"""
     folder = work / "sources"
     folder.mkdir(exist_ok=True)
     layout = _layout(opts, reader)
-    want = {"input": records.identity([str(Path(opts.input).resolve())]), "frames_wanted": total,
-            "heights": heights, "scaler": opts.scaler, "pix_fmt": layout}  # fmt: skip
+    want = json.loads(json.dumps({"input": records.identity([str(Path(opts.input).resolve())]),
+                                  "frames_wanted": total, "heights": heights, "scaler": opts.scaler,
+                                  "pix_fmt": layout}))  # fmt: skip
     try:
         have = json.loads((folder / SOURCES).read_text(encoding="utf-8"))
-        if all(have.get(k) == v for k, v in json.loads(json.dumps(want)).items()):
+        if not all(have.get(k) == v for k, v in want.items()):
+            have = None
+        else:
             files = {int(h): f for h, f in have["files"].items()}
             if all(Path(f).is_file() and Path(f).stat().st_size == have["sizes"][str(h)] for h, f in files.items()):
                 return int(have["frames"]), files, layout
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass
+        have = None
     (folder / SOURCES).unlink(missing_ok=True)
     n, files = write_sources(reader, total, heights, folder, opts.scaler, layout)
+    digests = {h: _sha256(f) for h, f in files.items()}
+    for h, f in files.items():
+        if have and (have.get("sha256") or {}).get(str(h)) == digests[h]:  # the same bytes as before
+            os.utime(f, ns=(os.stat(f).st_atime_ns, int(have["mtime_ns"][str(h)])))
     from tinysal.fileio import write_json
 
     write_json(folder / SOURCES, {**want, "frames": n, "files": {str(h): f for h, f in files.items()},
-                                  "sizes": {str(h): Path(f).stat().st_size for h, f in files.items()}})  # fmt: skip
+                                  "sizes": {str(h): Path(f).stat().st_size for h, f in files.items()},
+                                  "sha256": {str(h): d for h, d in digests.items()},
+                                  "mtime_ns": {str(h): Path(f).stat().st_mtime_ns
+                                               for h, f in files.items()}})  # fmt: skip
     return n, files, layout
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _drop_sources(work: Path) -> None:
+    """A finished ladder's raw rung sources removed (``sources.json`` kept: a rerun cuts them again, the same)."""
+    for f in (work / "sources").glob("*.yuv"):
+        f.unlink(missing_ok=True)
 
 
 def _layout(opts: LadderOptions, reader: Any) -> str:
@@ -86,6 +116,49 @@ def _layout(opts: LadderOptions, reader: Any) -> str:
     from tinysal.encode.codecs import CODECS
 
     return CODECS[opts.codec].pix_fmt_for(reader.pix_fmt, reader.bitdepth)[0]
+
+
+def _kept(opts: LadderOptions, rid: str) -> str | None:
+    """Where a rung's encode is kept (``--keep-encodes DIR``): DIR/<rung id>.mp4, the folder made."""
+    if not opts.keep_encodes:
+        return None
+    folder = Path(os.path.abspath(opts.keep_encodes))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TinysalError(f"--keep-encodes {folder}: cannot create it: {e.strerror or e}") from None
+    return str(folder / f"{rid}.mp4")
+
+
+def _write_manifest(work: Path, rungs: dict[str, RungOptions]) -> Path:
+    """The rungs as the batch's manifest, WORK/rungs.jsonl."""
+    from tinysal.fileio import atomic_open
+
+    manifest = work / "rungs.jsonl"
+    with atomic_open(manifest, "w") as f:
+        for rid, ro in rungs.items():
+            row = {k: v for k, v in vars(ro).items() if k not in TASKS["rung"].reserved}
+            f.write(json.dumps({"id": rid, "task": "rung", **row}) + "\n")
+    return manifest
+
+
+def _points(work: Path, rungs: dict[str, RungOptions]) -> list[dict[str, Any]]:
+    """Every rung's point, from its record."""
+    points = []
+    for rid in rungs:
+        rec = records.read(records.path_of(work / "batch", rid))
+        if rec is None or rec.get("status") != "done":
+            raise TinysalError(f"rung {rid}: its record in {work / 'batch'} is missing or unreadable")
+        points.append(rec["result"])
+    return points
+
+
+def _heights(opts: LadderOptions, reader: Any, heights: list[int]) -> list[int]:
+    """The rung heights: as given (checked against the source), or the defaults that fit the source."""
+    if opts.heights is None:
+        heights = default_heights(reader.height)
+    check_source(opts, reader, heights)
+    return heights
 
 
 def rung_id(h: int, crf: float, strength: float) -> str:
@@ -97,7 +170,7 @@ def ladder(opts: LadderOptions, quiet: bool = False) -> dict[str, Any]:
     and drawn to ``plot``."""
     heights, crfs = opts.check()
     reader = opts.open_input()
-    check_source(opts, reader, heights)
+    heights = _heights(opts, reader, heights)
     W, H = reader.width, reader.height
     fps = float(opts.fps or getattr(reader, "fps", None) or DEFAULT_FPS)
     total = min(reader.frame_count, opts.frame_cnt) if opts.frame_cnt else reader.frame_count
@@ -117,15 +190,10 @@ def ladder(opts: LadderOptions, quiet: bool = False) -> dict[str, Any]:
                                                scaler=opts.scaler, fps=fps, roi=opts.roi,
                                                model_path=opts.model_path,
                                                pix_fmt=layout,
-                                               encoder_args=opts.encoder_args)  # fmt: skip
+                                               encoder_args=opts.encoder_args,
+                                               keep_encode=_kept(opts, rung_id(h, c, s)))  # fmt: skip
                  for h in heights for c in crfs for s in roi_strengths(opts)}  # fmt: skip
-        manifest = work / "rungs.jsonl"
-        from tinysal.fileio import atomic_open
-
-        with atomic_open(manifest, "w") as f:
-            for rid, ro in rungs.items():
-                row = {k: v for k, v in vars(ro).items() if k not in TASKS["rung"].reserved}
-                f.write(json.dumps({"id": rid, "task": "rung", **row}) + "\n")
+        manifest = _write_manifest(work, rungs)
         say(f"ladder: {len(rungs)} rungs ({len(heights)} heights x {len(crfs)} CRFs x "
             f"{'plain + ROI' if opts.roi else 'plain'}) of {n} frames at {W}x{H}, {opts.jobs} at a time "
             f"({opts.engine})" + (f"; manifest and records in {work}" if keep else ""))  # fmt: skip
@@ -151,12 +219,9 @@ def ladder(opts: LadderOptions, quiet: bool = False) -> dict[str, Any]:
             where = f" (records in {work / 'batch'}; a rerun with --work-dir redoes only those)" if keep else ""
             raise TinysalError(f"{len(failed)} of {len(rows)} rungs failed; {failed[0]['id']}: "
                                f"{failed[0]['error']}{where}")  # fmt: skip
-        points = []
-        for rid in rungs:
-            rec = records.read(records.path_of(work / "batch", rid))
-            if rec is None or rec.get("status") != "done":
-                raise TinysalError(f"rung {rid}: its record in {work / 'batch'} is missing or unreadable")
-            points.append(rec["result"])
+        points = _points(work, rungs)
+        if keep and not opts.keep_sources:  # finished: the raw sources go (a rerun cuts them again)
+            _drop_sources(work)
     finally:
         if lock is not None:
             lock.release()

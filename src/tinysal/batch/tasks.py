@@ -128,7 +128,8 @@ TASKS: dict[str, Task] = {
              dir_fields=("saliency_out",)),  # fmt: skip
         Task("encode", EncodeOptions, ("input", "roi_maps", "model_path"), ("output",), f"{_HERE}:_run_encode",
              _encode_row, output_field="output"),  # fmt: skip
-        Task("rung", RungOptions, ("source", "rung_source", "model_path"), (), f"{_HERE}:_run_rung", _rung_row),
+        Task("rung", RungOptions, ("source", "rung_source", "model_path"), ("keep_encode",), f"{_HERE}:_run_rung",
+             _rung_row),  # fmt: skip
         Task("crf-search", CrfSearchOptions, ("input", "model_path"), ("encode",), f"{_HERE}:_run_crf_search",
              _search_row, output_field="encode",
              reserved=("threads", "out_json", "events")),  # fmt: skip  # the record holds the search's document

@@ -128,9 +128,11 @@ def bitrate(text: str) -> int:
 def input_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("input", help="video: raw .yuv (with --width/--height), .y4m, or anything FFmpeg decodes")
     sp.add_argument("--width", "-w", type=int)
-    sp.add_argument("--height", "-H", type=int)
+    sp.add_argument("--height", "-H", type=int, help="frame height (raw .yuv); -H, as -h is help here")
     sp.add_argument("--pixel_format", "-p", default="420")
     sp.add_argument("--bitdepth", "-b", type=int)
     sp.add_argument("--frame_cnt", "--frame-cnt", type=int_at_least(0), default=0, help="at most this many frames")
-    sp.add_argument("--model-path", help="saliency model (default: the registry's production model)")
+    sp.add_argument("--saliency-model", "--model-path", dest="model_path", metavar="PATH",
+                    help="the saliency model (.onnx; default: the registry's production model); --model-path is "
+                    "the old spelling")  # fmt: skip
     sp.add_argument("--quiet", "-q", action="store_true")

@@ -6,7 +6,8 @@
 VMAF (model vmaf_v0.6.1 by default) is computed by the real libvmaf, in the FFmpeg of the imageio-ffmpeg wheel.
 --feature mobilesal adds saliency_mean; mobilesal:roi_score=1 adds saliency-weighted VMAF (vmaf_masked,
 vmaf_roi) and psnr_y_saliency. Saliency model: --feature_params mobilesal:model_path= >
-$VMAF_MOBILESAL_MODEL_PATH > the registry's production model. Saliency is no-reference (distorted frames).
+$VMAF_MOBILESAL_MODEL_PATH > the registry's production model (--saliency-model PATH says it as tinysal's
+subcommands do). Saliency is no-reference (distorted frames). As in libvmaf's tool, -h is --height: help is --help.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", "-r", required=True, help="reference video (sets the frame count)")
     p.add_argument("--distorted", "-d", required=True, help="distorted video (what saliency is computed on)")
     p.add_argument("--width", "-w", type=int, help="frame width (raw .yuv)")
-    p.add_argument("--height", "-h", type=int, help="frame height (raw .yuv)")
+    p.add_argument("--height", "-h", type=int, help="frame height (raw .yuv); -h is height here, as in libvmaf's tool")
     p.add_argument("--pixel_format", "-p", default="420", help="420, 422 or 444 (raw .yuv)")
     p.add_argument(
         "--bitdepth",
@@ -100,6 +101,9 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
         default="limited",
         help="code-value range when the file does not say (default limited)",
     )
+    p.add_argument("--saliency-model", metavar="PATH",
+                   help="the saliency model (.onnx) for --feature mobilesal: the same as --feature_params "
+                   "mobilesal:model_path=PATH, spelled as tinysal's subcommands spell it")  # fmt: skip
     p.add_argument("--saliency-out", help="folder to write per-frame saliency maps into")
     p.add_argument("--saliency-format", choices=["png", "npy"], default="png")
     p.add_argument("--contact-sheet", help="PNG grid of frames with their saliency overlaid")
@@ -134,6 +138,13 @@ def options(args: argparse.Namespace) -> ScoreOptions:
     from tinysal.features.task import ScoreOptions
 
     kw = {f.name: getattr(args, f.name) for f in fields(ScoreOptions)}
+    if getattr(args, "saliency_model", None):
+        from tinysal.errors import TinysalError
+        from tinysal.features.task import _feature_name
+
+        if not any(_feature_name(f)[0] == "mobilesal" for f in kw["feature"]):
+            raise TinysalError("--saliency-model needs --feature mobilesal (it is the saliency model's file)")
+        kw["feature_params"] = [*kw["feature_params"], f"mobilesal:model_path={args.saliency_model}"]
     return ScoreOptions(**{**kw, "fmt": args.fmt or "json"})
 
 
@@ -141,6 +152,8 @@ def _summary(prog: str, res: ScoreResult, output: str | None) -> str:
     info, pooled = res.info, res.result["pooled_metrics"]
     shown = [m for m in ("vmaf", "vmaf_roi", "saliency_mean") if m in pooled] or list(pooled)[:1]
     summary = "; ".join(f"{m} mean {pooled[m]['mean']:.6f} (min {pooled[m]['min']:.6f})" for m in shown)
+    if "vmaf_roi" in shown:
+        summary += " [vmaf_roi: VMAF weighted towards the salient region, what viewers look at]"
     return (f"{prog}: {info['frames_scored']} frames {info['width']}x{info['height']} at {info['fps']:.1f} fps; "
             + summary + (f"; wrote {output}" if output else ""))  # fmt: skip
 

@@ -74,12 +74,22 @@ def parse_crfs(text: str) -> list[float]:
     return crfs
 
 
+#: the rung heights without --heights: those up to the source's height are used
+DEFAULT_HEIGHTS = "1080,720,540,360"
+
+
+def default_heights(source_height: int) -> list[int]:
+    """DEFAULT_HEIGHTS up to the source's height; the source's own (even) height when none fits."""
+    fit = [h for h in parse_heights(DEFAULT_HEIGHTS) if h <= source_height]
+    return fit or [source_height - source_height % 2]
+
+
 @dataclass(kw_only=True)
 class LadderOptions(VideoInput):
     """The ``ladder`` task's options; the names are the command's flags."""
 
     codec: str = "libx264"
-    heights: str = "1080,720,540,360"
+    heights: str | None = None  # None: DEFAULT_HEIGHTS up to the source's height
     crfs: str = "18:42:4"
     roi: bool = False
     preset: str | None = None  # None: the codec's default preset
@@ -95,6 +105,8 @@ class LadderOptions(VideoInput):
     address: str | None = None
     work_dir: str | None = None  # keeps the rung sources, the manifest and the records: a rerun resumes
     encoder_args: str = ""  # the encoder's own parameters for every rung (k=v:k2=v2)
+    keep_encodes: str | None = None  # a folder: each rung's encode kept there as <rung id>.mp4
+    keep_sources: bool = False  # with work_dir: keep the raw rung sources when the ladder finishes
 
     def __post_init__(self) -> None:
         self.preset = default_preset(self.codec, self.preset)
@@ -119,7 +131,7 @@ class LadderOptions(VideoInput):
         for p in (self.out_json, self.plot):
             if p:
                 check_writable_target(p)
-        return parse_heights(self.heights), parse_crfs(self.crfs)
+        return parse_heights(self.heights or DEFAULT_HEIGHTS), parse_crfs(self.crfs)
 
 
 def _ffmpeg(args: list[str], what: str) -> None:
@@ -160,6 +172,7 @@ class RungOptions:
     threads: int = 0
     pix_fmt: str = "yuv420p"  # the raw layout of source and rung_source (the codec's for the title's source)
     encoder_args: str = ""
+    keep_encode: str | None = None  # keep the rung's encode here (ladder --keep-encodes)
 
     def __post_init__(self) -> None:
         self.preset = default_preset(self.codec, self.preset)
@@ -200,6 +213,11 @@ def run_rung(opts: RungOptions) -> dict[str, Any]:
                            threads=opts.threads, model_path=opts.model_path,
                            encoder_args=opts.encoder_args)  # fmt: skip
         info = encode(eo)
+        if opts.keep_encode:
+            from tinysal.fileio import atomic_open
+
+            with atomic_open(opts.keep_encode, "wb") as f, open(enc, "rb") as src:
+                shutil.copyfileobj(src, f)
         dist = enc
         if (opts.rung_width, opts.rung_height) != (W, H):  # scored at the source's size, scaled with one scaler
             _ffmpeg(["-i", str(enc), "-vf", f"scale={W}:{H}:flags={opts.scaler}", *_raw(W, H, opts.pix_fmt)[:4],

@@ -245,6 +245,16 @@ def margin(o: SearchTargets, vmaf: float, vmaf_roi: float | None, xpsnr: float |
     return min(margins)
 
 
+def missed_targets(o: SearchTargets, a: dict[str, Any]) -> list[str]:
+    """The targets an attempt misses, each as ``vmaf_roi 93.10 < 95``."""
+    out = []
+    for key, want in (("vmaf", o.min_vmaf), ("vmaf_roi", o.min_vmaf_roi), ("xpsnr", o.min_xpsnr)):
+        got = a.get(key)
+        if want is not None and got is not None and got < want:
+            out.append(f"{key} >= {want:g} ({key} {got:.2f})")
+    return out or ["the targets"]
+
+
 def target_text(o: SearchTargets) -> str:
     """The targets as a user reads them: ``vmaf >= 93, vmaf_roi >= 95, xpsnr >= 40``."""
     return ", ".join(f"{k} >= {v:g}" for k, v in (("vmaf", o.min_vmaf), ("vmaf_roi", o.min_vmaf_roi),
@@ -382,8 +392,11 @@ def _answer(opts: CrfSearchOptions, s: Search, runs: list[dict[str, Any]],
         roi_txt = f", vmaf_roi {best['vmaf_roi']:.2f}" if best["vmaf_roi"] is not None else ""
         roi_txt += f", xpsnr {best['xpsnr']:.2f}" if best.get("xpsnr") is not None else ""
         lo, hi = crf_range
+        missed = missed_targets(opts, best)
         doc["unreachable"] = (f"no CRF in {lo:g}..{hi:g} reaches {targets} (pooled by {opts.pool}); the best "
-                              f"reachable: crf {best['crf']:g} gives vmaf {best['vmaf']:.2f}{roi_txt}")  # fmt: skip
+                              f"reachable: crf {best['crf']:g} gives vmaf {best['vmaf']:.2f}{roi_txt}, short of "
+                              f"{' and '.join(missed)}")  # fmt: skip
+        doc["missed_targets"] = missed
         doc["best_reachable"] = best
         return doc
     win = min(ok, key=lambda r: r["predicted"]["bytes"])
@@ -391,9 +404,14 @@ def _answer(opts: CrfSearchOptions, s: Search, runs: list[dict[str, Any]],
     if opts.roi:
         doc["per_strength"] = runs
         plain = next((r for r in runs if r["roi_strength"] == 0), None)
+        roi_ok = [r for r in ok if r["roi_strength"] > 0]
         if plain and plain["crf"] is not None:
             ratio = win["predicted"]["bytes"] / plain["predicted"]["bytes"]
-            doc["roi_saving_percent"] = round(100 * (1 - ratio), 2)
+            doc["roi_saving_percent"] = round(100 * (1 - ratio), 2)  # of the answer: 0 when plain wins
+        if plain and plain["crf"] is not None and roi_ok:  # what the best ROI strength saves (below 0: costs)
+            best_roi = min(roi_ok, key=lambda r: r["predicted"]["bytes"])
+            doc["roi_best_saving_percent"] = round(100 * (1 - best_roi["predicted"]["bytes"] /
+                                                         plain["predicted"]["bytes"]), 2)  # fmt: skip
     return doc
 
 

@@ -189,7 +189,20 @@ def _write_outputs(opts: ScoreOptions, result: dict[str, Any], sink: Any) -> Non
     if opts.plot:
         from tinysal.features.visual import plot_scores
 
-        plot_scores(result, opts.plot)
+        plot_scores(result, opts.plot, _plot_title(opts, result))
+
+
+def _plot_title(opts: ScoreOptions, result: dict[str, Any]) -> str:
+    """What the plot shows: the metrics, the clip (distorted against reference) and the models."""
+    pooled = result.get("pooled_metrics") or {}
+    metrics = [m for m in ("vmaf", "vmaf_roi", "saliency_mean") if m in pooled]
+    vmaf_model = ", ".join(m.split("=", 1)[-1].split(":")[0] for m in opts.model) or "vmaf_v0.6.1"
+    models = [f"VMAF model {vmaf_model}"] if "vmaf" in pooled else []
+    sal = (result.get("run_provenance") or {}).get("saliency_model") or {}
+    if "saliency_mean" in pooled and isinstance(sal, dict) and sal.get("id"):
+        models.append(f"saliency model {sal['id']}")
+    clip = f"{os.path.basename(opts.distorted)} against {os.path.basename(opts.reference)}"
+    return f"{', '.join(metrics)} per frame: {clip}" + (f"\n{'; '.join(models)}" if models else "")
 
 
 def provenance(opts: Any, sal_model: str | None = None, inputs: tuple[str, ...] = ("reference", "distorted", "input"),

@@ -131,7 +131,7 @@ class MapSink:
         _save_png(sheet, path)
 
 
-def plot_scores(result: dict[str, Any], path: str | os.PathLike[str]) -> None:
+def plot_scores(result: dict[str, Any], path: str | os.PathLike[str], title: str = "per-frame scores") -> None:
     """Per-frame VMAF (left axis, 0-100: vmaf, vmaf_roi, vmaf_masked when present) and saliency_mean (right axis,
     0-1) over frame number, pooled means in the legend; written atomically as PNG (matplotlib, Agg)."""
     import matplotlib
@@ -171,7 +171,7 @@ def plot_scores(result: dict[str, Any], path: str | os.PathLike[str]) -> None:
         ax2.set_ylabel("saliency_mean")
         ax2.set_ylim(0, max(0.05, max(ys) * 1.15))
     ax.legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.8)
-    ax.set_title("per-frame scores")
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     from tinysal.fileio import atomic_open
 

@@ -8,8 +8,8 @@ import sys
 from tinysal.cli.args import int_at_least
 from tinysal.errors import CheckFailed
 
-HELP = ("run a manifest of score/encode/crf-search/rung jobs on a local process pool or a Ray cluster (resumable; "
-        "DIR/summary.csv)")
+HELP = ("run a manifest of score/encode/crf-search/auto-encode (and rung/shot) jobs on a local process pool or a Ray "
+        "cluster (resumable; DIR/summary.csv)")
 #: the arguments it reads, the files it writes, the folders it writes as a whole (common.check_file_roles)
 FILE_ROLES = (("manifest",), ("events",), ())
 

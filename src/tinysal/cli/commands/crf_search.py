@@ -47,7 +47,11 @@ def run(args: argparse.Namespace) -> int:
     doc = crf_search(options_from(CrfSearchOptions, args), quiet=args.quiet)
     p = doc["predicted"]
     roi = f", ROI strength {doc['roi_strength']:g}" if doc["roi_strength"] else ""
-    saving = f"; ROI saves {doc['roi_saving_percent']:.1f}% against plain" if "roi_saving_percent" in doc else ""
+    saving = ""
+    if "roi_best_saving_percent" in doc:
+        v = doc["roi_best_saving_percent"]
+        saving = (f"; ROI saves {v:.1f}% against plain" if v > 0 else
+                  f"; ROI costs {-v:+.1f}% against plain on this title: plain kept")  # fmt: skip
     roi_v = f", vmaf_roi {p['vmaf_roi']:.2f}" if p["vmaf_roi"] is not None else ""
     print(f"crf {doc['crf']:g}{roi}: predicted vmaf {p['vmaf']:.2f}{roi_v}, {p['video_kbps']:.0f} kbit/s "
           f"({p['size_percent']:.1f}% of the input's video){saving}; {len(doc['attempts'])} attempts, "

@@ -16,8 +16,8 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     input_arguments(sp)
     sp.add_argument("--codec", default="libx264", choices=list(CODECS),
                     help="the encoder (the codec table: docs/codecs.md)")
-    sp.add_argument("--heights", default="1080,720,540,360", help="rung heights, at most the source's (default "
-                    "1080,720,540,360)")  # fmt: skip
+    sp.add_argument("--heights", default=None, help="rung heights, at most the source's (default: 1080,720,540,360 "
+                    "up to the source's height)")  # fmt: skip
     sp.add_argument("--crfs", default="18:42:4", help="FIRST:LAST:STEP or a list (default 18:42:4)")
     sp.add_argument("--roi", action="store_true", help="also ROI encodes (the codec's default strength): two hulls")
     sp.add_argument("--preset", default=None, help="the encoder's preset (default: the codec's, docs/codecs.md)")
@@ -36,6 +36,9 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
                     "a rerun skips the rungs already done (default: a temporary folder, removed)")  # fmt: skip
     sp.add_argument("--threads", type=int_at_least(0), default=0, help="encoder and libvmaf threads per rung "
                     "(0 = all cores)")  # fmt: skip
+    sp.add_argument("--keep-encodes", metavar="DIR", help="keep every rung's encode in DIR (<height>p-crf<N>.mp4)")
+    sp.add_argument("--keep-sources", action="store_true", help="with --work-dir: keep the raw rung sources when the "
+                    "ladder finishes (a rerun with more CRFs then reuses the finished rungs); default: removed")
     sp.add_argument("--out-json", help="every rung, both hulls, the BD-rates")
     sp.add_argument("--plot", help="PNG: the rungs and both hulls, bitrate against VMAF (and vmaf_roi)")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "score a video with mobilesal (same options as `vmaf`)"
+HELP = "score a video with mobilesal (same options as `vmaf`; -h is --height there, as in libvmaf: --help for help)"
 #: `score` checks its own inputs and outputs (cli/vmaf.py), as `vmaf` does
 FILE_ROLES = None
 

@@ -81,3 +81,28 @@ def test_the_ladder_default_heights_fit_the_source(tmp_path: Path) -> None:
     assert sorted({pt["height"] for pt in json.loads(out.read_text())["points"]}) == [360]  # a 360-line source
     p = run_cli("tinysal", "ladder", str(SAMPLE), "--heights", "720", "--crfs", "30", "--frame_cnt", "4")
     assert_clean_error(p, "taller than the source")  # asked for: still refused
+
+
+def test_roi_score_scales_a_rendition_of_another_size_as_vmaf_does(tmp_path: Path) -> None:
+    import subprocess
+
+    import imageio_ffmpeg
+
+    ff = imageio_ffmpeg.get_ffmpeg_exe()
+    small, big = tmp_path / "small.mp4", tmp_path / "big.mkv"
+    subprocess.run([ff, "-v", "error", "-i", str(SAMPLE), "-vf", "scale=320:180", "-frames:v", "20", "-c:v", "libx264",
+                    "-crf", "30", str(small)], check=True)  # fmt: skip
+    # the same rendition scaled up beforehand, losslessly, with the scaler VMAF uses (bicubic)
+    subprocess.run([ff, "-v", "error", "-i", str(small), "-vf", "scale=640:360:flags=bicubic", "-c:v", "ffv1",
+                    str(big)], check=True)  # fmt: skip
+    docs = []
+    for dist in (small, big):
+        out = tmp_path / f"{dist.stem}.json"
+        p = run_cli("vmaf", "-r", str(SAMPLE), "-d", str(dist), "--feature", "mobilesal:roi_score=1", "--frame_cnt",
+                    "20", "--json", "-o", str(out), "-q")  # fmt: skip
+        assert p.returncode == 0, p.stderr
+        docs.append(json.loads(out.read_text()))
+    scaled, direct = docs
+    assert "masked_copy" in scaled["scaling"] and "640x360 (bicubic)" in scaled["scaling"]["masked_copy"]
+    for m in ("vmaf", "vmaf_masked", "vmaf_roi"):
+        assert abs(scaled["pooled_metrics"][m]["mean"] - direct["pooled_metrics"][m]["mean"]) < 0.05, m

@@ -132,11 +132,12 @@ def _check_rates(ref: Any, dist: Any, pair: Pair) -> None:
 def check_libvmaf_input(ctx: VmafContext, pair: Pair, roi: MobileSal | None) -> None:
     if (ctx.wants_vmaf or roi) and pair.ref is None:
         raise TinysalError("VMAF and saliency-weighted scores need a reference")
-    if roi is not None and pair.scale is not None:
+    if roi is not None and pair.scale is not None and saliency_tap(ctx, pair, roi) is None:
         w, h, _ = pair.scale
         raise TinysalError(
-            f"roi_score and psnr_saliency compare the two clips pixel by pixel: give a distorted of the reference's "
-            f"size ({w}x{h}); the distorted is {pair.dist.width}x{pair.dist.height}"
+            f"the distorted is {pair.dist.width}x{pair.dist.height}, the reference {w}x{h}: roi_score scales it to the "
+            "reference's size as VMAF does only beside libvmaf at a reduced inference size (short_side > 0) without "
+            "saliency maps written out; psnr_saliency alone compares the clips pixel by pixel"
         )
     if not (ctx.wants_vmaf or (roi and roi.roi_score)):
         return
@@ -253,12 +254,13 @@ def start_libvmaf(
         jobs.append(tapped.start())
         return None, None, tapped
     if roi and roi.roi_score and tap is not None:  # one decode: the masked copy is built in FFmpeg
-        merge = RoiMerge(dist.width, dist.height, dist.pix_fmt, dist.bitdepth, tap.width, tap.height,
+        # at the reference's size: a distorted of another size is scaled to it first, as VMAF scales it
+        merge = RoiMerge(ref.width, ref.height, dist.pix_fmt, dist.bitdepth, tap.width, tap.height,
                          roi.roi_threshold, roi.roi_fade)  # fmt: skip
         masked = VmafJob(
             source_of(dist, distorted), source_of(ref, reference), n, pair.frame_skip_dist, pair.frame_skip_ref,
             ctx.vmaf_models[:1] or (), (), lv_threads, ctx.subsample, label="VMAF of the saliency-masked copy",
-            merge=merge,
+            merge=merge, scale=pair.scale,
         )  # fmt: skip
         jobs.append(masked.start())
     elif roi and roi.roi_score:
@@ -278,7 +280,7 @@ def frame_work(
     reference-using feature, the saliency-weighted PSNR and the masked frame's bytes for the second libvmaf pass
     (on the one-decode route, small frames in: the reference's map for FFmpeg to build both from, and its mean)."""
     merge = masked.merge if masked is not None else None
-    W, H = pair.dist.width, pair.dist.height
+    W, H = (merge.width, merge.height) if merge is not None else (pair.dist.width, pair.dist.height)
 
     def compute(fr: YuvFrame, rf: YuvFrame | None, scored: bool) -> tuple[list[np.ndarray], dict[str, Any]]:
         maps = ctx._compute(fr, pair.cs, pair.cr) if scored else []

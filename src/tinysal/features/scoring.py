@@ -73,6 +73,9 @@ def score_files(
         ctx.width, ctx.height = pair.scale[0], pair.scale[1]
         ctx.scaling = {"distorted": f"{dist.width}x{dist.height}", "scaled_to": f"{ctx.width}x{ctx.height}",
                        "scaler": pair.scale[2]}  # fmt: skip
+        if masked is not None:  # roi_score: how its masked copy was made from a distorted of another size
+            ctx.scaling["masked_copy"] = (f"the distorted scaled to {ctx.width}x{ctx.height} ({pair.scale[2]}), then "
+                                          "merged towards the reference outside the reference's salient region")
     elapsed = time.perf_counter() - t0
     return {
         "frames_scored": done,

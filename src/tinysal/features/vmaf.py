@@ -467,7 +467,8 @@ class VmafJob:
 
         scale = f"scale=w={self.scale[0]}:h={self.scale[1]}:flags={self.scale[2]}" if self.scale else ""
         if self.merge is not None:  # the masked copy, built from the two files and the maps (input 2, stdin)
-            chains = [f"{trim(0, self.skip_dist)}[d]", f"{trim(1, self.skip_ref)},split=2[r][r1]",
+            chains = [f"{trim(0, self.skip_dist)}{',' + scale if scale else ''}[d]",
+                      f"{trim(1, self.skip_ref)},split=2[r][r1]",
                       f"[2:v]settb=1/{PAIRING_RATE},setpts=N,{UNTAG}[maps]",
                       *self.merge.chains("maps", "d", "r1", "m", os.path.join(model_dir, PSNR_LOG)),
                       f"[m][r]{self._libvmaf_options(log_path, model_dir)}[vmaf]"]  # fmt: skip
@@ -481,7 +482,8 @@ class VmafJob:
             chains = [f"{trim(0, self.skip_dist)},split=2[d0][t0]", f"[t0]{self.tap.chain()}[tap]",
                       f"[d0]{scale or 'null'}[d]", f"{trim(1, self.skip_ref)}[r]"]  # fmt: skip
         else:  # and the reference's frames as well, stacked below the distorted's in each tap frame
-            chains = [f"{trim(0, self.skip_dist)},split=2[d][t0]", f"[t0]{self.tap.chain()}[td]",
+            chains = [f"{trim(0, self.skip_dist)},split=2[d0][t0]", f"[t0]{self.tap.chain()}[td]",
+                      f"[d0]{scale or 'null'}[d]",
                       f"{trim(1, self.skip_ref)},split=2[r][t1]", f"[t1]{self.tap.chain()}[tr]",
                       "[td][tr]vstack=inputs=2[tap]"]  # fmt: skip
         if self.xpsnr:  # the same frames libvmaf gets, to FFmpeg's xpsnr (distorted first, as libvmaf takes them)

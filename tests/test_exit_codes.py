@@ -29,6 +29,7 @@ BAD_INPUT = {
     "roi-eval": [MISSING, "--sequences", "a"],
     "crf-search": [MISSING, "--min-vmaf", "90"],
     "auto-encode": [MISSING, "o.mp4", "--min-vmaf", "90", "--per-shot"],
+    "report": [MISSING],
     "ladder": [MISSING],
     "validate-registry": ["--registry", MISSING],
     "validate-model": [MISSING],

@@ -30,7 +30,7 @@ HELD_OUT = ["blackswan", "car-roundabout", "dance-twirl", "libby"]  # excluded f
 
 def davis_clip(seq: str, folder: Path) -> tuple[Path, int, int, object, list]:
     from tinysal.encode.roi_eval import load_sequence
-    from tinysal.features.mobilesal import frame_bytes_of
+    from tinysal.video.readers import frame_bytes_of
 
     src, masks = load_sequence(SHARED / "data" / "davis2016", seq)
     raw = folder / f"{seq}.yuv"

@@ -22,7 +22,7 @@ from tests.conftest import assert_clean_error, run_cli, video_root
 from tinysal.features.context import VmafContext
 from tinysal.features.pipeline import ONE_DECODE_ENV
 from tinysal.features.scoring import score_files
-from tinysal.features.vmaf import ffmpeg_exe
+from tinysal.video.ffmpeg import ffmpeg_exe
 
 # per-pixel route differences are the resampling's (swscale vs Pillow) and grow with the content's edges: bikes
 # gives worst 0.05 / p99.9 0.03 with v3; the bundled Big Buck Bunny excerpt (the stand-in when ../shared is absent),

@@ -20,7 +20,7 @@ def main() -> int:
     import os
 
     from tinysal.errors import TinysalError, take_warnings
-    from tinysal.features.vmaf import die_with_parent
+    from tinysal.video.ffmpeg import die_with_parent
 
     if parent := os.environ.get("TINYSAL_BATCH_PARENT"):  # kill -9 of the batch (or its Ray worker) ends the job
         die_with_parent(int(parent))

@@ -657,7 +657,7 @@ def packed_planes(vf: Any) -> Iterator[bytes]:
 def raw_in(fr: YuvFrame, layout: str) -> bytes:
     """A frame's raw planes in ``layout`` (an FFmpeg pixel-format name): as decoded when it is the frame's own,
     else converted by swscale as an encode to that layout converts it."""
-    from tinysal.features.mobilesal import frame_bytes_of
+    from tinysal.video.readers import frame_bytes_of
 
     own = RAW_PIX_FMTS[(fr.pix_fmt, fr.bitdepth)]
     if layout == own:

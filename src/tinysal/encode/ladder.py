@@ -135,7 +135,7 @@ class LadderOptions(VideoInput):
 
 
 def _ffmpeg(args: list[str], what: str) -> None:
-    from tinysal.features.vmaf import ffmpeg_exe
+    from tinysal.video.ffmpeg import ffmpeg_exe
 
     p = subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args],
                        capture_output=True, text=True)  # fmt: skip

@@ -252,7 +252,7 @@ class _Experiment:
 
     def sequence(self, root: Path, seq: str) -> dict[str, Any]:
         """Every configuration (plain, then each saliency source at each strength) at every bitrate."""
-        from tinysal.features.mobilesal import frame_bytes_of
+        from tinysal.video.readers import frame_bytes_of
 
         src, masks = load_sequence(root, seq, self.frame_limit)
         raw = self.tmp / f"{seq}.yuv"

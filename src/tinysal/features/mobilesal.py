@@ -202,12 +202,6 @@ def psnr_of_mse(mse: float, bitdepth: int) -> float:
     return cap if mse <= 0 else float(min(cap, 10.0 * np.log10(peak * peak / mse)))
 
 
-def frame_bytes_of(frame: YuvFrame) -> bytes:
-    """Raw planar bytes of a frame (Y, U, V; 10-bit as little-endian 16-bit words)."""
-    dt = np.uint8 if frame.bitdepth == 8 else np.dtype("<u2")
-    return b"".join(np.ascontiguousarray(p, dtype=dt).tobytes() for p in (frame.y, frame.u, frame.v))
-
-
 def parse_bool(name: str, value: Any) -> bool:
     """A feature parameter's boolean: 1/true/yes/on or 0/false/no/off; anything else is an error."""
     v = str(value).strip().lower()

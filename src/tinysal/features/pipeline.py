@@ -296,7 +296,8 @@ def frame_work(
             extra["wmean"] = wmean if weighted else 1.0  # the PSNR's denominator, mean(w)
             extra["bytes"] = merge_maps(rm, weighted)
             return maps, extra
-        from tinysal.features.mobilesal import frame_bytes_of, masked_frame, roi_alpha, upsampled_map, weighted_psnr_y
+        from tinysal.features.mobilesal import masked_frame, roi_alpha, upsampled_map, weighted_psnr_y
+        from tinysal.video.readers import frame_bytes_of
 
         if scored:
             rm = roi.infer(roi.preprocess(rf, pair.ref_cs, pair.ref_cr), rf.width, rf.height)

@@ -447,3 +447,9 @@ class VideoInput:
         """The reader (with a ``note`` attribute when the file is cut short: worked on as far as it goes)."""
         self.bitdepth = resolve_bitdepth(self.pixel_format, self.bitdepth)
         return open_video(self.input, self.width, self.height, parse_pix_fmt(self.pixel_format), self.bitdepth)
+
+
+def frame_bytes_of(frame: YuvFrame) -> bytes:
+    """Raw planar bytes of a frame (Y, U, V; 10-bit as little-endian 16-bit words)."""
+    dt = np.uint8 if frame.bitdepth == 8 else np.dtype("<u2")
+    return b"".join(np.ascontiguousarray(p, dtype=dt).tobytes() for p in (frame.y, frame.u, frame.v))

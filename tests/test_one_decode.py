@@ -65,13 +65,13 @@ def _score(monkeypatch: pytest.MonkeyPatch, one_decode: bool, dist: Path, ref: P
     if ref is not None:
         ctx.use_vmaf()
     maps: dict[int, np.ndarray] = {}
-    record = ctx._record
+    record = ctx.record_frame
 
     def keep(frame, index, m, size=None):  # the maps each route hands to the statistics
         maps[index] = m[0].copy()
         record(frame, index, m, size)
 
-    monkeypatch.setattr(ctx, "_record", keep)
+    monkeypatch.setattr(ctx, "record_frame", keep)
     score_files(ctx, ref, dist, **kw)
     return ctx.scores["saliency_mean"], maps, ctx
 

@@ -127,6 +127,21 @@ class VmafContext:
         self.xpsnr = any(n == "xpsnr" for n, _ in features)
         self.no_prediction = no_prediction
 
+    def record_metric(self, name: str, per_frame: dict[int, float], pooled: dict[str, float] | None = None) -> None:
+        """Record a metric computed beside the features (libvmaf's, XPSNR, the saliency-weighted scores): its value
+        per frame index and, when its producer pooled it (libvmaf), those pooled values; the writers pool the
+        rest. Listed before the features' metrics, in the order recorded."""
+        self.scores[name] = per_frame
+        self.add_vmaf_metric(name)
+        if pooled:
+            self.vmaf_pooled[name] = {k: float(v) for k, v in pooled.items()}
+
+    def set_geometry(self, width: int, height: int, scaling: dict[str, str] | None = None) -> None:
+        """The size the scores are measured at and, for a distorted of another size, how it was scaled."""
+        self.width, self.height = width, height
+        if scaling is not None:
+            self.scaling = scaling
+
     def add_vmaf_metric(self, name: str) -> None:
         """Record a libvmaf-side metric name (these come first in the output, in libvmaf's order)."""
         if name not in self.vmaf_metrics:
@@ -146,14 +161,15 @@ class VmafContext:
         frame = as_frame(dist)
         self._score(frame, index)
 
-    def _compute(
+    def compute_maps(
         self, frame: YuvFrame, colorspace: str | None = None, color_range: str | None = None
     ) -> list[np.ndarray]:
         """Each feature's inference-size map for one frame (thread-safe: no context state is touched)."""
         cs, cr = colorspace or self.colorspace, color_range or self.color_range
         return [feat.infer(feat.preprocess(frame, cs, cr), frame.width, frame.height) for feat in self.features]
 
-    def _record(self, frame: YuvFrame, index: int, maps: list[np.ndarray], size: tuple[int, int] | None = None) -> None:
+    def record_frame(self, frame: YuvFrame, index: int, maps: list[np.ndarray],
+                     size: tuple[int, int] | None = None) -> None:  # fmt: skip
         """Record one frame's statistics; ``size`` is the frame's own (width, height) when ``frame`` is the small
         copy the one-decode route gives."""
         self.width, self.height = size or (frame.width, frame.height)
@@ -166,7 +182,7 @@ class VmafContext:
     def _score(
         self, frame: YuvFrame, index: int, colorspace: str | None = None, color_range: str | None = None
     ) -> None:
-        self._record(frame, index, self._compute(frame, colorspace, color_range))
+        self.record_frame(frame, index, self.compute_maps(frame, colorspace, color_range))
 
     # -- results --------------------------------------------------------------------------------------
     def score_at_index(self, metric: str, index: int) -> float:

@@ -132,7 +132,7 @@ def _check_rates(ref: Any, dist: Any, pair: Pair) -> None:
 def check_libvmaf_input(ctx: VmafContext, pair: Pair, roi: MobileSal | None) -> None:
     if (ctx.wants_vmaf or roi) and pair.ref is None:
         raise TinysalError("VMAF and saliency-weighted scores need a reference")
-    if roi is not None and pair.scale is not None and saliency_tap(ctx, pair, roi) is None:
+    if roi is not None and pair.scale is not None and plan(ctx, pair, roi).merge is None:
         w, h, _ = pair.scale
         raise TinysalError(
             f"the distorted is {pair.dist.width}x{pair.dist.height}, the reference {w}x{h}: roi_score scales it to the "
@@ -186,6 +186,50 @@ def saliency_tap(ctx: VmafContext, pair: Pair, roi: MobileSal | None) -> Tap | N
     return Tap(tw, th, dist.bitdepth, ctx.subsample, scaler, pre, reference=roi is not None)
 
 
+@dataclass(frozen=True)
+class ScorePlan:
+    """How a pair is scored, decided once by :func:`plan` and read by every stage (the children started, the
+    frames analysed, the masked pass fed, the logs collected) instead of each deciding again.
+
+    Routes: libvmaf on the two files (``libvmaf``); the saliency model fed small frames from an FFmpeg child
+    (``tap``: libvmaf's own child, or one that only decodes when there is no libvmaf) or full frames read in
+    Python (no tap); ``roi_score``'s masked pass built in FFmpeg from the reference's maps (``merge``) or fed
+    masked frames from Python (``masked == "python"``)."""
+
+    libvmaf: bool
+    saliency: bool  # the context has a saliency feature
+    tap: Tap | None
+    masked: str | None  # None | "merge" | "python"
+    merge: RoiMerge | None
+    lv_threads: int
+
+    @property
+    def route(self) -> str:
+        """The route in words (the result's info says which ran)."""
+        parts = ["libvmaf"] if self.libvmaf else []
+        if self.saliency:
+            parts.append("saliency from the FFmpeg child's small frames" if self.tap else "saliency from Python frames")
+        if self.masked:
+            parts.append("masked copy built in FFmpeg" if self.masked == "merge" else "masked copy from Python")
+        return " + ".join(parts)
+
+
+def plan(ctx: VmafContext, pair: Pair, roi: MobileSal | None) -> ScorePlan:
+    """The scoring route for this pair and context (see :class:`ScorePlan`)."""
+    tap = saliency_tap(ctx, pair, roi) if ctx.features else None
+    roi_pass = bool(roi and roi.roi_score)
+    merge = None
+    if roi_pass and tap is not None:  # at the reference's size: a distorted of another size is scaled to it first
+        ref, dist = pair.ref, pair.dist
+        merge = RoiMerge(ref.width, ref.height, dist.pix_fmt, dist.bitdepth, tap.width, tap.height,
+                         roi.roi_threshold, roi.roi_fade)  # fmt: skip
+    # libvmaf's n_threads: with roi_score two libvmaf processes run side by side and each gets half (measured at
+    # 1080p on 2 cores: as fast as two 2-thread passes, 140 MB less resident memory; docs/benchmarks.md)
+    lv_threads = max(1, ctx.threads // 2) if roi_pass else ctx.threads
+    masked = ("merge" if merge is not None else "python") if roi_pass else None
+    return ScorePlan(ctx.wants_vmaf, bool(ctx.features), tap, masked, merge, lv_threads)
+
+
 def tap_frames(job: VmafJob, pair: Pair) -> Iterator[tuple[int, YuvFrame, YuvFrame | None]]:
     """(index, small 4:4:4 distorted frame, small reference frame or None) from a job's tap, as :func:`_frames`
     gives full-size ones."""
@@ -226,64 +270,57 @@ def _preflight(pair: Pair, paths: tuple[str | os.PathLike[str], str | os.PathLik
 def start_libvmaf(
     ctx: VmafContext,
     pair: Pair,
-    roi: MobileSal | None,
+    how: ScorePlan,
     paths: tuple[str | os.PathLike[str], str | os.PathLike[str]],
     jobs: list[VmafJob],
 ) -> tuple[VmafJob | None, VmafJob | None, VmafJob | None]:
-    """The FFmpeg children (each appended to ``jobs`` as it starts): libvmaf on the two files, and with
-    ``roi_score`` on the reference against the saliency-masked distorted frames streamed from here. The third
-    is the job whose tap feeds the saliency feature (:func:`saliency_tap`): the libvmaf job itself, or, without
-    libvmaf, a child that only decodes and scales; None when the feature reads frames in Python."""
+    """The FFmpeg children the plan calls for (each appended to ``jobs`` as it starts): libvmaf on the two files,
+    and with ``roi_score`` on the reference against the saliency-masked distorted. The third is the job whose tap
+    feeds the saliency feature: the libvmaf job itself, or, without libvmaf, a child that only decodes and scales;
+    None when the feature reads frames in Python."""
     reference, distorted = paths
     ref, dist, n = pair.ref, pair.dist, pair.n
-    tap = saliency_tap(ctx, pair, roi)
-    _preflight(pair, paths, tap)
-    # libvmaf's n_threads: with roi_score two libvmaf processes run side by side and each gets half (measured at
-    # 1080p on 2 cores: as fast as two 2-thread passes, 140 MB less resident memory; docs/benchmarks.md)
-    lv_threads = max(1, ctx.threads // 2) if roi and roi.roi_score else ctx.threads
+    _preflight(pair, paths, how.tap)
     plain = masked = None
-    if ctx.wants_vmaf:
+    if how.libvmaf:
         plain = VmafJob(
             source_of(dist, distorted), source_of(ref, reference), n, pair.frame_skip_dist, pair.frame_skip_ref,
-            ctx.vmaf_models, ctx.vmaf_features, lv_threads, ctx.subsample, scale=pair.scale, tap=tap,
+            ctx.vmaf_models, ctx.vmaf_features, how.lv_threads, ctx.subsample, scale=pair.scale, tap=how.tap,
             xpsnr=ctx.xpsnr,
         )  # fmt: skip
         jobs.append(plain.start())
-    elif tap is not None:
-        tapped = VmafJob(source_of(dist, distorted), None, n, pair.frame_skip_dist, tap=tap, label="saliency")
+    elif how.tap is not None:
+        tapped = VmafJob(source_of(dist, distorted), None, n, pair.frame_skip_dist, tap=how.tap, label="saliency")
         jobs.append(tapped.start())
         return None, None, tapped
-    if roi and roi.roi_score and tap is not None:  # one decode: the masked copy is built in FFmpeg
-        # at the reference's size: a distorted of another size is scaled to it first, as VMAF scales it
-        merge = RoiMerge(ref.width, ref.height, dist.pix_fmt, dist.bitdepth, tap.width, tap.height,
-                         roi.roi_threshold, roi.roi_fade)  # fmt: skip
+    if how.masked == "merge":  # one decode: the masked copy is built in FFmpeg
         masked = VmafJob(
             source_of(dist, distorted), source_of(ref, reference), n, pair.frame_skip_dist, pair.frame_skip_ref,
-            ctx.vmaf_models[:1] or (), (), lv_threads, ctx.subsample, label="VMAF of the saliency-masked copy",
-            merge=merge, scale=pair.scale,
+            ctx.vmaf_models[:1] or (), (), how.lv_threads, ctx.subsample, label="VMAF of the saliency-masked copy",
+            merge=how.merge, scale=pair.scale,
         )  # fmt: skip
         jobs.append(masked.start())
-    elif roi and roi.roi_score:
+    elif how.masked == "python":
         raw = (dist.width, dist.height, dist.pix_fmt, dist.bitdepth)
         masked = VmafJob(
             Source("-", raw), source_of(ref, reference), n, 0, pair.frame_skip_ref, ctx.vmaf_models[:1] or (),
-            (), lv_threads, ctx.subsample, label="VMAF of the saliency-masked copy",
+            (), how.lv_threads, ctx.subsample, label="VMAF of the saliency-masked copy",
         )  # fmt: skip
         jobs.append(masked.start())
-    return plain, masked, plain if tap is not None else None
+    return plain, masked, plain if how.tap is not None else None
 
 
 def frame_work(
-    ctx: VmafContext, pair: Pair, roi: MobileSal | None, masked: VmafJob | None
+    ctx: VmafContext, pair: Pair, roi: MobileSal | None, masked: VmafJob | None, how: ScorePlan
 ) -> Callable[[YuvFrame, YuvFrame | None, bool], tuple[list[np.ndarray], dict[str, Any]]]:
     """Features: what a worker computes for one frame: the features' maps of the distorted frame and, with a
     reference-using feature, the saliency-weighted PSNR and the masked frame's bytes for the second libvmaf pass
     (on the one-decode route, small frames in: the reference's map for FFmpeg to build both from, and its mean)."""
-    merge = masked.merge if masked is not None else None
+    merge = how.merge if masked is not None else None
     W, H = (merge.width, merge.height) if merge is not None else (pair.dist.width, pair.dist.height)
 
     def compute(fr: YuvFrame, rf: YuvFrame | None, scored: bool) -> tuple[list[np.ndarray], dict[str, Any]]:
-        maps = ctx._compute(fr, pair.cs, pair.cr) if scored else []
+        maps = ctx.compute_maps(fr, pair.cs, pair.cr) if scored else []
         extra: dict[str, Any] = {}
         if rf is None or roi is None:
             return maps, extra
@@ -366,12 +403,13 @@ def analyse_frames(
     roi: MobileSal | None,
     masked: VmafJob | None,
     progress: Callable[[int, int], None] | None,
+    how: ScorePlan,
     tapped: VmafJob | None = None,
 ) -> int:
     """Frames are read here, in order (from the files, or small ones from ``tapped``'s tap), and computed by a pool
     of workers; results are recorded (and masked frames streamed) in order. At most 2 * workers frames are in
     flight, so memory stays flat. Returns frames scored."""
-    compute = frame_work(ctx, pair, roi, masked)
+    compute = frame_work(ctx, pair, roi, masked, how)
     size = (pair.dist.width, pair.dist.height)  # the statistics are of the map as resized to the frame
     frames = tap_frames(tapped, pair) if tapped is not None else _frames(pair, roi is not None)
     n, workers = pair.n, ctx.threads
@@ -385,7 +423,7 @@ def analyse_frames(
             i, fr, scored, fut = pending.popleft()
             maps, extra = fut.result()
             if scored:
-                ctx._record(fr, i, maps, size)
+                ctx.record_frame(fr, i, maps, size)
                 if "psnr" in extra:
                     ctx.scores.setdefault("psnr_y_saliency", {})[i] = extra["psnr"]
                 done += 1
@@ -430,8 +468,7 @@ def collect_libvmaf(
         pooled = log.get("pooled_metrics", {})
         if suffix:  # only the model's score of the masked pass
             name = job.names[0]
-            ctx.scores[f"{name}_masked"] = scores.get(name, {})
-            ctx.add_vmaf_metric(f"{name}_masked")
+            ctx.record_metric(f"{name}_masked", scores.get(name, {}))
             if job.merge is not None:  # the weighted PSNR came from the same child
                 from tinysal.features.mobilesal import psnr_of_mse
 
@@ -443,10 +480,7 @@ def collect_libvmaf(
         for m, d in scores.items():
             if ctx.no_prediction and m in job.names:
                 continue
-            ctx.scores[m] = d
-            ctx.add_vmaf_metric(m)
-            if m in pooled:
-                ctx.vmaf_pooled[m] = {k: float(v) for k, v in pooled[m].items()}
+            ctx.record_metric(m, d, pooled.get(m))
         done = len(next(iter(scores.values()), {}))
         if progress and not ctx.features:
             progress(n, n)
@@ -454,6 +488,5 @@ def collect_libvmaf(
         first = plain.names[0]
         w = roi.roi_weight
         vm, mk = ctx.scores.get(first, {}), ctx.scores[f"{first}_masked"]
-        ctx.scores[f"{first}_roi"] = {i: (1 - w) * vm[i] + w * mk[i] for i in vm if i in mk}
-        ctx.add_vmaf_metric(f"{first}_roi")
+        ctx.record_metric(f"{first}_roi", {i: (1 - w) * vm[i] + w * mk[i] for i in vm if i in mk})
     return done

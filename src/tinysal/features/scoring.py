@@ -16,6 +16,7 @@ from tinysal.features.pipeline import (
     check_libvmaf_input,
     collect_libvmaf,
     open_pair,
+    plan,
     start_libvmaf,
 )
 from tinysal.features.vmaf import DEFAULT_MODEL, VmafJob
@@ -54,9 +55,10 @@ def score_files(
     done = 0
     jobs: list[VmafJob] = []
     try:
-        plain, masked, tapped = start_libvmaf(ctx, pair, roi, (reference, distorted), jobs)
+        how = plan(ctx, pair, roi)  # the route, decided once: every stage below reads it
+        plain, masked, tapped = start_libvmaf(ctx, pair, how, (reference, distorted), jobs)
         if ctx.features:
-            done = analyse_frames(ctx, pair, roi, masked, progress, tapped)
+            done = analyse_frames(ctx, pair, roi, masked, progress, how, tapped)
         elif plain is not None and progress:  # VMAF alone: follow FFmpeg's progress reports
             while not plain.poll(0.5):
                 progress(min(plain.frames_done(), pair.n), pair.n)
@@ -68,17 +70,18 @@ def score_files(
             job.close()
     dist = pair.dist
     if not ctx.features:
-        ctx.width, ctx.height = dist.width, dist.height
+        ctx.set_geometry(dist.width, dist.height)
     if pair.scale is not None:  # the quality is measured at the reference's size
-        ctx.width, ctx.height = pair.scale[0], pair.scale[1]
-        ctx.scaling = {"distorted": f"{dist.width}x{dist.height}", "scaled_to": f"{ctx.width}x{ctx.height}",
-                       "scaler": pair.scale[2]}  # fmt: skip
+        w, h, scaler = pair.scale
+        scaling = {"distorted": f"{dist.width}x{dist.height}", "scaled_to": f"{w}x{h}", "scaler": scaler}
         if masked is not None:  # roi_score: how its masked copy was made from a distorted of another size
-            ctx.scaling["masked_copy"] = (f"the distorted scaled to {ctx.width}x{ctx.height} ({pair.scale[2]}), then "
-                                          "merged towards the reference outside the reference's salient region")
+            scaling["masked_copy"] = (f"the distorted scaled to {w}x{h} ({scaler}), then merged towards the "
+                                      "reference outside the reference's salient region")  # fmt: skip
+        ctx.set_geometry(w, h, scaling)
     elapsed = time.perf_counter() - t0
     return {
         "frames_scored": done,
+        "route": how.route,
         "frames": pair.n,
         "seconds": elapsed,
         "fps": done / elapsed if elapsed > 0 else float("nan"),

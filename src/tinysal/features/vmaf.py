@@ -334,13 +334,11 @@ def read_psnr_log(path: str) -> dict[int, float]:
     return out
 
 
-class VmafJob:
-    """One libvmaf pass over ``frames`` frames of (distorted, reference), skips applied, in an FFmpeg child.
-
-    ``start()`` launches it; ``stdin`` is open when the distorted source is ``-``; ``wait()`` returns libvmaf's
-    parsed JSON log or raises a one-line :class:`TinysalError`. Use as a context manager: leaving it early kills
-    the child and removes its temp folder.
-    """
+class VmafGraph:
+    """What one FFmpeg child computes, as data: the inputs, the frames, libvmaf's models and features, and the
+    routes' extras (a scale, the saliency tap, the masked merge, XPSNR). :meth:`graph` and :meth:`command` are pure
+    (no process, no file), so every route's filtergraph can be checked without running it; :class:`VmafJob` runs
+    it."""
 
     def __init__(
         self,
@@ -353,7 +351,6 @@ class VmafJob:
         features: Sequence[VmafFeature] = (),
         threads: int = 0,
         subsample: int = 1,
-        label: str = "VMAF",
         scale: tuple[int, int, str] | None = None,
         tap: Tap | None = None,
         merge: RoiMerge | None = None,
@@ -364,11 +361,6 @@ class VmafJob:
         self.xpsnr = xpsnr and reference is not None and merge is None
         #: libvmaf scores the saliency-masked copy built here from the two files and maps on stdin (one decode)
         self.merge = merge
-        #: {frame: mean(w e^2)} of the weighted luma PSNR, read when the child is done (``merge`` only)
-        self.weighted_mse: dict[int, float] = {}
-        #: {frame: mean of the weights at frame size}, the weighted PSNR's denominator, filled by the caller
-        #: (``merge``; 1 where a map of zeros made every weight 1)
-        self.weights: dict[int, float] = {}
         self.scale = scale  # (width, height, swscale flags): the distorted scaled to the reference's size
         #: the distorted frames also scaled to the saliency model's input grid and piped to stdout (one decode)
         self.tap = tap
@@ -376,22 +368,18 @@ class VmafJob:
         self.models = list(models) or [VmafModel.parse(DEFAULT_MODEL)]
         self.names = model_names(self.models)
         self.features = list(features)
-        self.threads, self.subsample, self.label = threads, subsample, label
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.tmp: str | None = None
-        self.stdin: IO[bytes] | None = None
-        self._limit = stall_seconds()
-        self._last_seen, self._since = -1, None
+        self.threads, self.subsample = threads, subsample
+
+    def model_links(self, model_dir: str) -> list[tuple[str, str]]:
+        """(model file, link in ``model_dir``) for each model given by path: the graph names the link, a plain name,
+        so no path ever needs filtergraph escaping; the child's runner makes the links."""
+        return [(os.path.abspath(m.path), os.path.join(model_dir, f"model{k}.json"))
+                for k, m in enumerate(self.models) if m.path]  # fmt: skip
 
     def _libvmaf_options(self, log_path: str, model_dir: str) -> str:
         models = []
         for k, (m, name) in enumerate(zip(self.models, self.names)):
-            if m.path:  # a link with a plain name, so no path ever needs filtergraph escaping
-                link = os.path.join(model_dir, f"model{k}.json")
-                os.symlink(os.path.abspath(m.path), link)
-                spec = f"path={link}"
-            else:
-                spec = f"version={m.version}"
+            spec = f"path={os.path.join(model_dir, f'model{k}.json')}" if m.path else f"version={m.version}"
             models.append(f"{spec}:name={name}")
         opts = [
             "log_fmt=json",
@@ -475,12 +463,56 @@ class VmafJob:
     def _reads_stdin(self) -> bool:
         return self.distorted.path == "-" or self.merge is not None
 
+
+
+class VmafJob(VmafGraph):
+    """One libvmaf pass over ``frames`` frames of (distorted, reference), skips applied, in an FFmpeg child: the
+    :class:`VmafGraph` run.
+
+    ``start()`` launches it; ``stdin`` is open when the distorted source is ``-``; ``wait()`` returns libvmaf's
+    parsed JSON log or raises a one-line :class:`TinysalError`. Use as a context manager: leaving it early kills
+    the child and removes its temp folder.
+    """
+
+    def __init__(
+        self,
+        distorted: Source,
+        reference: Source | None,
+        frames: int,
+        skip_dist: int = 0,
+        skip_ref: int = 0,
+        models: Sequence[VmafModel] = (),
+        features: Sequence[VmafFeature] = (),
+        threads: int = 0,
+        subsample: int = 1,
+        label: str = "VMAF",
+        scale: tuple[int, int, str] | None = None,
+        tap: Tap | None = None,
+        merge: RoiMerge | None = None,
+        xpsnr: bool = False,
+    ) -> None:
+        super().__init__(distorted, reference, frames, skip_dist, skip_ref, models, features, threads, subsample,
+                         scale, tap, merge, xpsnr)  # fmt: skip
+        self.label = label
+        #: {frame: mean(w e^2)} of the weighted luma PSNR, read when the child is done (``merge`` only)
+        self.weighted_mse: dict[int, float] = {}
+        #: {frame: mean of the weights at frame size}, the weighted PSNR's denominator, filled by the caller
+        #: (``merge``; 1 where a map of zeros made every weight 1)
+        self.weights: dict[int, float] = {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.tmp: str | None = None
+        self.stdin: IO[bytes] | None = None
+        self._limit = stall_seconds()
+        self._last_seen, self._since = -1, None
+
     def start(self) -> VmafJob:
         from tinysal.fileio import work_dir
 
         self.tmp = str(work_dir("vmaf"))
         self.log_path = os.path.join(self.tmp, "vmaf.json")
         self.err_path = os.path.join(self.tmp, "stderr.txt")
+        for target, link in self.model_links(self.tmp):
+            os.symlink(target, link)
         cmd = self.command(self.log_path, self.tmp)
         with open(self.err_path, "wb") as err:
             try:

@@ -230,7 +230,8 @@ def _run_shots(opts: AutoEncodeOptions, rows: dict[str, Any], work: Path, name: 
                 video_kbps=d["encode"]["video_kbps"])  # fmt: skip
 
     recs = run_batch(manifest, work / name, engine=opts.engine, workers=opts.jobs, retries=opts.retries,
-                     progress=not quiet, on_job=done, address=opts.address, threads=opts.threads)  # fmt: skip
+                     progress=not quiet, on_job=done, address=opts.address, threads=opts.threads,
+                     what="shot")  # fmt: skip
     if skipped := len(rows) - count[0]:
         say(f"auto-encode: {skipped} shot(s) already done in {work / name}: their records stand")
     failed = [r for r in recs if r["status"] != "done"]

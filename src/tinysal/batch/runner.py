@@ -149,12 +149,14 @@ def run(
     on_job: Callable[[dict[str, Any]], None] | None = None,
     address: str | None = None,
     threads: int = 0,
+    what: str = "job",
 ) -> list[dict[str, Any]]:
     """Run (or resume) a batch; returns the table (one dict per job, ``COLUMNS``), also DIR/summary.csv.
 
     ``engine``: ``local`` or ``ray`` (``address``: None starts a local Ray, ``auto`` or ``[ray://]host:port`` joins
     a cluster). ``workers``: jobs at once (0: as many as the cores allow at ``threads`` each); ``threads``: each
-    job's threads (0: see :func:`_threads`)."""
+    job's threads (0: see :func:`_threads`). ``what``: what the progress bar counts (``shot`` for auto-encode's
+    shots)."""
     if retries < 0:
         raise TinysalError(f"--retries must be at least 0, got {retries}")
     if engine not in ("local", "ray"):
@@ -169,7 +171,7 @@ def run(
         eng = engines.make(engine, address)
         try:
             runner = _Runner(out, records.versions(), retries, ev, eng, job_threads)
-            return _run_locked(jobs, runner, workers, force, progress, on_job)
+            return _run_locked(jobs, runner, workers, force, progress if not progress else what, on_job)
         finally:
             eng.close()
     finally:
@@ -308,7 +310,7 @@ class _Order:
         return out
 
 
-def _run_locked(jobs: list[Job], runner: _Runner, workers: int, force: bool, progress: bool,
+def _run_locked(jobs: list[Job], runner: _Runner, workers: int, force: bool, progress: bool | str,
                 on_job: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:  # fmt: skip
     from tqdm import tqdm
 
@@ -317,7 +319,9 @@ def _run_locked(jobs: list[Job], runner: _Runner, workers: int, force: bool, pro
     for job in todo:
         job.options.threads = threads
     n_slots = max(1, min(engine.slots(threads, workers), max(len(todo), 1)))
-    bar = tqdm(total=len(jobs), initial=len(done), desc=f"batch ({engine.name})", unit="job", disable=not progress,
+    unit = progress if isinstance(progress, str) else "job"  # what the bar counts: jobs, or a title's shots
+    bar = tqdm(total=len(jobs), initial=len(done), desc=f"{'batch' if unit == 'job' else unit + 's'} ({engine.name})",
+               unit=unit, disable=not progress,
                leave=False)  # fmt: skip
     t0 = time.time()
     ev.emit("batch-start", jobs=len(jobs), to_run=len(todo), engine=engine.name, slots=n_slots, threads=threads)

@@ -474,25 +474,9 @@ class VmafJob(VmafGraph):
     the child and removes its temp folder.
     """
 
-    def __init__(
-        self,
-        distorted: Source,
-        reference: Source | None,
-        frames: int,
-        skip_dist: int = 0,
-        skip_ref: int = 0,
-        models: Sequence[VmafModel] = (),
-        features: Sequence[VmafFeature] = (),
-        threads: int = 0,
-        subsample: int = 1,
-        label: str = "VMAF",
-        scale: tuple[int, int, str] | None = None,
-        tap: Tap | None = None,
-        merge: RoiMerge | None = None,
-        xpsnr: bool = False,
-    ) -> None:
-        super().__init__(distorted, reference, frames, skip_dist, skip_ref, models, features, threads, subsample,
-                         scale, tap, merge, xpsnr)  # fmt: skip
+    def __init__(self, *graph: Any, label: str = "VMAF", **options: Any) -> None:
+        """``graph``/``options``: :class:`VmafGraph`'s; ``label`` names the pass in its errors."""
+        super().__init__(*graph, **options)
         self.label = label
         #: {frame: mean(w e^2)} of the weighted luma PSNR, read when the child is done (``merge`` only)
         self.weighted_mse: dict[int, float] = {}

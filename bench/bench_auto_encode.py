@@ -8,9 +8,11 @@ Prints, all measured in this run:
 3. the whole-title CRF that makes its *worst* shot meet the target (found by encoding the title at each CRF down
    from the whole-title answer), and its bytes against per-shot's;
 4. the same with --min-vmaf-roi (per-shot against whole-title, vmaf_roi by tinysal vmaf on OUTPUT);
-5. wall: per-shot with one worker, with the local pool (--jobs 0: the cores), and on a local Ray.
+5. wall: per-shot with one worker, with the local pool (--jobs 0: the cores), and on a local Ray;
+6. --max-kbps at the whole-title answer's bitrate: the title's bitrate and its worst shot (direct libvmaf) against
+   the whole-title encode at about the same bits (bits and scores only: not timed).
 
-    python bench/bench_auto_encode.py [--target 93] [--skip-ray] [--skip-roi]
+    python bench/bench_auto_encode.py [--target 93] [--skip-ray] [--skip-roi] [--only-budget]
 """
 
 from __future__ import annotations
@@ -151,6 +153,7 @@ def main() -> int:
     ap.add_argument("--roi-target", type=float, default=96.0)
     ap.add_argument("--skip-ray", action="store_true")
     ap.add_argument("--skip-roi", action="store_true")
+    ap.add_argument("--only-budget", action="store_true", help="only section 6")
     a = ap.parse_args()
     if not VIDEO.is_dir():
         print(f"needs the shared clips ({VIDEO})")
@@ -161,6 +164,9 @@ def main() -> int:
         total = SHOT * len(CLIPS)
         print(f"title: {len(CLIPS)} shots of {SHOT} frames ({', '.join(CLIPS)}), 640x360, cuts at {cuts}; "
               f"{os.cpu_count()} cores")  # fmt: skip
+        if a.only_budget:
+            budget(a, title, cuts, total, work)
+            return 0
         print("\n1. shot detection (within 2 frames of a known cut; shots of at least 25 frames, auto-encode's default "
               "1 s, for both)")  # fmt: skip
         sets = [("this title", title, cuts), ("bikes.mp4 (cuts both detectors agree on)", VIDEO / "bikes.mp4",
@@ -231,9 +237,26 @@ def main() -> int:
                 _, rw = tinysal(str(title), str(work / "ray.mp4"), "--min-vmaf", str(a.target), "--per-shot",
                                 "--engine", "ray", "--out-json", str(work / "ray.json"))  # fmt: skip
                 print(f"  local Ray {rw:.1f} s ({rw / pool:.2f}x the local pool's wall, Ray's start included)")
+        budget(a, title, cuts, total, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def budget(a: argparse.Namespace, title: Path, cuts: list[int], total: int, work: Path) -> None:
+    """Section 6: the bitrate of the whole-title answer shared between the shots by --max-kbps."""
+    whole, _ = tinysal(str(title), str(work / "b_whole.mp4"), "--min-vmaf", str(a.target), "--out-json",
+                       str(work / "b_whole.json"))  # fmt: skip
+    kbps = whole["totals"]["video_kbps"]
+    wv = per_shot(direct_vmaf(work / "b_whole.mp4", title), cuts, total)
+    shot, _ = tinysal(str(title), str(work / "b_shot.mp4"), "--min-vmaf", str(a.target), "--per-shot",
+                      "--max-kbps", f"{kbps:.1f}", "--out-json", str(work / "b_shot.json"))  # fmt: skip
+    sv = per_shot(direct_vmaf(work / "b_shot.mp4", title), cuts, total)
+    print(f"\n6. --max-kbps {kbps:.1f} (the whole-title answer's video bitrate), worst shot by a direct libvmaf run")
+    print(f"  whole title at crf {whole['crf']:g}: {kbps:.0f} kbit/s, shots {fmt(wv)}, worst {min(wv):.2f}")
+    print(f"  per shot under the budget: crfs {[s['crf'] for s in shot['shots']]}, "
+          f"{shot['totals']['video_kbps']:.0f} kbit/s (predicted {shot['budget']['predicted_kbps']:.0f}), shots "
+          f"{fmt(sv)}, worst {min(sv):.2f} ({min(sv) - min(wv):+.2f})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -284,7 +284,7 @@ def join(shots: list[ShotFile], reader: Any, source: str | None, output: str, co
     was kept (``kept``) and the byte counts."""
     import av
 
-    from tinysal.encode.encoder import Clock, _frame_rate, _move_into_place, _tag_video, output_path
+    from tinysal.encode.encoder import Clock, _frame_rate, _move_into_place, output_path
     from tinysal.encode.streams import Passthrough
     from tinysal.fileio import temp_beside
 
@@ -304,11 +304,11 @@ def join(shots: list[ShotFile], reader: Any, source: str | None, output: str, co
         container = av.open(str(tmp), "w", format=fmt.get(out.suffix.lower()))
         keep = Passthrough(source, keep_audio=keep_audio)
         try:
-            with av.open(shots[0].path) as first:
-                st = container.add_stream_from_template(first.streams.video[0])
+            with av.open(shots[0].path) as first:  # opaque: packets copied, no codec opened (none is needed, and
+                # PyAV would look for an encoder of the decoder's name: libdav1d for AV1)
+                st = container.add_stream_from_template(first.streams.video[0], opaque=True)
             st.time_base = clock.time_base
-            keep.attach(container, st)
-            _tag_video(st, reader, keep)
+            keep.attach(container, st)  # the other streams and the metadata (the tags are in the shots' bitstreams)
             for s in shots:
                 video_bytes += _copy_shot(container, st, keep, s, clock, delay, rate)
                 if progress:

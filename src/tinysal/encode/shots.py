@@ -319,6 +319,10 @@ def join(shots: list[ShotFile], reader: Any, source: str | None, output: str, co
             keep.close()
             container.close()
         _move_into_place(tmp, out, overwrite)
+    except (av.error.FFmpegError, ValueError) as e:  # a stream FFmpeg cannot mux: one line, nothing left behind
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise TinysalError(f"cannot join the shots' encodes into {out}: {e}") from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()

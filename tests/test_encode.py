@@ -254,3 +254,31 @@ def test_encode_keeps_audio_aspect_metadata_and_chapters(tmp_path: Path, video_d
                 assert [ch["metadata"].get("title") for ch in c.chapters()] == ["One", "Two"]
     assert "1 re-encoded to AAC" in run_cli("tinysal", "encode", str(mkv), str(tmp_path / "d.mp4"), "--preset",
                                              "ultrafast").stdout  # fmt: skip
+
+
+def test_matroska_keeps_the_frames_at_the_inputs_times_beside_aac_priming(tmp_path: Path) -> None:
+    """An AAC track starts with a priming packet 1024 samples before 0; FFmpeg's copy keeps it there in .mkv. The
+    muxer's default moved every stream later instead (the first frame at 23 ms): now the frames keep their times."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    from tinysal.encode.shots import frames_pts
+
+    src = tmp_path / "a.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=160x96:r=25:d=1",
+                    "-f", "lavfi", "-i", "sine=d=1", "-c:v", "libx264", "-c:a", "aac", "-shortest", str(src)],
+                   check=True)  # fmt: skip
+    for ext in (".mkv", ".webm", ".mp4"):
+        out = tmp_path / f"o{ext}"
+        codec = "libsvtav1" if ext == ".webm" else "libx264"
+        p = run_cli("tinysal", "encode", str(src), str(out), "--codec", codec, "-q")
+        assert p.returncode == 0, p.stderr
+        assert frames_pts(str(out)) == pytest.approx(frames_pts(str(src)), abs=1e-3), ext
+        if ext == ".webm":  # WebM holds no AAC: the audio is re-encoded to Opus (it raised a traceback before)
+            assert "1 re-encoded to Opus" in run_cli("tinysal", "encode", str(src), str(out), "--codec", codec,
+                                                     "--overwrite").stdout  # fmt: skip
+            import av
+
+            with av.open(str(out)) as c:
+                assert c.streams.audio[0].codec_context.name in ("opus", "libopus")

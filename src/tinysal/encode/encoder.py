@@ -179,15 +179,28 @@ class Clock:
         return float(self.pts(i) * self.time_base)
 
 
+#: output extensions -> FFmpeg muxers
+MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".ts": "mpegts"}
+
+
+def open_container(path: Path) -> Any:
+    """An output container for ``path`` by its extension. Matroska and WebM keep negative times as they are (an
+    AAC track's priming packet, 1024 samples before 0), as FFmpeg's own stream copy does: by default the muxer moves
+    every stream later instead, so the video's first frame would land at 23 ms, not at the input's 0."""
+    import av
+
+    muxer = MUXERS.get(path.suffix.lower())
+    opts = {"avoid_negative_ts": "disabled"} if muxer in ("matroska", "webm") else {}
+    return av.open(str(path), "w", format=muxer, options=opts)
+
+
 def _open_output(path: Path, s: EncodeSettings, width: int, height: int, clock: Clock,
                  pix_fmt: str) -> tuple[Any, Any]:  # fmt: skip
-    import av
 
     from tinysal.encode.codecs import quiet_encoders
 
     quiet_encoders()
-    fmt = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".ts": "mpegts"}
-    container = av.open(str(path), "w", format=fmt.get(path.suffix.lower()))
+    container = open_container(path)
     st = container.add_stream(s.codec, rate=clock.rate)
     st.width, st.height, st.pix_fmt = width, height, pix_fmt
     st.codec_context.time_base = clock.time_base

@@ -284,7 +284,7 @@ def join(shots: list[ShotFile], reader: Any, source: str | None, output: str, co
     was kept (``kept``) and the byte counts."""
     import av
 
-    from tinysal.encode.encoder import Clock, _frame_rate, _move_into_place, output_path
+    from tinysal.encode.encoder import Clock, _frame_rate, _move_into_place, open_container, output_path
     from tinysal.encode.streams import Passthrough
     from tinysal.fileio import temp_beside
 
@@ -297,11 +297,10 @@ def join(shots: list[ShotFile], reader: Any, source: str | None, output: str, co
             raise TinysalError(f"the encode of the shot at frame {s.start} has other stream headers than the first "
                                "shot's: they cannot be joined without re-encoding")  # fmt: skip
     delay = max(d for d, _ in heads)
-    fmt = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".ts": "mpegts"}
     tmp = out.with_name(f"{temp_beside(out)}.tmp{out.suffix}")
     video_bytes = 0
     try:
-        container = av.open(str(tmp), "w", format=fmt.get(out.suffix.lower()))
+        container = open_container(tmp)
         keep = Passthrough(source, keep_audio=keep_audio)
         try:
             with av.open(shots[0].path) as first:  # opaque: packets copied, no codec opened (none is needed, and

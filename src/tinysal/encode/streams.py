@@ -76,14 +76,18 @@ class Passthrough:
             if s.codec_context.name in out.supported_codecs:
                 o, enc = out.add_stream_from_template(s), False
             elif kind == "audio":  # e.g. Vorbis into .mp4: re-encoded, as FFmpeg would choose the container's codec
-                o = out.add_stream("aac", rate=s.codec_context.sample_rate or 48000)
+                # AAC where the container holds it; Opus in WebM (which holds no AAC), at 48 kHz (all Opus takes)
+                aac = "aac" in out.supported_codecs
+                o = out.add_stream("aac" if aac else "libopus",
+                                   rate=(s.codec_context.sample_rate or 48000) if aac else 48000)  # fmt: skip
                 # by channel count: a layout without a channel mask ("1 channels", from Matroska) opens no encoder
                 o.layout = {1: "mono", 2: "stereo"}.get(s.codec_context.channels, s.codec_context.channels or 2)
-                o.format = "fltp"  # the AAC encoder's sample format (frames are resampled to it)
+                o.format = "fltp" if aac else "flt"  # the encoder's sample format (frames are resampled to it)
                 o.codec_context.time_base = Fraction(1, o.codec_context.sample_rate)
                 o.codec_context.open()  # now: the container header (written at the first video packet) needs it
                 enc = True
                 self.kept["reencoded_audio"].append(s.index)
+                self.kept["audio_codec"] = o.codec_context.name
             else:
                 self.kept.setdefault("dropped_subtitles", []).append(s.index)  # no such subtitles in this container
                 continue

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     roi = f", ROI every {info['roi_every']} frames" if info["roi"] else ""
     k = info["kept"]
     if k["audio"] or k["subtitles"]:
-        roi += f", {len(k['audio'])} audio ({len(k['reencoded_audio'])} re-encoded to AAC) and {len(k['subtitles'])} "
+        to = {"aac": "AAC", "libopus": "Opus"}.get(k.get("audio_codec", "aac"), k.get("audio_codec"))
+        roi += f", {len(k['audio'])} audio ({len(k['reencoded_audio'])} re-encoded to {to}) and {len(k['subtitles'])} "
         roi += "subtitle streams kept"
     print(f"wrote {info['output']}: {info['frames']} frames, {info['video_kbps']:.1f} kbit/s video "
           f"({info['total_kbps']:.1f} in all), {info['seconds']:.1f} s{roi}")

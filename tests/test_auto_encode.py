@@ -268,3 +268,19 @@ def test_every_codec_joins_without_reencoding(codec: str, ext: str, preset: str,
     for s in json.loads(d.read_text())["shots"]:
         mean = sum(v[s["start_frame"]: s["start_frame"] + s["frames"]]) / s["frames"]
         assert mean >= 88 - 0.5 and abs(mean - s["measured"]["vmaf"]) < 0.5, (s, mean)
+
+
+def test_a_variable_frame_rate_title_keeps_every_frames_time(title: tuple[Path, list[int]], tmp_path: Path) -> None:
+    """The shots are encoded at one rate; the join puts each frame back at the input's own time."""
+    from tinysal.encode.shots import frames_pts
+
+    src, _ = title
+    vfr = tmp_path / "vfr.mp4"
+    _ffmpeg("-i", str(src), "-vf", "setpts='if(lt(N,60),N*0.04,2.4+(N-60)*0.08)/TB'", "-fps_mode", "passthrough",
+            "-an", "-c:v", "libx264", "-crf", "12", "-preset", "ultrafast", str(vfr))  # fmt: skip
+    out = tmp_path / "out.mp4"
+    p = run_cli("tinysal", "auto-encode", str(vfr), str(out), "--min-vmaf", "88", "--per-shot", *FAST)
+    assert p.returncode == 0, p.stderr
+    want = frames_pts(str(vfr))
+    assert want[61] - want[60] == pytest.approx(0.08)  # the input is variable-rate indeed
+    assert frames_pts(str(out)) == pytest.approx(want, abs=1e-6)

@@ -154,7 +154,8 @@ def _summary(prog: str, res: ScoreResult, output: str | None) -> str:
     summary = "; ".join(f"{m} mean {pooled[m]['mean']:.6f} (min {pooled[m]['min']:.6f})" for m in shown)
     if "vmaf_roi" in shown:
         summary += " [vmaf_roi: VMAF weighted towards the salient region, what viewers look at]"
-    return (f"{prog}: {info['frames_scored']} frames {info['width']}x{info['height']} at {info['fps']:.1f} fps; "
+    return (f"{prog}: {info['frames_scored']} frames {info['width']}x{info['height']} scored at "
+            f"{info['fps']:.1f} frames/s; "
             + summary + (f"; wrote {output}" if output else ""))  # fmt: skip
 
 

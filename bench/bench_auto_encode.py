@@ -7,12 +7,13 @@ Prints, all measured in this run:
    VMAF by a direct libvmaf run on OUTPUT, and the video kbit/s;
 3. the whole-title CRF that makes its *worst* shot meet the target (found by encoding the title at each CRF down
    from the whole-title answer), and its bytes against per-shot's;
-4. the same with --min-vmaf-roi (per-shot against whole-title, vmaf_roi by tinysal vmaf on OUTPUT);
+4. the same with --roi --min-vmaf-roi (vmaf_roi by tinysal vmaf on OUTPUT), against the whole-title ROI encode
+   whose worst shot meets both targets;
 5. wall: per-shot with one worker, with the local pool (--jobs 0: the cores), and on a local Ray;
 6. --max-kbps at the whole-title answer's bitrate: the title's bitrate and its worst shot (direct libvmaf) against
    the whole-title encode at about the same bits (bits and scores only: not timed).
 
-    python bench/bench_auto_encode.py [--target 93] [--skip-ray] [--skip-roi] [--only-budget]
+    python bench/bench_auto_encode.py [--target 93] [--skip-ray] [--skip-roi] [--only-budget] [--only-roi]
 """
 
 from __future__ import annotations
@@ -154,6 +155,7 @@ def main() -> int:
     ap.add_argument("--skip-ray", action="store_true")
     ap.add_argument("--skip-roi", action="store_true")
     ap.add_argument("--only-budget", action="store_true", help="only section 6")
+    ap.add_argument("--only-roi", action="store_true", help="only section 4")
     a = ap.parse_args()
     if not VIDEO.is_dir():
         print(f"needs the shared clips ({VIDEO})")
@@ -166,6 +168,9 @@ def main() -> int:
               f"{os.cpu_count()} cores")  # fmt: skip
         if a.only_budget:
             budget(a, title, cuts, total, work)
+            return 0
+        if a.only_roi:
+            roi_section(a, title, cuts, total, work)
             return 0
         print("\n1. shot detection (within 2 frames of a known cut; shots of at least 25 frames, auto-encode's default "
               "1 s, for both)")  # fmt: skip
@@ -210,19 +215,7 @@ def main() -> int:
             crf -= 1
 
         if not a.skip_roi:
-            print(f"\n4. --min-vmaf {a.target:g} --min-vmaf-roi {a.roi_target:g} (vmaf_roi per shot by tinysal vmaf on "
-                  "OUTPUT)")  # fmt: skip
-            wr, _ = tinysal(str(title), str(work / "whole_roi.mp4"), "--min-vmaf", str(a.target), "--min-vmaf-roi",
-                            str(a.roi_target), "--out-json", str(work / "whole_roi.json"))  # fmt: skip
-            wrv = per_shot(roi_vmaf(work / "whole_roi.mp4", title), cuts, total)
-            print(f"  whole title: crf {wr['crf']:g}, {wr['totals']['video_kbps']:.0f} kbit/s, vmaf_roi per shot "
-                  f"{fmt(wrv)}, below: {sum(v < a.roi_target for v in wrv)}")  # fmt: skip
-            sr, _ = tinysal(str(title), str(work / "shot_roi.mp4"), "--min-vmaf", str(a.target), "--min-vmaf-roi",
-                            str(a.roi_target), "--per-shot", "--out-json", str(work / "shot_roi.json"))  # fmt: skip
-            srv = per_shot(roi_vmaf(work / "shot_roi.mp4", title), cuts, total)
-            print(f"  per shot: crfs {[s['crf'] for s in sr['shots']]}, {sr['totals']['video_kbps']:.0f} kbit/s, "
-                  f"vmaf_roi per shot {fmt(srv)}, below: {sum(v < a.roi_target - 0.5 for v in srv)} (by more than "
-                  "0.5)")  # fmt: skip
+            roi_section(a, title, cuts, total, work)
 
         print("\n5. wall of per shot (same title and target)")
         _, pool = tinysal(str(title), str(work / "pool.mp4"), "--min-vmaf", str(a.target), "--per-shot", "--jobs", "0",
@@ -241,6 +234,38 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def roi_section(a: argparse.Namespace, title: Path, cuts: list[int], total: int, work: Path) -> None:
+    """Section 4: --roi --min-vmaf-roi, per shot against the whole title (vmaf_roi per shot by tinysal vmaf on
+    OUTPUT), and against the whole-title ROI encode whose worst shot meets the vmaf_roi target."""
+    from tinysal.encode.encoder import EncodeOptions, encode
+
+    args = ["--min-vmaf", str(a.target), "--min-vmaf-roi", str(a.roi_target), "--roi"]
+    print(f"\n4. {' '.join(args)} (vmaf_roi per shot by tinysal vmaf on OUTPUT)")
+    wr, _ = tinysal(str(title), str(work / "whole_roi.mp4"), *args, "--out-json", str(work / "whole_roi.json"))
+    wrv = per_shot(roi_vmaf(work / "whole_roi.mp4", title), cuts, total)
+    print(f"  whole title: crf {wr['crf']:g} roi {wr['roi_strength']:g}, {wr['totals']['video_kbps']:.0f} kbit/s, "
+          f"vmaf_roi per shot {fmt(wrv)}, below: {sum(v < a.roi_target for v in wrv)}")  # fmt: skip
+    sr, _ = tinysal(str(title), str(work / "shot_roi.mp4"), *args, "--per-shot", "--out-json",
+                    str(work / "shot_roi.json"))  # fmt: skip
+    srv = per_shot(roi_vmaf(work / "shot_roi.mp4", title), cuts, total)
+    print(f"  per shot: crf/roi {[(s['crf'], s['roi_strength']) for s in sr['shots']]}, "
+          f"{sr['totals']['video_kbps']:.0f} kbit/s, vmaf_roi per shot {fmt(srv)}, below by more than 0.5: "
+          f"{sum(v < a.roi_target - 0.5 for v in srv)}")  # fmt: skip
+    crf, strength = wr["crf"], wr["roi_strength"]
+    while crf > 10:
+        out = work / f"wr{crf:g}.mp4"
+        info = encode(EncodeOptions(input=str(title), output=str(out), crf=crf, roi=strength > 0,
+                                    roi_strength=strength or None, overwrite=True))  # fmt: skip
+        v = per_shot(roi_vmaf(out, title), cuts, total)
+        vm = per_shot(direct_vmaf(out, title), cuts, total)
+        if min(v) >= a.roi_target and min(vm) >= a.target:
+            ratio = sr["totals"]["video_bytes"] / info["video_bytes"]
+            print(f"  whole title at crf {crf:g} roi {strength:g}: {info['video_kbps']:.0f} kbit/s, worst shot "
+                  f"vmaf_roi {min(v):.2f}, vmaf {min(vm):.2f}; per shot: {100 * (ratio - 1):+.1f}% bytes")  # fmt: skip
+            break
+        crf -= 1
 
 
 def budget(a: argparse.Namespace, title: Path, cuts: list[int], total: int, work: Path) -> None:

@@ -171,7 +171,7 @@ def run(
         eng = engines.make(engine, address)
         try:
             runner = _Runner(out, records.versions(), retries, ev, eng, job_threads)
-            return _run_locked(jobs, runner, workers, force, progress if not progress else what, on_job)
+            return _run_locked(jobs, runner, workers, force, progress, on_job, what)
         finally:
             eng.close()
     finally:
@@ -273,8 +273,9 @@ def _split(jobs: list[Job], out: Path, vers: dict[str, Any], force: bool) -> tup
 
 
 class _Order:
-    """Which jobs may start: those whose producers (``Job.after``) are done. A producer that fails fails its
-    readers, and theirs, with one line naming it, without running them."""
+    """Which jobs may start: those whose producers (``Job.after``) are done, found from the producer that just
+    finished (its readers), never by scanning every waiting job. A producer that fails fails its readers, and
+    theirs, with one line naming it, without running them."""
 
     def __init__(self, todo: list[Job], done: dict[str, Any]) -> None:
         self.ok = {i for i, r in done.items() if r.get("status") == "done"}
@@ -284,19 +285,22 @@ class _Order:
             for a in j.after:
                 self.users.setdefault(a, []).append(j.id)
 
-    def ready(self) -> list[Job]:
+    def first(self) -> list[Job]:
+        """The jobs that can start at once (no producer, or producers done before this run)."""
         out = [j for j in self.waiting.values() if all(a in self.ok for a in j.after)]
         for j in out:
             del self.waiting[j.id]
         return out
 
-    def finished(self, rec: dict[str, Any]) -> list[tuple[Job, str]]:
-        """After ``rec``: the readers that can never run, each with its line."""
+    def finished(self, rec: dict[str, Any]) -> tuple[list[Job], list[tuple[Job, str]]]:
+        """After ``rec``: (its readers that can start now, the readers that can never run, each with its line)."""
         if rec.get("status") == "done":
             self.ok.add(rec["id"])
-            return []
+            ready = [self.waiting.pop(u) for u in self.users.get(rec["id"], [])
+                     if u in self.waiting and all(a in self.ok for a in self.waiting[u].after)]  # fmt: skip
+            return ready, []
         if rec.get("status") == "interrupted":  # the batch is stopping: its readers stay unrun, with no record
-            return []
+            return [], []
         out, stack = [], [(rec["id"], rec["id"])]
         while stack:
             failed, root = stack.pop()
@@ -307,11 +311,12 @@ class _Order:
                         f"not run: it reads the output of {failed}, which was not run ({root} failed)")  # fmt: skip
                     out.append((job, why))
                     stack.append((u, root))
-        return out
+        return [], out
 
 
-def _run_locked(jobs: list[Job], runner: _Runner, workers: int, force: bool, progress: bool | str,
-                on_job: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:  # fmt: skip
+def _run_locked(jobs: list[Job], runner: _Runner, workers: int, force: bool, progress: bool,
+                on_job: Callable[[dict[str, Any]], None] | None,
+                what: str = "job") -> list[dict[str, Any]]:  # fmt: skip
     from tqdm import tqdm
 
     out, engine, threads, ev = runner.out, runner.engine, runner.threads, runner.ev
@@ -319,33 +324,31 @@ def _run_locked(jobs: list[Job], runner: _Runner, workers: int, force: bool, pro
     for job in todo:
         job.options.threads = threads
     n_slots = max(1, min(engine.slots(threads, workers), max(len(todo), 1)))
-    unit = progress if isinstance(progress, str) else "job"  # what the bar counts: jobs, or a title's shots
-    bar = tqdm(total=len(jobs), initial=len(done), desc=f"{'batch' if unit == 'job' else unit + 's'} ({engine.name})",
-               unit=unit, disable=not progress,
+    desc = "batch" if what == "job" else f"{what}s"  # what the bar counts: jobs, or a title's shots
+    bar = tqdm(total=len(jobs), initial=len(done), desc=f"{desc} ({engine.name})", unit=what, disable=not progress,
                leave=False)  # fmt: skip
     t0 = time.time()
     ev.emit("batch-start", jobs=len(jobs), to_run=len(todo), engine=engine.name, slots=n_slots, threads=threads)
     ex = ThreadPoolExecutor(max_workers=n_slots, thread_name_prefix="tinysal-batch")
     order = _Order(todo, done)
 
-    def record(rec: dict[str, Any]) -> list[dict[str, Any]]:
-        """``rec`` taken in; the records of the readers it leaves unable to run."""
+    def take(rec: dict[str, Any]) -> None:
         done[rec["id"]] = rec
         bar.update(1)
         if on_job:
             on_job(rec)
-        return [records.write(out, job, runner.vers, "failed", None, why, 0.0, 0)
-                for job, why in order.finished(rec)]  # fmt: skip
 
     try:
-        futs: set[Future[Any]] = {ex.submit(runner, j) for j in order.ready()}
+        futs: set[Future[Any]] = {ex.submit(runner, j) for j in order.first()}
         while futs:
             fin, futs = wait(futs, return_when=FIRST_COMPLETED)
             for f in fin:
-                blocked = record(f.result())
-                while blocked:
-                    blocked = [b for rec in blocked for b in record(rec)]
-            futs |= {ex.submit(runner, j) for j in order.ready()}
+                rec = f.result()
+                take(rec)
+                ready, blocked = order.finished(rec)
+                for job, why in blocked:  # its readers, and theirs: a record each, not run
+                    take(records.write(out, job, runner.vers, "failed", None, why, 0.0, 0))
+                futs |= {ex.submit(runner, j) for j in ready}
     except BaseException:
         engine.stop()  # first: the pool's threads return as soon as their workers are gone
         raise

@@ -193,12 +193,9 @@ def _shot_rows(opts: AutoEncodeOptions, title: dict[str, Any], reader: Any, fps:
         jid = f"shot{k:04d}" + (f"-crf{crfs[k][0]:g}" + (f"-roi{crfs[k][1]:g}" if crfs[k][1] else "") if crfs else "")
         rows[jid] = ShotOptions(source=s["source"], width=reader.width, height=reader.height, pix_fmt=layout,
                                 fps=fps, output=str(work / "encodes" / f"{jid}.mp4"), start_frame=s["start_frame"],
-                                codec=opts.codec, preset=opts.preset, min_vmaf=opts.min_vmaf,
-                                min_vmaf_roi=opts.min_vmaf_roi, min_xpsnr=opts.min_xpsnr, roi=opts.roi,
-                                pool=opts.pool, samples=opts.samples,
-                                sample_seconds=opts.sample_seconds, min_crf=opts.min_crf, max_crf=opts.max_crf,
                                 crf=crfs[k][0] if crfs else None, roi_strength=crfs[k][1] if crfs else 0.0,
-                                model_path=opts.model_path, encoder_args=opts.encoder_args, **tags)  # fmt: skip
+                                model_path=opts.model_path, encoder_args=opts.encoder_args,
+                                **opts.target_fields(), **tags)  # fmt: skip
     return rows
 
 

@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from tinysal.encode.encoder import check_count, check_fps, default_preset
 from tinysal.encode.search import CrfSearchOptions, SearchTargets
 from tinysal.errors import TinysalError
 from tinysal.video.readers import VideoInput
@@ -38,21 +37,15 @@ class AutoEncodeOptions(SearchTargets, VideoInput):
     threads: int = 0
     frame_cnt: int = 0
 
-    def __post_init__(self) -> None:
-        self.preset = default_preset(self.codec, self.preset)
-
     def search_options(self, **kw: Any) -> CrfSearchOptions:
-        fields = ("input", "width", "height", "pixel_format", "bitdepth", "codec", "min_vmaf", "min_vmaf_roi",
-                  "min_xpsnr", "roi",
-                  "pool", "samples", "sample_seconds", "min_crf", "max_crf", "preset", "fps", "encoder_args",
-                  "model_path", "overwrite", "threads", "frame_cnt")  # fmt: skip
-        return CrfSearchOptions(**{f: getattr(self, f) for f in fields}, **kw)
+        """crf-search's options for this title (the whole-title mode's search, and the checks it shares)."""
+        fields = ("input", "width", "height", "pixel_format", "bitdepth", "fps", "encoder_args", "model_path",
+                  "overwrite", "threads", "frame_cnt")  # fmt: skip
+        return CrfSearchOptions(**{f: getattr(self, f) for f in fields}, **self.target_fields(), **kw)
 
     def check(self, files: bool = True) -> None:
         """Refuse, before any work, what cannot run (one line each)."""
-        self.search_options(encode=self.output).check(files)
-        check_count("--frame-cnt", self.frame_cnt)
-        check_fps(self.fps)
+        self.search_options(encode=self.output).check(files)  # the search's checks: targets, codec, frames, fps
         if self.engine not in ("local", "ray"):
             raise TinysalError(f"--engine must be local or ray, got {self.engine!r}")
         if self.jobs < 0 or self.retries < 0:

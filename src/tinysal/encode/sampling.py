@@ -30,9 +30,7 @@ def plan_samples(total: int, fps: float, n: int, seconds: float,
     the whole clip when it is not longer than the samples together. A clip shorter than one sample is refused, or
     with ``whole_if_short`` (a shot of a title) searched whole."""
     k = max(1, round(seconds * fps))
-    if total < k and whole_if_short:
-        return [(0, total)]
-    if total < k:
+    if total < k and not whole_if_short:
         raise TinysalError(f"the clip is {total / fps:.2f} s ({total} frames), shorter than one sample "
                            f"({seconds:g} s): pass a smaller --sample-seconds")  # fmt: skip
     if total <= n * k:
@@ -83,7 +81,6 @@ class Probe:
     xpsnr: dict[str, list[float]] = field(default_factory=dict)  # xpsnr_y/_u/_v per scored frame
     bytes: int = 0
     frames_encoded: int = 0
-    per_sample: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
@@ -135,7 +132,6 @@ class SampleSet:
                     p.xpsnr.setdefault(key, []).extend(sc[key])
             p.bytes += b
             p.frames_encoded += s.frames + s.tail
-            p.per_sample.append({"frames": s.frames + s.tail, "bytes": b})
             if on_sample:
                 on_sample(k, s.frames + s.tail, b, sc["vmaf"])
         return p

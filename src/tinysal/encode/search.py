@@ -20,6 +20,7 @@ saliency-weighted ``vmaf_roi``, at or above a target, found on samples of the cl
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -37,7 +38,7 @@ from tinysal.encode.encoder import (
     default_preset,
     encode,
 )
-from tinysal.encode.sampling import SampleSet, cut_samples, plan_samples
+from tinysal.encode.sampling import SampleSet, cut_samples, plan_samples, pooled_xpsnr
 from tinysal.errors import CheckFailed, TinysalError
 from tinysal.fileio import EventLog
 from tinysal.video.readers import VideoInput
@@ -99,6 +100,18 @@ class SearchTargets:
     max_crf: float | None = None
     preset: str | None = None  # None: the codec's default preset
 
+    def __post_init__(self) -> None:
+        self.preset = default_preset(self.codec, self.preset)
+
+    def targets(self) -> list[tuple[str, float]]:
+        """(metric, the least it may be) for every target given, in the order they are reported."""
+        given = (("vmaf", self.min_vmaf), ("vmaf_roi", self.min_vmaf_roi), ("xpsnr", self.min_xpsnr))
+        return [(k, v) for k, v in given if v is not None]
+
+    def target_fields(self) -> dict[str, Any]:
+        """This class's own fields and their values: what a search for the same targets is built from."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(SearchTargets)}
+
 
 @dataclass(kw_only=True)
 class CrfSearchOptions(SearchTargets, VideoInput):
@@ -113,9 +126,6 @@ class CrfSearchOptions(SearchTargets, VideoInput):
     frame_cnt: int = 0  # search (and --encode) at most this many frames of the clip
     model_path: str | None = None  # saliency model for ROI encodes and vmaf_roi (default: the production model)
     encoder_args: str = ""  # the encoder's own parameters for every encode (k=v:k2=v2)
-
-    def __post_init__(self) -> None:
-        self.preset = default_preset(self.codec, self.preset)
 
     def check(self, files: bool = True) -> tuple[float, float]:
         """Refuse, before any work, what cannot run (one line each); the CRF range. ``files=False``: the values
@@ -217,12 +227,10 @@ class Search:
         vm, roi, nbytes, frames = p.vmaf, p.vmaf_roi, p.bytes, p.frames_encoded
         predicted = round(nbytes / frames * self.total_frames)
         seconds = self.total_frames / self.fps
-        from tinysal.encode.sampling import pooled_xpsnr
-
         a = Attempt(crf, strength, pooled(vm, o.pool), pooled(roi, o.pool) if roi else None,
                     pooled_xpsnr(p.xpsnr, o.pool), predicted, predicted * 8 / seconds / 1000,
                     100 * predicted / self.input_bytes, frames, time.perf_counter() - t)  # fmt: skip
-        a.margin = margin(o, a.vmaf, a.vmaf_roi, a.xpsnr)
+        a.margin = margin(o, {"vmaf": a.vmaf, "vmaf_roi": a.vmaf_roi, "xpsnr": a.xpsnr})
         a.passed = a.margin >= 0
         self.attempts.append(a)
         roi_txt = f" vmaf_roi {a.vmaf_roi:.2f}" if a.vmaf_roi is not None else ""
@@ -235,30 +243,22 @@ class Search:
         return a
 
 
-def margin(o: SearchTargets, vmaf: float, vmaf_roi: float | None, xpsnr: float | None) -> float:
-    """How far the scores are above the targets (the smallest of the margins; below 0: a target missed)."""
-    margins = [vmaf - o.min_vmaf]
-    if o.min_vmaf_roi is not None and vmaf_roi is not None:
-        margins.append(vmaf_roi - o.min_vmaf_roi)
-    if o.min_xpsnr is not None and xpsnr is not None:
-        margins.append(xpsnr - o.min_xpsnr)
-    return min(margins)
+def margin(o: SearchTargets, scores: dict[str, Any]) -> float:
+    """How far ``scores`` (``vmaf``, ``vmaf_roi``, ``xpsnr``) are above the targets: the smallest of the margins of
+    the targets scored (below 0: a target missed)."""
+    return min(scores[k] - want for k, want in o.targets() if scores.get(k) is not None)
 
 
-def missed_targets(o: SearchTargets, a: dict[str, Any]) -> list[str]:
-    """The targets an attempt misses, each as ``vmaf_roi 93.10 < 95``."""
-    out = []
-    for key, want in (("vmaf", o.min_vmaf), ("vmaf_roi", o.min_vmaf_roi), ("xpsnr", o.min_xpsnr)):
-        got = a.get(key)
-        if want is not None and got is not None and got < want:
-            out.append(f"{key} >= {want:g} ({key} {got:.2f})")
+def missed_targets(o: SearchTargets, scores: dict[str, Any]) -> list[str]:
+    """The targets ``scores`` miss, each as ``vmaf_roi >= 95 (vmaf_roi 93.10)``."""
+    out = [f"{k} >= {want:g} ({k} {scores[k]:.2f})" for k, want in o.targets()
+           if scores.get(k) is not None and scores[k] < want]  # fmt: skip
     return out or ["the targets"]
 
 
 def target_text(o: SearchTargets) -> str:
     """The targets as a user reads them: ``vmaf >= 93, vmaf_roi >= 95, xpsnr >= 40``."""
-    return ", ".join(f"{k} >= {v:g}" for k, v in (("vmaf", o.min_vmaf), ("vmaf_roi", o.min_vmaf_roi),
-                                                  ("xpsnr", o.min_xpsnr)) if v is not None)  # fmt: skip
+    return ", ".join(f"{k} >= {want:g}" for k, want in o.targets())
 
 
 def _next_crf(points: list[Attempt], lo: float, hi: float) -> float | None:
@@ -403,15 +403,16 @@ def _answer(opts: CrfSearchOptions, s: Search, runs: list[dict[str, Any]],
     doc.update(crf=win["crf"], roi_strength=win["roi_strength"], predicted=win["predicted"])
     if opts.roi:
         doc["per_strength"] = runs
-        plain = next((r for r in runs if r["roi_strength"] == 0), None)
+        plain = next((r for r in ok if r["roi_strength"] == 0), None)
         roi_ok = [r for r in ok if r["roi_strength"] > 0]
-        if plain and plain["crf"] is not None:
-            ratio = win["predicted"]["bytes"] / plain["predicted"]["bytes"]
-            doc["roi_saving_percent"] = round(100 * (1 - ratio), 2)  # of the answer: 0 when plain wins
-        if plain and plain["crf"] is not None and roi_ok:  # what the best ROI strength saves (below 0: costs)
-            best_roi = min(roi_ok, key=lambda r: r["predicted"]["bytes"])
-            doc["roi_best_saving_percent"] = round(100 * (1 - best_roi["predicted"]["bytes"] /
-                                                         plain["predicted"]["bytes"]), 2)  # fmt: skip
+        if plain:
+
+            def saving(r: dict[str, Any]) -> float:
+                return round(100 * (1 - r["predicted"]["bytes"] / plain["predicted"]["bytes"]), 2)
+
+            doc["roi_saving_percent"] = saving(win)  # of the answer: 0 when plain wins
+            if roi_ok:  # what the best ROI strength saves (below 0: costs)
+                doc["roi_best_saving_percent"] = saving(min(roi_ok, key=lambda r: r["predicted"]["bytes"]))
     return doc
 
 

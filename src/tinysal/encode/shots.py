@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from tinysal.encode.codecs import CODECS
-from tinysal.encode.encoder import LAYOUTS, EncodeOptions, check_codec, default_preset
+from tinysal.encode.encoder import LAYOUTS, EncodeOptions, check_codec
 from tinysal.encode.search import SearchTargets
 from tinysal.errors import TinysalError
 
@@ -128,20 +127,14 @@ class ShotOptions(SearchTargets):
     colorspace: int | None = None
     sar: str | None = None  # "num:den"
 
-    def __post_init__(self) -> None:
-        self.preset = default_preset(self.codec, self.preset)
-
     def search_options(self) -> Any:
         from tinysal.encode.search import CrfSearchOptions
 
         pix, depth = LAYOUTS[self.pix_fmt]
         return CrfSearchOptions(input=self.source, width=self.width, height=self.height, pixel_format=pix,
-                                bitdepth=depth, fps=self.fps, codec=self.codec, preset=self.preset,
-                                min_vmaf=self.min_vmaf, min_vmaf_roi=self.min_vmaf_roi, min_xpsnr=self.min_xpsnr,
-                                roi=self.roi, pool=self.pool,
-                                samples=self.samples, sample_seconds=self.sample_seconds, min_crf=self.min_crf,
-                                max_crf=self.max_crf, threads=self.threads, model_path=self.model_path,
-                                encoder_args=join_args(self.codec, self.encoder_args))  # fmt: skip
+                                bitdepth=depth, fps=self.fps, threads=self.threads, model_path=self.model_path,
+                                encoder_args=join_args(self.codec, self.encoder_args),
+                                **self.target_fields())  # fmt: skip
 
     def check(self, files: bool = True) -> None:
         if self.pix_fmt not in LAYOUTS:
@@ -154,9 +147,8 @@ class ShotOptions(SearchTargets):
             raise TinysalError(f"color_range must be limited or full, got {self.color_range!r}")
         if self.sar is not None and not _is_ratio(self.sar):
             raise TinysalError(f"sar must be N:D (whole numbers above 0), got {self.sar!r}")
-        c = check_codec(self.codec, self.preset)
-        if self.crf is not None and not (math.isfinite(self.crf) and c.crf_range[0] <= self.crf <= c.crf_range[1]):
-            raise TinysalError(f"crf {self.crf:g} is outside {c.crf_range[0]}..{c.crf_range[1]}")
+        if self.crf is not None:
+            check_codec(self.codec, self.preset).check_crf(self.crf, "crf")
         self.search_options().check(files=False)
 
 
@@ -190,7 +182,7 @@ def run_shot(opts: ShotOptions) -> dict[str, Any]:
     measured = {"vmaf": pooled(vm, opts.pool), "vmaf_min": min(vm), "vmaf_roi": pooled(rv, opts.pool) if rv else None,
                 "xpsnr": pooled_xpsnr(sc, opts.pool), "frames": vm}  # fmt: skip
     if opts.crf is not None:  # a set CRF (budget mode): reached is what the encode measures
-        reached = margin(opts, measured["vmaf"], measured["vmaf_roi"], measured["xpsnr"]) >= 0
+        reached = margin(opts, measured) >= 0
     doc: dict[str, Any] = {
         "start_frame": opts.start_frame, "frames": enc["frames"], "crf": crf, "roi_strength": strength,
         "reached": reached, "predicted": predicted, "measured": measured,
@@ -277,8 +269,7 @@ def _delay(path: str, fps: float) -> tuple[int, bytes | None]:
 
 
 def join(shots: list[ShotFile], reader: Any, source: str | None, output: str, codec: str, fps: float | None,
-         overwrite: bool = False, keep_audio: bool = True,
-         progress: Callable[[int], None] | None = None) -> dict[str, Any]:  # fmt: skip
+         overwrite: bool = False, keep_audio: bool = True) -> dict[str, Any]:  # fmt: skip
     """Copy the shots' packets into ``output`` at the input's frame times (``reader``'s clock), with ``source``'s
     other streams (a container input), atomically; ``fps``: a raw input's frame rate (the ``--fps`` flag). What
     was kept (``kept``) and the byte counts."""
@@ -310,8 +301,6 @@ def join(shots: list[ShotFile], reader: Any, source: str | None, output: str, co
             keep.attach(container, st)  # the other streams and the metadata (the tags are in the shots' bitstreams)
             for s in shots:
                 video_bytes += _copy_shot(container, st, keep, s, clock, delay, rate)
-                if progress:
-                    progress(s.frames)
             total = shots[-1].start + shots[-1].frames
             kept = keep.finish(container, clock.seconds(total))
         finally:

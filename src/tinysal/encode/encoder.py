@@ -171,8 +171,11 @@ class Clock:
         return cls(rate, 1 / rate)
 
     def pts(self, i: int) -> int:
+        """Frame ``i``'s time; before the first frame (a reordered stream's decode times) one average frame apart."""
         if self.stamps is None:
             return i
+        if i < 0:
+            return self.stamps[0] + i * max(1, round((self.end - self.stamps[0]) / len(self.stamps)))
         return self.stamps[i] if i < len(self.stamps) else self.end
 
     def seconds(self, i: int) -> float:
@@ -525,6 +528,22 @@ def _encode_frames(
     return done
 
 
+@contextlib.contextmanager
+def written_beside(out: Path, overwrite: bool) -> Iterator[Path]:
+    """A temp path beside ``out`` (named by its owner, so a dead run's is reaped) that becomes ``out`` when the
+    block ends well and is removed when it does not: no half-written output, ever."""
+    from tinysal.fileio import temp_beside
+
+    tmp = out.with_name(f"{temp_beside(out)}.tmp{out.suffix}")
+    try:
+        yield tmp
+        _move_into_place(tmp, out, overwrite)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
 def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
     from tinysal.fileio import _umask
 
@@ -567,9 +586,6 @@ def encode_video(
     clock = Clock.of(reader, rate)
     applier = _applier(settings, reader.width, reader.height, clock.time_base, out_fmt)
     segments = _Segments(settings, reader.width, reader.height, every, applier, saliency)
-    from tinysal.fileio import temp_beside
-
-    tmp = out.with_name(f"{temp_beside(out)}.tmp{out.suffix}")
     t0 = time.perf_counter()
     # BLAS (the block means' small matrix products, the resize) single-threaded for the encode: OpenBLAS's idle
     # threads busy-wait, taking CPU from the encoder for products too small to gain from a second thread
@@ -578,30 +594,26 @@ def encode_video(
     program = CODECS[settings.codec].program
     clock, fmt_note = _program_clock(settings.codec, clock, rate, fmt_note)
     try:
-        source = str(reader.path) if isinstance(reader, AvReader) else None
-        container, st = _outputs(tmp, settings, reader, clock, out_fmt, source)
-        keep = Passthrough(None if program else source, keep_audio=not settings.no_audio)
-        try:
-            keep.attach(container, st)
-            _tag_video(st, reader, keep)
-            done = _encode_frames(reader, n, clock, segments, container, st, keep, progress, video_bytes,
-                                  (src_fmt, out_fmt))  # fmt: skip
-            for pkt in st.encode():
-                video_bytes[0] += pkt.size
-                container.mux(pkt)
-            kept = keep.finish(container, clock.seconds(done))
-        finally:
-            keep.close()
-            container.close()
-        if done == 0:
-            raise TinysalError("no frames to encode")
-        if program:
-            video_bytes[0] = _video_bytes_of(tmp)
-        _move_into_place(tmp, out, overwrite)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+        with written_beside(out, overwrite) as tmp:
+            source = str(reader.path) if isinstance(reader, AvReader) else None
+            container, st = _outputs(tmp, settings, reader, clock, out_fmt, source)
+            keep = Passthrough(None if program else source, keep_audio=not settings.no_audio)
+            try:
+                keep.attach(container, st)
+                _tag_video(st, reader, keep)
+                done = _encode_frames(reader, n, clock, segments, container, st, keep, progress, video_bytes,
+                                      (src_fmt, out_fmt))  # fmt: skip
+                for pkt in st.encode():
+                    video_bytes[0] += pkt.size
+                    container.mux(pkt)
+                kept = keep.finish(container, clock.seconds(done))
+            finally:
+                keep.close()
+                container.close()
+            if done == 0:
+                raise TinysalError("no frames to encode")
+            if program:
+                video_bytes[0] = _video_bytes_of(tmp)
     finally:
         blas_limit.restore_original_limits()
     size = out.stat().st_size

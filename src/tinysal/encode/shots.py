@@ -21,7 +21,6 @@ make every shot's stream headers identical, so one header serves the whole file;
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -234,19 +233,6 @@ def title_tags(reader: Any, source: str | None) -> dict[str, Any]:
     return out
 
 
-def _rate_step(clock: Any) -> int:
-    """One frame's duration in the clock's time base."""
-    if clock.stamps is None:
-        return 1
-    n = len(clock.stamps)
-    return max(1, round((clock.end - clock.stamps[0]) / n))
-
-
-def _dts(clock: Any, i: int) -> int:
-    """The clock's time of frame ``i``, extended before the first frame (decode times of reordered streams)."""
-    return clock.pts(i) if i >= 0 else clock.pts(0) + i * _rate_step(clock)
-
-
 @dataclass
 class ShotFile:
     path: str
@@ -275,9 +261,8 @@ def join(shots: list[ShotFile], reader: Any, source: str | None, output: str, co
     was kept (``kept``) and the byte counts."""
     import av
 
-    from tinysal.encode.encoder import Clock, _frame_rate, _move_into_place, open_container, output_path
+    from tinysal.encode.encoder import Clock, _frame_rate, open_container, output_path, written_beside
     from tinysal.encode.streams import Passthrough
-    from tinysal.fileio import temp_beside
 
     out = output_path(output, codec, overwrite)
     clock = Clock.of(reader, _frame_rate(reader, fps))
@@ -288,33 +273,26 @@ def join(shots: list[ShotFile], reader: Any, source: str | None, output: str, co
             raise TinysalError(f"the encode of the shot at frame {s.start} has other stream headers than the first "
                                "shot's: they cannot be joined without re-encoding")  # fmt: skip
     delay = max(d for d, _ in heads)
-    tmp = out.with_name(f"{temp_beside(out)}.tmp{out.suffix}")
     video_bytes = 0
     try:
-        container = open_container(tmp)
-        keep = Passthrough(source, keep_audio=keep_audio)
-        try:
-            with av.open(shots[0].path) as first:  # opaque: packets copied, no codec opened (none is needed, and
-                # PyAV would look for an encoder of the decoder's name: libdav1d for AV1)
-                st = container.add_stream_from_template(first.streams.video[0], opaque=True)
-            st.time_base = clock.time_base
-            keep.attach(container, st)  # the other streams and the metadata (the tags are in the shots' bitstreams)
-            for s in shots:
-                video_bytes += _copy_shot(container, st, keep, s, clock, delay, rate)
-            total = shots[-1].start + shots[-1].frames
-            kept = keep.finish(container, clock.seconds(total))
-        finally:
-            keep.close()
-            container.close()
-        _move_into_place(tmp, out, overwrite)
+        with written_beside(out, overwrite) as tmp:
+            container = open_container(tmp)
+            keep = Passthrough(source, keep_audio=keep_audio)
+            try:
+                with av.open(shots[0].path) as first:  # opaque: packets copied, no codec opened (none is needed,
+                    # and PyAV would look for an encoder of the decoder's name: libdav1d for AV1)
+                    st = container.add_stream_from_template(first.streams.video[0], opaque=True)
+                st.time_base = clock.time_base
+                keep.attach(container, st)  # the other streams and the metadata (the tags are in the bitstreams)
+                for s in shots:
+                    video_bytes += _copy_shot(container, st, keep, s, clock, delay, rate)
+                total = shots[-1].start + shots[-1].frames
+                kept = keep.finish(container, clock.seconds(total))
+            finally:
+                keep.close()
+                container.close()
     except (av.error.FFmpegError, ValueError) as e:  # a stream FFmpeg cannot mux: one line, nothing left behind
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise TinysalError(f"cannot join the shots' encodes into {out}: {e}") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
     seconds = clock.seconds(total)
     size = out.stat().st_size
     return {"output": str(out), "frames": total, "bytes": size, "video_bytes": video_bytes,
@@ -340,7 +318,7 @@ def _copy_shot(container: Any, st: Any, keep: Any, s: ShotFile, clock: Any, dela
             i = s.start + idx
             pkt.stream = st
             pkt.time_base = clock.time_base
-            pkt.pts, pkt.dts = clock.pts(i), _dts(clock, s.start + n - delay)
+            pkt.pts, pkt.dts = clock.pts(i), clock.pts(s.start + n - delay)
             pkt.duration = clock.pts(i + 1) - clock.pts(i)
             keep.mux_until(container, clock.seconds(max(0, s.start + n - delay)))
             nbytes += pkt.size

@@ -141,6 +141,12 @@ def work_dir(kind: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"tinysal-{kind}{owner_tag()}", dir=base))
 
 
+def run_work_dir(path: str | None, kind: str) -> tuple[Path, bool]:
+    """(the folder a run works in, whether it is kept): the user's ``--work-dir`` (kept, so a rerun resumes), or
+    a temp folder of its own (:func:`work_dir`)."""
+    return (kept_work_dir(path), True) if path else (work_dir(kind), False)
+
+
 def kept_work_dir(path: str, flag: str = "--work-dir") -> Path:
     """A work folder the user names (kept after the run, so that a rerun resumes): made if absent, its absolute
     path (manifests written in it name their files from there), or one line for what cannot be used."""

@@ -75,17 +75,6 @@ def _whole(opts: AutoEncodeOptions, quiet: bool) -> dict[str, Any]:
     return doc
 
 
-def _work_dir(opts: AutoEncodeOptions) -> tuple[Path, bool]:
-    if not opts.work_dir:
-        from tinysal.fileio import work_dir
-
-        return work_dir("auto-encode"), False
-    from tinysal.fileio import kept_work_dir
-
-    work = kept_work_dir(opts.work_dir)
-    return work, True
-
-
 def _title_key(opts: AutoEncodeOptions, layout: str, total: int, min_frames: int) -> dict[str, Any]:
     """What the shot sources in a work dir were made from: this input (path, size, modification time), these
     frames, this pixel format and this detection."""
@@ -257,7 +246,9 @@ def _per_shot(opts: AutoEncodeOptions, quiet: bool) -> dict[str, Any]:
     layout, note = CODECS[opts.codec].pix_fmt_for(reader.pix_fmt, reader.bitdepth)
     if note:
         say(f"auto-encode: {note}")
-    work, keep = _work_dir(opts)
+    from tinysal.fileio import run_work_dir
+
+    work, keep = run_work_dir(opts.work_dir, "auto-encode")
     lock = Lock(work, "auto-encode") if keep else None
     ev = EventLog(opts.events)
     t0 = time.perf_counter()

@@ -40,15 +40,11 @@ SOURCES = "sources.json"
 
 def _work_dir(opts: LadderOptions) -> tuple[Path, bool]:
     """(the folder the ladder works in, whether it is kept)."""
-    if not opts.work_dir:
-        from tinysal.fileio import work_dir
+    from tinysal.fileio import refuse_overlaps, run_work_dir
 
-        return work_dir("ladder"), False
-    from tinysal.fileio import kept_work_dir
-
-    work = kept_work_dir(opts.work_dir)
-    from tinysal.fileio import refuse_overlaps
-
+    work, keep = run_work_dir(opts.work_dir, "ladder")
+    if not keep:
+        return work, keep
     refuse_overlaps(
         {"input": opts.input},
         {"--out-json": opts.out_json, "--plot": opts.plot, "the ladder's manifest": str(work / "rungs.jsonl")},

@@ -1,9 +1,9 @@
 """The one codec table: every fact tinysal uses about an encoder, in one entry per codec, read by ``encode``,
 ``crf-search``, ``ladder``, ``roi-eval`` and the batch. A new codec is a new entry.
 
-The entries are the encoders that PyAV's FFmpeg build holds (``encode`` runs them in-process). ``libaom-av1`` and
-``libvvenc`` are in the bundled FFmpeg *program* (imageio-ffmpeg) but not in PyAV's library, so they have no entry
-yet: adding one needs an encode that pipes frames to that program (docs/codecs.md).
+Most entries are encoders that PyAV's FFmpeg build holds (``encode`` runs them in-process); ``libaom-av1`` and
+``libvvenc`` are in the bundled FFmpeg *program* (imageio-ffmpeg) only, and their entries say ``program=True``:
+``encode`` pipes the frames to that program (docs/codecs.md).
 """
 
 from __future__ import annotations
@@ -140,27 +140,27 @@ _X264_PRESETS = ("veryslow", "slower", "slow", "medium", "fast", "faster", "very
 _RATE = ("crf", "qp", "bitrate", "vbv-maxrate", "vbv-bufsize", "pass", "stats")
 #: 4:2:0, 4:2:2 and 4:4:4 at 8 and 10 bits (x264's high profiles, x265's main/main10/422/444, libaom)
 _ALL_YUV = ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le")
-_H26X_CONTAINERS = (".mp4", ".mkv", ".mov", ".m4v", ".ts")
+#: what x264 and x265 share: the CRF scale and search, presets, layouts, containers, the saliency route (per-block
+#: QP offsets) and fractional CRFs; each entry adds its own
+_H26X: dict[str, Any] = {
+    "crf_range": (0, 51), "crf_default": 23, "search_range": (10, 45), "presets": _X264_PRESETS,
+    "default_preset": "medium", "pix_fmts": _ALL_YUV, "containers": (".mp4", ".mkv", ".mov", ".m4v", ".ts"),
+    "saliency": "qp-offsets", "crf_step": 0.25,
+}  # fmt: skip
 
 CODECS: dict[str, Codec] = {
     c.name: c
     for c in (
         Codec(
-            name="libx264", family="h264", crf_range=(0, 51), crf_default=23, search_range=(10, 45), first_crf=26,
-            presets=_X264_PRESETS, default_preset="medium",
+            name="libx264", family="h264", first_crf=26, roi_strength=3.0, **_H26X,
             preset_note="x264's own default; ab-av1 and most pipelines keep it",
-            pix_fmts=_ALL_YUV,
-            containers=_H26X_CONTAINERS, saliency="qp-offsets", roi_strength=3.0,
-            params_option="x264-params", speed="fast", join_params="stitchable=1", crf_step=0.25,
+            params_option="x264-params", speed="fast", join_params="stitchable=1",
             reserved=(*_RATE, "threads", "aq-mode", "keyint", "min-keyint", "scenecut"),
         ),
         Codec(
-            name="libx265", family="hevc", crf_range=(0, 51), crf_default=23, search_range=(10, 45), first_crf=28,
-            presets=_X264_PRESETS, default_preset="medium",
+            name="libx265", family="hevc", first_crf=28, roi_strength=2.0, **_H26X,
             preset_note="x265's own default",
-            pix_fmts=_ALL_YUV,
-            containers=_H26X_CONTAINERS, saliency="qp-offsets", roi_strength=2.0,
-            params_option="x265-params", speed="slow", join_params="info=0", crf_step=0.25,
+            params_option="x265-params", speed="slow", join_params="info=0",
             reserved=(*_RATE, "pools", "frame-threads", "numa-pools", "keyint", "min-keyint", "scenecut",
                       "log-level"),
         ),

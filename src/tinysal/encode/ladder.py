@@ -195,7 +195,7 @@ class RungOptions:
 
 def run_rung(opts: RungOptions) -> dict[str, Any]:
     """Encode and score one rung: its point (size, bitrate, mean VMAF and vmaf_roi). Its files are removed."""
-    from tinysal.features.task import ScoreOptions, score
+    from tinysal.encode.sampling import score_frames
 
     opts.check()
     W, H = opts.width, opts.height
@@ -223,23 +223,17 @@ def run_rung(opts: RungOptions) -> dict[str, Any]:
             _ffmpeg(["-i", str(enc), "-vf", f"scale={W}:{H}:flags={opts.scaler}", *_raw(W, H, opts.pix_fmt)[:4],
                      str(up)], f"scaling the {opts.rung_height}-line encode up")  # fmt: skip
             dist = up
-        feat = ["mobilesal:roi_score=1"] if opts.roi else []
-        params = [f"mobilesal:model_path={opts.model_path}"] if feat and opts.model_path else []
-        so = ScoreOptions(reference=opts.source, distorted=str(dist), width=W, height=H, pixel_format=pix,
-                          bitdepth=depth, feature=feat, feature_params=params, threads=opts.threads)  # fmt: skip
-        res = score(so).result
+        sc = score_frames(opts.source, str(dist), W, H, opts.pix_fmt, opts.threads, opts.model_path, 0, opts.roi)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    frames = res["frames"]
-    seconds = len(frames) / opts.fps
-    vm = [f["metrics"]["vmaf"] for f in frames]
-    roi = [f["metrics"]["vmaf_roi"] for f in frames if "vmaf_roi" in f["metrics"]]
+    vm, roi = sc["vmaf"], sc["vmaf_roi"]
+    seconds = len(vm) / opts.fps
     return {
         "height": opts.rung_height, "width": opts.rung_width, "crf": opts.crf, "roi_strength": opts.roi_strength,
         "bytes": int(info["bytes"]), "video_kbps": round(info["video_bytes"] * 8 / seconds / 1000, 2),
         "total_kbps": round(info["bytes"] * 8 / seconds / 1000, 2),
         "vmaf": round(float(np.mean(vm)), 4), "vmaf_roi": round(float(np.mean(roi)), 4) if roi else None,
-        "frames": len(frames), "seconds": round(time.perf_counter() - t0, 2),
+        "frames": len(vm), "seconds": round(time.perf_counter() - t0, 2),
     }  # fmt: skip
 
 
